@@ -1,0 +1,2 @@
+//! Block-device backstore (placeholder).
+pub struct BlockIo;

@@ -1,0 +1,3 @@
+//! File-backed backstore (placeholder).
+pub struct FileIo;
+pub struct FileIoOptions;

@@ -1,0 +1,111 @@
+//! Storage behind rtgt's logical units.
+//!
+//! A backstore is a flat array of bytes with a block size. It knows nothing
+//! about SCSI or iSCSI: the core translates LBAs into byte offsets and maps
+//! [`BackstoreError`]s onto sense data.
+//!
+//! The trait is synchronous on purpose. Positioned I/O on a file or a block
+//! device is a blocking system call whichever way it is dressed up (tokio's
+//! own `fs` runs it on the blocking pool), and a RAM disk is a `memcpy`. The
+//! core asks [`Backstore::may_block`] and either calls inline (RAM) or hands
+//! the call to a blocking worker (file, block device), so no boxed future is
+//! allocated per I/O and each implementation stays a plain, testable struct.
+
+mod blockio;
+mod fileio;
+mod ramdisk;
+
+pub use blockio::BlockIo;
+pub use fileio::{FileIo, FileIoOptions};
+pub use ramdisk::RamDisk;
+
+use std::io;
+
+/// Errors a backstore reports; the core maps them onto sense data.
+#[derive(Debug, thiserror::Error)]
+pub enum BackstoreError {
+    /// The byte range lies (partly) beyond the end of the medium.
+    #[error("range {offset}+{len} beyond capacity {capacity}")]
+    OutOfRange { offset: u64, len: u64, capacity: u64 },
+    /// The medium does not support the operation (e.g. discard).
+    #[error("operation not supported by this backstore")]
+    Unsupported,
+    /// The underlying I/O failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, BackstoreError>;
+
+/// Allocation state of a byte range, for GET LBA STATUS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    Mapped,
+    Deallocated,
+}
+
+/// The medium under a logical unit.
+///
+/// All offsets and lengths are in bytes. Implementations must be safe to call
+/// from many threads at once; concurrent writes to overlapping ranges may
+/// interleave (the SCSI core orders commands where SCSI requires it).
+pub trait Backstore: Send + Sync + 'static {
+    /// A short name of the kind (`"ramdisk"`, `"fileio"`, `"blockio"`).
+    fn kind(&self) -> &'static str;
+    /// Size in bytes; always a multiple of `block_size()`.
+    fn capacity(&self) -> u64;
+    /// Logical block size in bytes (512 or 4096).
+    fn block_size(&self) -> u32;
+    /// Physical block size in bytes (>= `block_size()`, a power-of-two multiple).
+    fn physical_block_size(&self) -> u32 {
+        self.block_size()
+    }
+    /// Whether calls may block the calling thread for long (real I/O); when
+    /// true the core runs them on a blocking worker thread.
+    fn may_block(&self) -> bool;
+    /// Whether writes are cached (write-back) and need [`Backstore::flush`]
+    /// to be durable. Reported to initiators as WCE.
+    fn write_cache(&self) -> bool {
+        false
+    }
+    /// Switch write-back caching on or off (MODE SELECT of the caching page).
+    /// Returns `Unsupported` where the medium cannot change it.
+    fn set_write_cache(&self, _enabled: bool) -> Result<()> {
+        Err(BackstoreError::Unsupported)
+    }
+    /// Fill `buf` from `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Write `buf` at `offset`; when `fua` is set the data is durable on return.
+    fn write_at(&self, offset: u64, buf: &[u8], fua: bool) -> Result<()>;
+    /// Make every completed write durable (SYNCHRONIZE CACHE).
+    fn flush(&self) -> Result<()>;
+    /// Deallocate a range; later reads return zeroes.
+    fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
+        Err(BackstoreError::Unsupported)
+    }
+    /// Zero a range.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        // Generic fallback: write zero blocks in bounded chunks.
+        let chunk = vec![0u8; len.min(1 << 20) as usize];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(chunk.len() as u64) as usize;
+            self.write_at(offset + done, &chunk[..n], false)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+    /// Allocation state of the range starting at `offset`: the state of the
+    /// first byte and how many bytes from `offset` share it (at most `len`).
+    fn allocation(&self, _offset: u64, len: u64) -> Result<(Allocation, u64)> {
+        Ok((Allocation::Mapped, len))
+    }
+}
+
+/// Check that `offset..offset+len` fits in `capacity`.
+pub fn check_range(offset: u64, len: u64, capacity: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= capacity => Ok(()),
+        _ => Err(BackstoreError::OutOfRange { offset, len, capacity }),
+    }
+}

@@ -1,0 +1,2 @@
+//! Sparse RAM disk (placeholder).
+pub struct RamDisk;
