@@ -1,1 +1,5 @@
 pub mod pdu;
+pub mod ffp;
+pub mod session;
+pub mod target;
+pub mod wire;

@@ -1,0 +1,613 @@
+//! Full feature phase of one connection (RFC 7143, error recovery level 0):
+//! SCSI commands and their Data-Out / R2T, task management, NOP, Text and
+//! Logout. The reader loop here owns all per-connection transfer state, so
+//! none of it needs a lock; command execution runs in spawned tasks that
+//! report back through the writer's channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtgt_scsi::fabric::decode_lun;
+use rtgt_scsi::{Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, TaskAttr, TmfFunction, TmfResult};
+use tokio::io::AsyncRead;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::pdu::{op, reject, Bhs, RESERVED_TAG};
+use crate::wire::{sn_lt, Incoming, Outgoing, PduReader, ReadError, ScsiReply, Window};
+
+/// What the negotiation settled that the full feature phase needs.
+#[derive(Debug, Clone)]
+pub struct FfpParams {
+    pub immediate_data: bool,
+    pub initial_r2t: bool,
+    pub first_burst: u32,
+    pub max_burst: u32,
+    pub max_outstanding_r2t: u32,
+    /// Our MaxRecvDataSegmentLength: the largest data segment we accept.
+    pub max_recv_dsl: u32,
+}
+
+/// Answers Text requests (SendTargets) in full feature phase.
+pub trait TextResponder: Send + Sync {
+    /// Given the request's key=value text, produce the response text.
+    fn respond(&self, request: &[u8]) -> Vec<u8>;
+}
+
+/// Liveness shared between the reader and the connection's watchdog.
+#[derive(Debug)]
+pub struct Liveness {
+    start: Instant,
+    /// Milliseconds since `start` at the last received PDU.
+    last_rx: AtomicU64,
+    /// A NOP-In ping is outstanding.
+    pub ping_outstanding: AtomicBool,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { start: Instant::now(), last_rx: AtomicU64::new(0), ping_outstanding: AtomicBool::new(false) }
+    }
+}
+
+impl Liveness {
+    fn touch(&self) {
+        self.last_rx.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    /// Time since the last PDU arrived.
+    pub fn idle(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_rx.load(Ordering::Relaxed)))
+    }
+}
+
+/// Target transfer tag used for our NOP-In pings.
+pub const PING_TTT: u32 = 0x7fff_fffe;
+
+/// Why the full feature phase ended.
+#[derive(Debug)]
+pub enum End {
+    /// Orderly logout; the response has been flushed.
+    Logout,
+    /// The initiator closed the connection.
+    Closed,
+    /// A protocol violation or I/O error; the connection is dropped.
+    Error(String),
+}
+
+/// Bookkeeping of one command carried with its execution.
+#[derive(Clone, Copy)]
+struct CmdMeta {
+    itt: u32,
+    lun: [u8; 8],
+    edtl: u32,
+    read: bool,
+    write: bool,
+    /// Data-Out bytes the CDB called for.
+    needed: u32,
+    immediate: bool,
+}
+
+/// An outstanding R2T.
+struct R2tState {
+    ttt: u32,
+    offset: u32,
+    len: u32,
+    received: u32,
+    next_datasn: u32,
+}
+
+/// A write command collecting its Data-Out.
+struct WriteXfer {
+    prepared: Prepared,
+    meta: CmdMeta,
+    buf: Vec<u8>,
+    received: usize,
+    /// Unsolicited data the initiator may still send (bytes, from offset 0).
+    unsolicited_end: u32,
+    unsolicited_datasn: u32,
+    /// Next offset to solicit with an R2T.
+    next_solicit: u32,
+    r2t_sn: u32,
+    r2ts: VecDeque<R2tState>,
+}
+
+pub struct Ffp {
+    pub nexus: Arc<Nexus>,
+    pub window: Arc<Window>,
+    pub tx: mpsc::UnboundedSender<Outgoing>,
+    pub params: FfpParams,
+    pub liveness: Arc<Liveness>,
+    pub text: Arc<dyn TextResponder>,
+    writes: HashMap<u32, WriteXfer>,
+    next_ttt: u32,
+}
+
+impl Ffp {
+    pub fn new(
+        nexus: Arc<Nexus>,
+        window: Arc<Window>,
+        tx: mpsc::UnboundedSender<Outgoing>,
+        params: FfpParams,
+        liveness: Arc<Liveness>,
+        text: Arc<dyn TextResponder>,
+    ) -> Self {
+        Ffp { nexus, window, tx, params, liveness, text, writes: HashMap::new(), next_ttt: 1 }
+    }
+
+    /// Process PDUs until logout, close or error.
+    pub async fn run<R: AsyncRead + Unpin>(&mut self, reader: &mut PduReader<R>) -> End {
+        reader.max_data = self.params.max_recv_dsl as usize;
+        loop {
+            let inc = match reader.read_header().await {
+                Ok(i) => i,
+                Err(ReadError::Closed) => return End::Closed,
+                Err(e) => return End::Error(e.to_string()),
+            };
+            self.liveness.touch();
+            let res = match inc.bhs.opcode() {
+                op::SCSI_CMD => self.on_command(reader, inc).await,
+                op::DATA_OUT => self.on_data_out(reader, inc).await,
+                op::NOP_OUT => self.on_nop_out(reader, inc).await,
+                op::TMF_REQ => self.on_tmf(reader, inc).await,
+                op::TEXT_REQ => self.on_text(reader, inc).await,
+                op::LOGOUT_REQ => match self.on_logout(reader, inc).await {
+                    Ok(()) => return End::Logout,
+                    Err(e) => Err(e),
+                },
+                op::SNACK_REQ => {
+                    // Error recovery level 0 has no SNACK.
+                    self.skip_and_reject(reader, inc, reject::PROTOCOL_ERROR).await
+                }
+                op::LOGIN_REQ => {
+                    let _ = self.skip_and_reject(reader, inc, reject::PROTOCOL_ERROR).await;
+                    Err("login request in full feature phase".into())
+                }
+                _ => self.skip_and_reject(reader, inc, reject::COMMAND_NOT_SUPPORTED).await,
+            };
+            if let Err(e) = res {
+                return End::Error(e);
+            }
+        }
+    }
+
+    fn send(&self, bhs: Bhs, data: Bytes) {
+        let _ = self.tx.send(Outgoing::Pdu { bhs, data });
+    }
+
+    fn send_reject(&self, rejected: &Bhs, reason: u8) {
+        let mut b = Bhs::new(op::REJECT);
+        b.set_flags(0x80);
+        b.0[2] = reason;
+        b.set_itt(RESERVED_TAG);
+        self.send(b, Bytes::copy_from_slice(&rejected.0));
+    }
+
+    async fn skip_and_reject<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut PduReader<R>,
+        inc: Incoming,
+        reason: u8,
+    ) -> Result<(), String> {
+        read_skip(reader, &inc).await?;
+        self.send_reject(&inc.bhs, reason);
+        Ok(())
+    }
+
+    /// CmdSN acceptance (RFC 7143 3.2.2.1). Returns false when the PDU
+    /// must be silently ignored.
+    fn accept_cmdsn(&self, bhs: &Bhs) -> bool {
+        let exp = self.window.exp_cmdsn.load(Ordering::Acquire);
+        let cmdsn = bhs.cmdsn();
+        if bhs.immediate() {
+            return true;
+        }
+        if cmdsn != exp {
+            tracing::debug!(cmdsn, exp, "CmdSN outside the window; ignoring PDU");
+            return false;
+        }
+        true
+    }
+
+    /// Advance ExpCmdSN past a non-immediate PDU; `counts` when it stays
+    /// outstanding (a SCSI command) until it completes.
+    fn advance_cmdsn(&self, bhs: &Bhs, counts: bool) {
+        if bhs.immediate() {
+            return;
+        }
+        if counts {
+            self.window.outstanding.fetch_add(1, Ordering::AcqRel);
+        }
+        self.window.exp_cmdsn.fetch_add(1, Ordering::AcqRel);
+    }
+
+    async fn on_command<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut PduReader<R>,
+        inc: Incoming,
+    ) -> Result<(), String> {
+        let bhs = inc.bhs;
+        if !self.accept_cmdsn(&bhs) {
+            return read_skip(reader, &inc).await;
+        }
+        let flags = bhs.flags();
+        let read = flags & 0x40 != 0;
+        let write = flags & 0x20 != 0;
+        let attr = match flags & 0x07 {
+            0 | 1 => TaskAttr::Simple,
+            2 => TaskAttr::Ordered,
+            3 => TaskAttr::HeadOfQueue,
+            _ => TaskAttr::Aca,
+        };
+        let edtl = bhs.u32_at(20);
+        let mut cdb = bhs.0[32..48].to_vec();
+        // Extended CDB AHS (type 1): the bytes beyond the 16th.
+        if inc.ahs.len() >= 4 && inc.ahs[2] == 1 {
+            let ahs_len = u16::from_be_bytes([inc.ahs[0], inc.ahs[1]]) as usize;
+            let end = (4 + ahs_len.saturating_sub(1)).min(inc.ahs.len());
+            cdb.extend_from_slice(&inc.ahs[4..end]);
+        }
+        let dir = match (read, write) {
+            (false, false) => DataDirection::None,
+            (true, false) => DataDirection::Read,
+            (false, true) => DataDirection::Write,
+            (true, true) => DataDirection::Bidirectional,
+        };
+        let itt = bhs.itt();
+        let immediate = bhs.immediate();
+        let cmd = Command {
+            lun: decode_lun(bhs.lun()),
+            cdb,
+            tag: itt as u64,
+            attr,
+            expected_len: edtl,
+            dir,
+        };
+        self.advance_cmdsn(&bhs, true);
+        let mut meta = CmdMeta { itt, lun: bhs.lun(), edtl, read, write, needed: 0, immediate };
+        let prepared = match self.nexus.prepare(cmd) {
+            Ok(p) => p,
+            Err(resp) => {
+                read_skip(reader, &inc).await?;
+                complete(&self.tx, &self.window, meta, resp);
+                return Ok(());
+            }
+        };
+        meta.needed = prepared.data_out_len();
+        let xfer_len = if write { meta.needed.min(edtl) } else { 0 } as usize;
+        let mut buf = vec![0u8; xfer_len];
+        let imm = bhs.data_len();
+        if imm > 0 && !self.params.immediate_data {
+            // Immediate data that was not negotiated.
+            read_skip(reader, &inc).await?;
+            self.send_reject(&bhs, reject::PROTOCOL_ERROR);
+            self.window.outstanding.fetch_sub(1, Ordering::AcqRel);
+            return Ok(());
+        }
+        let keep = imm.min(xfer_len);
+        reader.read_data_prefix(&inc, &mut buf[..keep]).await.map_err(|e| e.to_string())?;
+        if keep == xfer_len {
+            spawn_exec(&self.tx, &self.window, prepared, buf, meta);
+            return Ok(());
+        }
+        let unsolicited_end = if self.params.initial_r2t {
+            imm as u32
+        } else {
+            (self.params.first_burst.min(edtl)).max(imm as u32)
+        };
+        let mut x = WriteXfer {
+            prepared,
+            meta,
+            buf,
+            received: keep,
+            unsolicited_end,
+            unsolicited_datasn: 0,
+            next_solicit: unsolicited_end.min(xfer_len as u32),
+            r2t_sn: 0,
+            r2ts: VecDeque::new(),
+        };
+        self.solicit(&mut x);
+        self.writes.insert(itt, x);
+        Ok(())
+    }
+
+    /// Send R2Ts up to MaxOutstandingR2T for data not yet solicited.
+    fn solicit(&mut self, x: &mut WriteXfer) {
+        let total = x.buf.len() as u32;
+        while x.next_solicit < total && (x.r2ts.len() as u32) < self.params.max_outstanding_r2t.max(1) {
+            let len = (total - x.next_solicit).min(self.params.max_burst);
+            let ttt = self.next_ttt;
+            self.next_ttt = self.next_ttt.wrapping_add(1);
+            if self.next_ttt == RESERVED_TAG || self.next_ttt == PING_TTT {
+                self.next_ttt = 1;
+            }
+            let mut b = Bhs::new(op::R2T);
+            b.set_flags(0x80);
+            b.set_lun(x.meta.lun);
+            b.set_itt(x.meta.itt);
+            b.set_u32_at(20, ttt);
+            b.set_u32_at(36, x.r2t_sn);
+            b.set_u32_at(40, x.next_solicit);
+            b.set_u32_at(44, len);
+            self.send(b, Bytes::new());
+            x.r2ts.push_back(R2tState { ttt, offset: x.next_solicit, len, received: 0, next_datasn: 0 });
+            x.r2t_sn += 1;
+            x.next_solicit += len;
+        }
+    }
+
+    async fn on_data_out<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut PduReader<R>,
+        inc: Incoming,
+    ) -> Result<(), String> {
+        let bhs = inc.bhs;
+        let itt = bhs.itt();
+        let Some(mut x) = self.writes.remove(&itt) else {
+            // Data for a task that completed or was aborted: drop it.
+            return read_skip(reader, &inc).await;
+        };
+        let ttt = bhs.ttt();
+        let datasn = bhs.u32_at(36);
+        let offset = bhs.u32_at(40);
+        let len = bhs.data_len() as u32;
+        let end = offset.checked_add(len).ok_or("Data-Out offset overflow")?;
+        if ttt == RESERVED_TAG {
+            if datasn != x.unsolicited_datasn || end > x.unsolicited_end {
+                self.send_reject(&bhs, reject::PROTOCOL_ERROR);
+                return Err(format!("bad unsolicited Data-Out (DataSN {datasn}, offset {offset})"));
+            }
+            x.unsolicited_datasn += 1;
+        } else {
+            let Some(r) = x.r2ts.iter_mut().find(|r| r.ttt == ttt) else {
+                self.send_reject(&bhs, reject::INVALID_PDU_FIELD);
+                return Err(format!("Data-Out with unknown TTT {ttt:#x}"));
+            };
+            if datasn != r.next_datasn || offset < r.offset || end > r.offset + r.len {
+                self.send_reject(&bhs, reject::PROTOCOL_ERROR);
+                return Err(format!("bad solicited Data-Out (DataSN {datasn}, offset {offset})"));
+            }
+            r.next_datasn += 1;
+            r.received += len;
+        }
+        let total = x.buf.len();
+        let start = (offset as usize).min(total);
+        let keep = (end as usize).min(total) - start;
+        reader
+            .read_data_prefix(&inc, &mut x.buf[start..start + keep])
+            .await
+            .map_err(|e| e.to_string())?;
+        x.received += keep;
+        // Retire R2Ts whose data has all arrived, and solicit more.
+        while x.r2ts.front().is_some_and(|r| r.received >= r.len) {
+            x.r2ts.pop_front();
+        }
+        if x.received >= total {
+            spawn_exec(&self.tx, &self.window, x.prepared, x.buf, x.meta);
+        } else {
+            self.solicit(&mut x);
+            self.writes.insert(itt, x);
+        }
+        Ok(())
+    }
+
+    async fn on_nop_out<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut PduReader<R>,
+        inc: Incoming,
+    ) -> Result<(), String> {
+        let bhs = inc.bhs;
+        let data = read_vec(reader, &inc).await?;
+        if bhs.itt() == RESERVED_TAG {
+            // The answer to our ping (or a NOP-Out that wants no answer).
+            if bhs.ttt() == PING_TTT {
+                self.liveness.ping_outstanding.store(false, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        if !self.accept_cmdsn(&bhs) {
+            return Ok(());
+        }
+        self.advance_cmdsn(&bhs, false);
+        let mut b = Bhs::new(op::NOP_IN);
+        b.set_flags(0x80);
+        b.set_lun(bhs.lun());
+        b.set_itt(bhs.itt());
+        b.set_u32_at(20, RESERVED_TAG);
+        self.send(b, Bytes::from(data));
+        Ok(())
+    }
+
+    async fn on_tmf<R: AsyncRead + Unpin>(&mut self, reader: &mut PduReader<R>, inc: Incoming) -> Result<(), String> {
+        let bhs = inc.bhs;
+        read_skip(reader, &inc).await?;
+        if !self.accept_cmdsn(&bhs) {
+            return Ok(());
+        }
+        self.advance_cmdsn(&bhs, false);
+        let lun = decode_lun(bhs.lun());
+        let ref_tag = bhs.u32_at(20);
+        let ref_cmdsn = bhs.u32_at(32);
+        let function = bhs.flags() & 0x7f;
+        let f = match function {
+            1 => Some(TmfFunction::AbortTask { lun, tag: ref_tag as u64 }),
+            2 => Some(TmfFunction::AbortTaskSet { lun }),
+            4 => Some(TmfFunction::ClearTaskSet { lun }),
+            5 => Some(TmfFunction::LogicalUnitReset { lun }),
+            6 | 7 => Some(TmfFunction::TargetReset),
+            _ => None,
+        };
+        let response: u8 = match f {
+            // CLEAR ACA (we never establish ACA), TASK REASSIGN (needs ERL 2).
+            None if function == 8 => 4,
+            None => 5,
+            Some(f) => {
+                let r = self.nexus.task_management(f).await;
+                // Forget Data-Out collection of the tasks it ended.
+                match f {
+                    TmfFunction::AbortTask { .. } => {
+                        if r == TmfResult::Complete {
+                            self.writes.remove(&ref_tag);
+                        }
+                    }
+                    TmfFunction::TargetReset => self.writes.clear(),
+                    _ => {
+                        let raw = bhs.lun();
+                        self.writes.retain(|_, x| x.meta.lun != raw);
+                    }
+                }
+                match r {
+                    TmfResult::Complete => 0,
+                    TmfResult::TaskNotFound => {
+                        // RFC 7143 11.5.1: a task already completed (its
+                        // CmdSN precedes this request's) counts as done.
+                        if sn_lt(ref_cmdsn, bhs.cmdsn()) || ref_cmdsn == bhs.cmdsn() && bhs.immediate() {
+                            0
+                        } else {
+                            1
+                        }
+                    }
+                    TmfResult::LunNotFound => 2,
+                    TmfResult::NotSupported => 5,
+                    TmfResult::Rejected => 255,
+                }
+            }
+        };
+        let mut b = Bhs::new(op::TMF_RSP);
+        b.set_flags(0x80);
+        b.0[2] = response;
+        b.set_itt(bhs.itt());
+        self.send(b, Bytes::new());
+        Ok(())
+    }
+
+    async fn on_text<R: AsyncRead + Unpin>(&mut self, reader: &mut PduReader<R>, inc: Incoming) -> Result<(), String> {
+        let bhs = inc.bhs;
+        let data = read_vec(reader, &inc).await?;
+        if !self.accept_cmdsn(&bhs) {
+            return Ok(());
+        }
+        self.advance_cmdsn(&bhs, false);
+        let answer = self.text.respond(&data);
+        let mut b = Bhs::new(op::TEXT_RSP);
+        b.set_flags(0x80);
+        b.set_lun(bhs.lun());
+        b.set_itt(bhs.itt());
+        b.set_u32_at(20, RESERVED_TAG);
+        self.send(b, Bytes::from(answer));
+        Ok(())
+    }
+
+    async fn on_logout<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut PduReader<R>,
+        inc: Incoming,
+    ) -> Result<(), String> {
+        let bhs = inc.bhs;
+        read_skip(reader, &inc).await?;
+        self.advance_cmdsn(&bhs, false);
+        let reason = bhs.flags() & 0x7f;
+        // Let running commands answer first, so that nothing follows the
+        // Logout Response on the wire.
+        self.writes.clear();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.window.outstanding.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut b = Bhs::new(op::LOGOUT_RSP);
+        b.set_flags(0x80);
+        b.0[2] = match reason {
+            0 | 1 => 0,
+            // Removing a connection for recovery needs ERL 2.
+            _ => 2,
+        };
+        b.set_itt(bhs.itt());
+        self.send(b, Bytes::new());
+        let (done_tx, done_rx) = oneshot::channel();
+        let _ = self.tx.send(Outgoing::Flush(done_tx));
+        let _ = done_rx.await;
+        Ok(())
+    }
+}
+
+async fn read_skip<R: AsyncRead + Unpin>(reader: &mut PduReader<R>, inc: &Incoming) -> Result<(), String> {
+    reader.skip_data(inc).await.map_err(|e| e.to_string())
+}
+
+async fn read_vec<R: AsyncRead + Unpin>(reader: &mut PduReader<R>, inc: &Incoming) -> Result<Vec<u8>, String> {
+    reader.read_data_vec(inc).await.map_err(|e| e.to_string())
+}
+
+fn spawn_exec(tx: &mpsc::UnboundedSender<Outgoing>, window: &Arc<Window>, prepared: Prepared, buf: Vec<u8>, meta: CmdMeta) {
+    let tx = tx.clone();
+    let window = window.clone();
+    tokio::spawn(async move {
+        match prepared.execute(buf).await {
+            ExecOutcome::Done(resp) => complete(&tx, &window, meta, resp),
+            ExecOutcome::Aborted => {
+                if !meta.immediate {
+                    window.outstanding.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+    });
+}
+
+/// Queue a command's reply, with residuals (RFC 7143 11.4.5).
+fn complete(tx: &mpsc::UnboundedSender<Outgoing>, window: &Window, meta: CmdMeta, resp: Response) {
+    if !meta.immediate {
+        // Open the window before the reply goes out so the reply carries it.
+        window.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+    let (flags, residual, data) = if meta.write && !meta.read {
+        // Residuals of a write compare what the CDB needed with what the
+        // initiator expected to send.
+        let (f, r) = residual(meta.needed as usize, meta.edtl as usize);
+        (f, r, Bytes::new())
+    } else {
+        let produced = resp.data.len();
+        let (f, r) = residual(produced, meta.edtl as usize);
+        let mut data = Bytes::from(resp.data);
+        if meta.read {
+            data.truncate(meta.edtl as usize);
+        } else {
+            data = Bytes::new();
+        }
+        (f, r, data)
+    };
+    let _ = tx.send(Outgoing::Scsi(ScsiReply {
+        itt: meta.itt,
+        lun: meta.lun,
+        status: resp.status,
+        sense: resp.sense,
+        data,
+        residual_flags: flags,
+        residual,
+    }));
+}
+
+/// Residual flags (O = 0x04, U = 0x02) and count for `actual` bytes of a
+/// transfer the initiator expected to be `expected` bytes.
+fn residual(actual: usize, expected: usize) -> (u8, u32) {
+    use std::cmp::Ordering::*;
+    match actual.cmp(&expected) {
+        Equal => (0, 0),
+        Greater => (0x04, (actual - expected) as u32),
+        Less => (0x02, (expected - actual) as u32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::residual;
+
+    #[test]
+    fn residual_flags() {
+        assert_eq!(residual(512, 512), (0, 0));
+        assert_eq!(residual(512, 0), (0x04, 512));
+        assert_eq!(residual(512, 10000), (0x02, 10000 - 512));
+        assert_eq!(residual(1024, 512), (0x04, 512));
+    }
+}
