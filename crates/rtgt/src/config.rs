@@ -1,0 +1,431 @@
+//! The configuration model and its TOML file format.
+//!
+//! One model — backstores, targets, portal groups, portals, LUNs and (for
+//! the next issues) ACLs and auth — is loaded from a file written by people,
+//! so every error names the file, the line and what is wrong.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The default iSCSI port.
+pub const ISCSI_PORT: u16 = 3260;
+/// The built-in demo target.
+pub const DEMO_IQN: &str = "iqn.2026-11.org.rtgt:demo";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub backstore: Vec<Backstore>,
+    #[serde(default)]
+    pub target: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackstoreKind {
+    Ramdisk,
+    Fileio,
+    Blockio,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backstore {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: BackstoreKind,
+    /// Size: bytes, or a number with K/M/G/T (powers of 1024).
+    pub size: Option<Spanned<Size>>,
+    pub path: Option<Spanned<PathBuf>>,
+    pub block_size: Option<Spanned<u32>>,
+    /// fileio: cache writes and make them durable on SYNCHRONIZE CACHE or
+    /// FUA (default), or write through.
+    pub write_back: Option<bool>,
+    /// Refuse every write, for every initiator.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub iqn: Spanned<String>,
+    pub alias: Option<String>,
+    #[serde(default)]
+    pub tpg: Vec<Tpg>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tpg {
+    pub tag: Spanned<u16>,
+    #[serde(default)]
+    pub portals: Vec<Spanned<String>>,
+    /// Any initiator may log in and sees every LUN of the group. When
+    /// false, only initiators with an `acl` entry may.
+    #[serde(default = "yes")]
+    pub open_access: bool,
+    #[serde(default)]
+    pub lun: Vec<Lun>,
+    #[serde(default)]
+    pub acl: Vec<Acl>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lun {
+    pub lun: Spanned<u64>,
+    pub backstore: Spanned<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Per-initiator access (the LUN masking of a later issue uses
+/// `mapped_lun`; today an ACL admits its initiator to the group's LUNs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acl {
+    pub initiator: Spanned<String>,
+}
+
+/// A byte count written as `1073741824`, `"1G"`, `"512M"` ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Size(n)),
+            Raw::Str(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parse `"1G"`, `"512M"`, `"4096"`, `"1.5T"` is not accepted (whole units only).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("invalid size {s:?}: unknown unit {c:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("invalid size {s:?}: expected a whole number with an optional K/M/G/T unit"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file.display(), l, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Maps byte offsets of the source to line numbers.
+struct Lines<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Lines<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+    fn err<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError { file: self.file.to_path_buf(), line: Some(self.line_of(span.start)), message: message.into() })
+    }
+}
+
+impl Config {
+    /// The built-in default: a 1 GiB RAM disk as LUN 0 of the demo target
+    /// on 127.0.0.1:3260, open to any initiator.
+    pub fn demo() -> Config {
+        let text = format!(
+            r#"
+[[backstore]]
+name = "ram0"
+type = "ramdisk"
+size = "1G"
+
+[[target]]
+iqn = "{DEMO_IQN}"
+
+[[target.tpg]]
+tag = 1
+portals = ["127.0.0.1:{ISCSI_PORT}"]
+
+[[target.tpg.lun]]
+lun = 0
+backstore = "ram0"
+"#
+        );
+        Config::parse(Path::new("<built-in>"), &text).expect("built-in config is valid")
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parse and validate config text; `file` names it in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let lines = Lines { file, text };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| lines.line_of(s.start));
+            ConfigError { file: file.to_path_buf(), line, message: e.message().to_string() }
+        })?;
+        config.validate(&lines)?;
+        Ok(config)
+    }
+
+    fn validate(&self, l: &Lines<'_>) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for b in &self.backstore {
+            let name = b.name.get_ref();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return l.err(b.name.span(), format!("backstore name {name:?} must be non-empty letters, digits, '-', '_' or '.'"));
+            }
+            if !names.insert(name.as_str()) {
+                return l.err(b.name.span(), format!("duplicate backstore name {name:?}"));
+            }
+            if let Some(bs) = &b.block_size {
+                if !matches!(*bs.get_ref(), 512 | 4096) {
+                    return l.err(bs.span(), format!("block_size {} is not supported (512 or 4096)", bs.get_ref()));
+                }
+                if b.kind == BackstoreKind::Blockio {
+                    return l.err(bs.span(), "block_size is read from the device for blockio; remove it");
+                }
+            }
+            match b.kind {
+                BackstoreKind::Ramdisk => {
+                    let Some(size) = &b.size else {
+                        return l.err(b.name.span(), format!("ramdisk {name:?} needs a size"));
+                    };
+                    if b.path.is_some() {
+                        return l.err(b.name.span(), format!("ramdisk {name:?} takes no path"));
+                    }
+                    check_size(l, size, b.block_size.as_ref().map(|s| *s.get_ref()).unwrap_or(512))?;
+                }
+                BackstoreKind::Fileio => {
+                    if b.path.is_none() {
+                        return l.err(b.name.span(), format!("fileio {name:?} needs a path"));
+                    }
+                    if let Some(size) = &b.size {
+                        check_size(l, size, b.block_size.as_ref().map(|s| *s.get_ref()).unwrap_or(512))?;
+                    }
+                }
+                BackstoreKind::Blockio => {
+                    if b.path.is_none() {
+                        return l.err(b.name.span(), format!("blockio {name:?} needs a path"));
+                    }
+                    if let Some(size) = &b.size {
+                        return l.err(size.span(), "size is read from the device for blockio; remove it");
+                    }
+                }
+            }
+            if b.write_back.is_some() && b.kind != BackstoreKind::Fileio {
+                return l.err(b.name.span(), "write_back applies to fileio backstores only");
+            }
+        }
+        let mut iqns = HashSet::new();
+        for t in &self.target {
+            let iqn = t.iqn.get_ref();
+            if let Err(why) = check_iscsi_name(iqn) {
+                return l.err(t.iqn.span(), format!("target name {iqn:?}: {why}"));
+            }
+            if !iqns.insert(iqn.to_ascii_lowercase()) {
+                return l.err(t.iqn.span(), format!("duplicate target {iqn:?}"));
+            }
+            let mut tags = HashSet::new();
+            for g in &t.tpg {
+                let tag = *g.tag.get_ref();
+                if tag == 0 {
+                    return l.err(g.tag.span(), "tpg tag must be 1..65535");
+                }
+                if !tags.insert(tag) {
+                    return l.err(g.tag.span(), format!("duplicate tpg tag {tag} in target {iqn:?}"));
+                }
+                for p in &g.portals {
+                    if let Err(why) = parse_portal(p.get_ref()) {
+                        return l.err(p.span(), why);
+                    }
+                }
+                let mut luns = HashSet::new();
+                for lun in &g.lun {
+                    let n = *lun.lun.get_ref();
+                    if n >= 16384 {
+                        return l.err(lun.lun.span(), format!("LUN {n} is out of range (0..16383)"));
+                    }
+                    if !luns.insert(n) {
+                        return l.err(lun.lun.span(), format!("LUN {n} is mapped twice in tpg {tag}"));
+                    }
+                    let bs = lun.backstore.get_ref();
+                    if !names.contains(bs.as_str()) {
+                        return l.err(lun.backstore.span(), format!("no backstore named {bs:?}"));
+                    }
+                }
+                for acl in &g.acl {
+                    if let Err(why) = check_iscsi_name(acl.initiator.get_ref()) {
+                        return l.err(acl.initiator.span(), format!("initiator name {:?}: {why}", acl.initiator.get_ref()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace every portal group's portals (the `--listen` option).
+    pub fn override_portals(&mut self, portals: &[SocketAddr]) {
+        for t in &mut self.target {
+            for g in &mut t.tpg {
+                g.portals = portals.iter().map(|p| Spanned::new(0..0, p.to_string())).collect();
+            }
+        }
+    }
+}
+
+fn check_size(l: &Lines<'_>, size: &Spanned<Size>, block: u32) -> Result<(), ConfigError> {
+    let n = size.get_ref().0;
+    if n == 0 || n % block as u64 != 0 {
+        return l.err(size.span(), format!("size {n} must be a non-zero multiple of the block size {block}"));
+    }
+    Ok(())
+}
+
+/// Light validation of an iSCSI name (RFC 3720 3.2.6): the type prefix and
+/// the characters allowed.
+pub fn check_iscsi_name(name: &str) -> Result<(), String> {
+    if name.len() > 223 {
+        return Err("longer than 223 bytes".into());
+    }
+    let lower = name.to_ascii_lowercase();
+    if !(lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa.")) {
+        return Err("must start with iqn., eui. or naa.".into());
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c)) {
+        return Err("may contain only letters, digits, '-', '.' and ':'".into());
+    }
+    Ok(())
+}
+
+/// Parse `host:port`, `host` (port 3260), `[v6]:port`.
+pub fn parse_portal(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, ISCSI_PORT));
+    }
+    let with_port = if s.contains(':') { s.to_string() } else { format!("{s}:{ISCSI_PORT}") };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("invalid portal {s:?}: expected HOST:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn demo_is_valid() {
+        let c = Config::demo();
+        assert_eq!(c.target[0].iqn.get_ref(), DEMO_IQN);
+        assert_eq!(c.backstore[0].size.as_ref().unwrap().get_ref().0, 1 << 30);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1.5G").is_err());
+        assert!(parse_size("12Q").is_err());
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().starts_with("test.toml:4:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_backstore_reference_names_line() {
+        let text = "[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\n\n[[target]]\niqn = \"iqn.2026-11.x:y\"\n[[target.tpg]]\ntag = 1\n[[target.tpg.lun]]\nlun = 0\nbackstore = \"b\"\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.line, Some(12), "{e}");
+        assert!(e.message.contains("no backstore named \"b\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\ncolour = 3\n").unwrap_err();
+        assert!(e.message.contains("colour"), "{e}");
+        assert_eq!(e.line, Some(5), "{e}");
+    }
+
+    #[test]
+    fn bad_values() {
+        let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nblock_size = 1000\n").unwrap_err();
+        assert!(e.message.contains("block_size 1000"), "{e}");
+        let e = parse("[[backstore]]\nname = \"a\"\ntype = \"fileio\"\n").unwrap_err();
+        assert!(e.message.contains("needs a path"), "{e}");
+        let e = parse("[[target]]\niqn = \"bogus\"\n").unwrap_err();
+        assert!(e.message.contains("iqn."), "{e}");
+        let e = parse("[[target]]\niqn = \"iqn.2026-11.a:b\"\n[[target.tpg]]\ntag = 1\nportals = [\"1.2.3.4:notaport\"]\n").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+    }
+
+    #[test]
+    fn portals() {
+        assert_eq!(parse_portal("127.0.0.1:3261").unwrap().port(), 3261);
+        assert_eq!(parse_portal("127.0.0.1").unwrap().port(), 3260);
+        assert_eq!(parse_portal("[::1]:3262").unwrap().port(), 3262);
+    }
+}
