@@ -26,7 +26,11 @@ use std::io;
 pub enum BackstoreError {
     /// The byte range lies (partly) beyond the end of the medium.
     #[error("range {offset}+{len} beyond capacity {capacity}")]
-    OutOfRange { offset: u64, len: u64, capacity: u64 },
+    OutOfRange {
+        offset: u64,
+        len: u64,
+        capacity: u64,
+    },
     /// The medium does not support the operation (e.g. discard).
     #[error("operation not supported by this backstore")]
     Unsupported,
@@ -85,15 +89,7 @@ pub trait Backstore: Send + Sync + 'static {
     }
     /// Zero a range.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        // Generic fallback: write zero blocks in bounded chunks.
-        let chunk = vec![0u8; len.min(1 << 20) as usize];
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(chunk.len() as u64) as usize;
-            self.write_at(offset + done, &chunk[..n], false)?;
-            done += n as u64;
-        }
-        Ok(())
+        write_zeroes_by_writing(self, offset, len)
     }
     /// Allocation state of the range starting at `offset`: the state of the
     /// first byte and how many bytes from `offset` share it (at most `len`).
@@ -106,6 +102,49 @@ pub trait Backstore: Send + Sync + 'static {
 pub fn check_range(offset: u64, len: u64, capacity: u64) -> Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= capacity => Ok(()),
-        _ => Err(BackstoreError::OutOfRange { offset, len, capacity }),
+        _ => Err(BackstoreError::OutOfRange {
+            offset,
+            len,
+            capacity,
+        }),
     }
+}
+
+/// The generic write-zeroes: write zero blocks in bounded chunks.
+///
+/// It is the trait's default, and public so that implementations which try a
+/// faster native way first can fall back to it when the medium refuses.
+pub fn write_zeroes_by_writing<B: Backstore + ?Sized>(bs: &B, offset: u64, len: u64) -> Result<()> {
+    let chunk = vec![0u8; len.min(1 << 20) as usize];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(chunk.len() as u64) as usize;
+        bs.write_at(offset + done, &chunk[..n], false)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Check that `block_size` is one rtgt serves (512 or 4096 bytes).
+pub fn check_block_size(block_size: u32) -> Result<()> {
+    match block_size {
+        512 | 4096 => Ok(()),
+        _ => Err(BackstoreError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            block_size_problem(block_size),
+        ))),
+    }
+}
+
+fn block_size_problem(block_size: u32) -> String {
+    format!("block size {block_size} not supported (use 512 or 4096)")
+}
+
+/// An error that names the file it is about, for messages at open time.
+fn path_error(
+    path: &std::path::Path,
+    kind: io::ErrorKind,
+    msg: impl std::fmt::Display,
+) -> BackstoreError {
+    BackstoreError::Io(io::Error::new(kind, format!("{}: {msg}", path.display())))
 }
