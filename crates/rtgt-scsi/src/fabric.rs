@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::sense::Sense;
-
 /// SCSI status codes (SAM-5).
 pub mod status {
     pub const GOOD: u8 = 0x00;
@@ -70,10 +68,18 @@ pub struct Response {
 
 impl Response {
     pub fn good(data: Vec<u8>) -> Self {
-        Response { status: status::GOOD, sense: None, data }
+        Response {
+            status: status::GOOD,
+            sense: None,
+            data,
+        }
     }
     pub fn status(status: u8) -> Self {
-        Response { status, sense: None, data: Vec::new() }
+        Response {
+            status,
+            sense: None,
+            data: Vec::new(),
+        }
     }
 }
 
@@ -118,10 +124,19 @@ pub struct LunMap {
 /// Task management functions (SAM-5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TmfFunction {
-    AbortTask { lun: u64, tag: u64 },
-    AbortTaskSet { lun: u64 },
-    ClearTaskSet { lun: u64 },
-    LogicalUnitReset { lun: u64 },
+    AbortTask {
+        lun: u64,
+        tag: u64,
+    },
+    AbortTaskSet {
+        lun: u64,
+    },
+    ClearTaskSet {
+        lun: u64,
+    },
+    LogicalUnitReset {
+        lun: u64,
+    },
     /// Warm and cold target resets are the same to a target without power
     /// to cycle.
     TargetReset,
@@ -180,12 +195,14 @@ impl Nexus {
     pub fn new(initiator_port: String, port: Arc<TargetPort>, luns: Arc<LunMap>) -> Arc<Nexus> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        Arc::new(Nexus {
+        let nexus = Arc::new(Nexus {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             initiator_port,
             port,
             luns,
-        })
+        });
+        crate::exec::nexus_created(&nexus);
+        nexus
     }
 
     /// Process-unique identifier of this nexus.
@@ -226,6 +243,12 @@ impl Nexus {
     /// the state SCSI ties to it.
     pub fn close(self: &Arc<Self>) {
         crate::exec::nexus_lost(self)
+    }
+}
+
+impl Drop for Nexus {
+    fn drop(&mut self) {
+        crate::exec::nexus_dropped(self)
     }
 }
 

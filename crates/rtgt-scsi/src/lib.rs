@@ -8,15 +8,45 @@
 //! otherwise tells how many Data-Out bytes the command needs), then awaits
 //! [`fabric::Prepared::execute`]. Task management goes through the same
 //! nexus. Nothing here knows about sockets, PDUs or iSCSI.
+//!
+//! Inside, one module per job:
+//! - `opcodes`: THE opcode table (decoder, CDB usage mask, flags per
+//!   opcode / service action); dispatches commands, drives the reserved-bit
+//!   check and answers REPORT SUPPORTED OPERATION CODES (`report_opcodes`).
+//! - `cdb`: CDB field decoding and the reserved-bit check.
+//! - `sense`: sense data, fixed and descriptor format.
+//! - command handlers: `inquiry` + `vpd`, `mode`, `capacity`,
+//!   `read_write`, `report_luns`, `request_sense`, `readiness`.
+//! - `task_set`: task attributes and aborts per LU; `unit_attention`:
+//!   unit attentions per LU per nexus; `exec`: prepare / execute / task
+//!   management and the nexus lifecycle.
+//!
+//! Task attribute ACA is treated as SIMPLE (NACA is not supported, so no
+//! ACA condition ever exists). Aborted tasks get no response (TAS=0).
 
+mod capacity;
+mod cdb;
 mod exec;
 pub mod fabric;
+mod inquiry;
 pub mod lu;
+mod mode;
+mod opcodes;
+mod read_write;
+mod readiness;
+mod report_luns;
+mod report_opcodes;
+mod request_sense;
 pub mod sense;
+mod task_set;
+#[cfg(test)]
+mod testutil;
+mod unit_attention;
+mod vpd;
 
 pub use fabric::{
-    Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Prepared, Response,
-    TargetPort, TaskAttr, TmfFunction, TmfResult,
+    Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Prepared, Response, TargetPort,
+    TaskAttr, TmfFunction, TmfResult,
 };
 pub use lu::{LogicalUnit, LuConfig};
 pub use sense::Sense;

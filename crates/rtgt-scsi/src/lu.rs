@@ -4,6 +4,10 @@ use std::sync::Arc;
 
 use rtgt_backstore::Backstore;
 
+use crate::mode::ModeState;
+use crate::task_set::TaskSet;
+use crate::unit_attention::UnitAttentions;
+
 /// How a logical unit presents itself.
 #[derive(Clone)]
 pub struct LuConfig {
@@ -39,7 +43,7 @@ impl LuConfig {
             backstore,
             serial: format!("{:016x}", h),
             // NAA 5, an unassigned-looking company id, 36 bits of hash.
-            naa: (0x5u64 << 60) | (0x0014_05u64 << 36) | (h & 0xf_ffff_ffff),
+            naa: (0x5u64 << 60) | (0x1405_u64 << 36) | (h & 0xf_ffff_ffff),
             vendor: "RTGT".to_string(),
             product: name.chars().take(16).collect(),
             revision: "0001".to_string(),
@@ -51,11 +55,45 @@ impl LuConfig {
 /// A logical unit. Shared by every nexus that maps it.
 pub struct LogicalUnit {
     pub(crate) config: LuConfig,
+    /// Tasks in the LU's (single) task set.
+    pub(crate) tasks: TaskSet,
+    /// Unit attentions per attached nexus.
+    pub(crate) ua: UnitAttentions,
+    /// Mode parameters shared by all nexuses.
+    pub(crate) mode: ModeState,
 }
 
 impl LogicalUnit {
     pub fn new(config: LuConfig) -> Arc<Self> {
-        Arc::new(LogicalUnit { config })
+        let mode = ModeState::new(config.backstore.as_ref());
+        Arc::new(LogicalUnit {
+            config,
+            tasks: TaskSet::default(),
+            ua: UnitAttentions::default(),
+            mode,
+        })
+    }
+
+    /// Logical block size in bytes.
+    pub(crate) fn block_size(&self) -> u32 {
+        self.config.backstore.block_size()
+    }
+
+    /// Number of logical blocks.
+    pub(crate) fn num_blocks(&self) -> u64 {
+        self.config.backstore.capacity() / self.block_size() as u64
+    }
+
+    /// Whether writes must fail with DATA PROTECT for a nexus that maps the
+    /// LU with `mapped_read_only`; returns the condition to report.
+    pub(crate) fn write_protect(&self, mapped_read_only: bool) -> Option<crate::sense::Sense> {
+        if mapped_read_only || self.config.read_only {
+            Some(crate::sense::WRITE_PROTECTED)
+        } else if self.mode.swp() {
+            Some(crate::sense::SOFTWARE_WRITE_PROTECTED)
+        } else {
+            None
+        }
     }
 
     pub fn config(&self) -> &LuConfig {

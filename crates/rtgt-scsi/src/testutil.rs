@@ -1,0 +1,256 @@
+//! Test helpers: a sparse in-memory backstore and a nexus fixture that
+//! drives commands through `prepare` + `execute`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rtgt_backstore::{check_range, Backstore, BackstoreError, Result as BsResult};
+
+use crate::fabric::{
+    Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Response, TargetPort, TaskAttr,
+};
+use crate::lu::{LogicalUnit, LuConfig};
+use crate::sense::Sense;
+
+/// Sparse block store; blocks never written read as zeroes.
+pub struct MemStore {
+    block_size: u32,
+    physical: u32,
+    capacity: u64,
+    blocking: bool,
+    blocks: Mutex<HashMap<u64, Vec<u8>>>,
+    wce: AtomicBool,
+    fua_writes: AtomicUsize,
+    flushes: AtomicUsize,
+    fail: AtomicBool,
+    /// Makes reads wait until released (abort tests).
+    pub gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl MemStore {
+    pub fn new(blocks: u64, block_size: u32, physical: u32, blocking: bool) -> MemStore {
+        MemStore {
+            block_size,
+            physical,
+            capacity: blocks * block_size as u64,
+            blocking,
+            blocks: Mutex::new(HashMap::new()),
+            wce: AtomicBool::new(true),
+            fua_writes: AtomicUsize::new(0),
+            flushes: AtomicUsize::new(0),
+            fail: AtomicBool::new(false),
+            gate: Mutex::new(None),
+        }
+    }
+    pub fn fua_writes(&self) -> usize {
+        self.fua_writes.load(Ordering::Relaxed)
+    }
+    pub fn flushes(&self) -> usize {
+        self.flushes.load(Ordering::Relaxed)
+    }
+    pub fn fail_io(&self, on: bool) {
+        self.fail.store(on, Ordering::Relaxed)
+    }
+    fn check(&self, offset: u64, len: u64) -> BsResult<()> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(BackstoreError::Io(io::Error::other("injected")));
+        }
+        check_range(offset, len, self.capacity)
+    }
+}
+
+impl Backstore for MemStore {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+    fn block_size(&self) -> u32 {
+        self.block_size
+    }
+    fn physical_block_size(&self) -> u32 {
+        self.physical
+    }
+    fn may_block(&self) -> bool {
+        self.blocking
+    }
+    fn write_cache(&self) -> bool {
+        self.wce.load(Ordering::Relaxed)
+    }
+    fn set_write_cache(&self, on: bool) -> BsResult<()> {
+        self.wce.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> BsResult<()> {
+        if let Some(rx) = self.gate.lock().unwrap().take() {
+            let _ = rx.recv();
+        }
+        self.check(offset, buf.len() as u64)?;
+        let bs = self.block_size as u64;
+        let g = self.blocks.lock().unwrap();
+        for (i, chunk) in buf.chunks_mut(bs as usize).enumerate() {
+            match g.get(&(offset / bs + i as u64)) {
+                Some(b) => chunk.copy_from_slice(&b[..chunk.len()]),
+                None => chunk.fill(0),
+            }
+        }
+        Ok(())
+    }
+    fn write_at(&self, offset: u64, buf: &[u8], fua: bool) -> BsResult<()> {
+        self.check(offset, buf.len() as u64)?;
+        if fua {
+            self.fua_writes.fetch_add(1, Ordering::Relaxed);
+        }
+        let bs = self.block_size as u64;
+        let mut g = self.blocks.lock().unwrap();
+        for (i, chunk) in buf.chunks(bs as usize).enumerate() {
+            g.insert(offset / bs + i as u64, chunk.to_vec());
+        }
+        Ok(())
+    }
+    fn flush(&self) -> BsResult<()> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+pub fn test_port() -> TargetPort {
+    TargetPort {
+        name: "iqn.2026-11.org.rtgt:test,t,0x0007".to_string(),
+        target_name: "iqn.2026-11.org.rtgt:test".to_string(),
+        relative_port_id: 1,
+        port_group: 7,
+    }
+}
+
+pub fn mem_lu(blocks: u64, block_size: u32) -> Arc<LogicalUnit> {
+    LogicalUnit::new(LuConfig::new(
+        "mem0",
+        Arc::new(MemStore::new(blocks, block_size, block_size, false)),
+    ))
+}
+
+static TAGS: AtomicU64 = AtomicU64::new(1);
+
+pub fn cmd(lun: u64, cdb: &[u8]) -> Command {
+    Command {
+        lun,
+        cdb: cdb.to_vec(),
+        tag: TAGS.fetch_add(1, Ordering::Relaxed),
+        attr: TaskAttr::Simple,
+        expected_len: 0,
+        dir: DataDirection::None,
+    }
+}
+
+pub fn done(o: ExecOutcome) -> Response {
+    match o {
+        ExecOutcome::Done(r) => r,
+        ExecOutcome::Aborted => panic!("unexpectedly aborted"),
+    }
+}
+
+pub struct Fixture {
+    pub nexus: Arc<Nexus>,
+    pub lu: Arc<LogicalUnit>,
+    pub store: Arc<MemStore>,
+    pub luns: Arc<LunMap>,
+}
+
+impl Fixture {
+    pub fn new(blocks: u64, block_size: u32) -> Fixture {
+        Fixture::build(blocks, block_size, block_size, false)
+    }
+
+    pub fn with_physical(blocks: u64, block_size: u32, physical: u32) -> Fixture {
+        Fixture::build(blocks, block_size, physical, false)
+    }
+
+    pub fn build(blocks: u64, block_size: u32, physical: u32, blocking: bool) -> Fixture {
+        Fixture::make(
+            Arc::new(MemStore::new(blocks, block_size, physical, blocking)),
+            false,
+        )
+    }
+
+    pub fn read_only(blocks: u64, block_size: u32) -> Fixture {
+        Fixture::make(
+            Arc::new(MemStore::new(blocks, block_size, block_size, false)),
+            true,
+        )
+    }
+
+    fn make(store: Arc<MemStore>, read_only: bool) -> Fixture {
+        let lu = LogicalUnit::new(LuConfig::new("mem0", store.clone()));
+        let mut map = BTreeMap::new();
+        map.insert(
+            0,
+            MappedLun {
+                lu: lu.clone(),
+                read_only,
+            },
+        );
+        let luns = Arc::new(LunMap { luns: map });
+        let nexus = Nexus::new(
+            "iqn.test:init,i,0x1".to_string(),
+            Arc::new(test_port()),
+            luns.clone(),
+        );
+        Fixture {
+            nexus,
+            lu,
+            store,
+            luns,
+        }
+    }
+
+    /// A second nexus seeing the same LUs.
+    pub fn other_nexus(&self) -> Fixture {
+        let nexus = Nexus::new(
+            "iqn.test:other,i,0x2".to_string(),
+            Arc::new(test_port()),
+            self.luns.clone(),
+        );
+        Fixture {
+            nexus,
+            lu: self.lu.clone(),
+            store: self.store.clone(),
+            luns: self.luns.clone(),
+        }
+    }
+
+    pub async fn run_lun(&self, lun: u64, cdb: &[u8], data: &[u8]) -> Response {
+        match self.nexus.prepare(cmd(lun, cdb)) {
+            Err(r) => r,
+            Ok(p) => done(p.execute(data.to_vec()).await),
+        }
+    }
+
+    pub async fn run(&self, cdb: &[u8], data: &[u8]) -> Response {
+        self.run_lun(0, cdb, data).await
+    }
+
+    /// Run and expect CHECK CONDITION; the decoded sense.
+    pub async fn check_with(&self, cdb: &[u8], data: &[u8]) -> Sense {
+        let r = self.run(cdb, data).await;
+        assert_eq!(r.status, 2, "expected CHECK CONDITION for {cdb:02x?}");
+        Sense::decode(r.sense.as_ref().expect("sense")).expect("decodable sense")
+    }
+
+    pub async fn check(&self, cdb: &[u8]) -> Sense {
+        self.check_with(cdb, &[]).await
+    }
+
+    /// TEST UNIT READY until the pending unit attentions are gone.
+    pub async fn clear_ua(&self) {
+        for _ in 0..10 {
+            if self.run(&[0, 0, 0, 0, 0, 0], &[]).await.status == 0 {
+                return;
+            }
+        }
+        panic!("unit attention does not clear");
+    }
+}
