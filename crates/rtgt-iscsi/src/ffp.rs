@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,8 +16,10 @@ use rtgt_scsi::{Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, 
 use tokio::io::AsyncRead;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::discovery::{answer_text, TargetPortals, TextContext, TextExchange, TextRequest};
+use crate::negotiation::SessionType;
 use crate::pdu::{op, reject, Bhs, RESERVED_TAG};
-use crate::wire::{sn_lt, Incoming, Outgoing, PduReader, ReadError, ScsiReply, Window};
+use crate::wire::{sn_lt, Incoming, Outgoing, PduReader, ReadError, ScsiReply, SendLimits, Window};
 
 /// What the negotiation settled that the full feature phase needs.
 #[derive(Debug, Clone)]
@@ -30,10 +33,13 @@ pub struct FfpParams {
     pub max_recv_dsl: u32,
 }
 
-/// Answers Text requests (SendTargets) in full feature phase.
-pub trait TextResponder: Send + Sync {
-    /// Given the request's key=value text, produce the response text.
-    fn respond(&self, request: &[u8]) -> Vec<u8>;
+/// What Text requests in full feature phase may learn (SendTargets).
+pub struct TextService {
+    pub session_type: SessionType,
+    pub session_target: Option<String>,
+    pub targets: Vec<TargetPortals>,
+    pub local: SocketAddr,
+    pub exchange: TextExchange,
 }
 
 /// Liveness shared between the reader and the connection's watchdog.
@@ -115,26 +121,29 @@ struct WriteXfer {
 }
 
 pub struct Ffp {
-    pub nexus: Arc<Nexus>,
+    /// None in a discovery session, which carries no SCSI.
+    pub nexus: Option<Arc<Nexus>>,
     pub window: Arc<Window>,
     pub tx: mpsc::UnboundedSender<Outgoing>,
     pub params: FfpParams,
     pub liveness: Arc<Liveness>,
-    pub text: Arc<dyn TextResponder>,
+    pub text: TextService,
+    pub limits: Arc<SendLimits>,
     writes: HashMap<u32, WriteXfer>,
     next_ttt: u32,
 }
 
 impl Ffp {
     pub fn new(
-        nexus: Arc<Nexus>,
+        nexus: Option<Arc<Nexus>>,
         window: Arc<Window>,
         tx: mpsc::UnboundedSender<Outgoing>,
         params: FfpParams,
         liveness: Arc<Liveness>,
-        text: Arc<dyn TextResponder>,
+        text: TextService,
+        limits: Arc<SendLimits>,
     ) -> Self {
-        Ffp { nexus, window, tx, params, liveness, text, writes: HashMap::new(), next_ttt: 1 }
+        Ffp { nexus, window, tx, params, liveness, text, limits, writes: HashMap::new(), next_ttt: 1 }
     }
 
     /// Process PDUs until logout, close or error.
@@ -148,6 +157,11 @@ impl Ffp {
             };
             self.liveness.touch();
             let res = match inc.bhs.opcode() {
+                op::SCSI_CMD | op::DATA_OUT | op::TMF_REQ if self.nexus.is_none() => {
+                    // Discovery sessions carry only Text, NOP and Logout.
+                    let _ = self.skip_and_reject(reader, inc, reject::PROTOCOL_ERROR).await;
+                    Err("SCSI in a discovery session".into())
+                }
                 op::SCSI_CMD => self.on_command(reader, inc).await,
                 op::DATA_OUT => self.on_data_out(reader, inc).await,
                 op::NOP_OUT => self.on_nop_out(reader, inc).await,
@@ -267,7 +281,8 @@ impl Ffp {
         };
         self.advance_cmdsn(&bhs, true);
         let mut meta = CmdMeta { itt, lun: bhs.lun(), edtl, read, write, needed: 0, immediate };
-        let prepared = match self.nexus.prepare(cmd) {
+        let nexus = self.nexus.as_ref().expect("normal session");
+        let prepared = match nexus.prepare(cmd) {
             Ok(p) => p,
             Err(resp) => {
                 read_skip(reader, &inc).await?;
@@ -444,7 +459,8 @@ impl Ffp {
             None if function == 8 => 4,
             None => 5,
             Some(f) => {
-                let r = self.nexus.task_management(f).await;
+                let nexus = self.nexus.as_ref().expect("normal session");
+                let r = nexus.task_management(f).await;
                 // Forget Data-Out collection of the tasks it ended.
                 match f {
                     TmfFunction::AbortTask { .. } => {
@@ -490,13 +506,37 @@ impl Ffp {
             return Ok(());
         }
         self.advance_cmdsn(&bhs, false);
-        let answer = self.text.respond(&data);
-        let mut b = Bhs::new(op::TEXT_RSP);
-        b.set_flags(0x80);
-        b.set_lun(bhs.lun());
-        b.set_itt(bhs.itt());
-        b.set_u32_at(20, RESERVED_TAG);
-        self.send(b, Bytes::from(answer));
+        let req = TextRequest::from_bhs(&bhs, data);
+        let max_send = self.limits.max_send_dsl.load(Ordering::Relaxed);
+        let t = &mut self.text;
+        let mut new_limit = None;
+        let result = {
+            let ctx = TextContext {
+                session_type: t.session_type,
+                session_target: t.session_target.as_deref(),
+                targets: &t.targets,
+                local_addr: Some(t.local),
+            };
+            t.exchange.step(&req, max_send, |keys| {
+                let a = answer_text(keys, &ctx);
+                new_limit = a.max_send_dsl;
+                a.pairs
+            })
+        };
+        match result {
+            Ok(resp) => {
+                let mut b = resp.to_bhs();
+                b.set_lun(bhs.lun());
+                self.send(b, Bytes::from(resp.data));
+            }
+            Err(rej) => {
+                tracing::debug!("text request rejected: {}", rej.why);
+                self.send_reject(&bhs, rej.reason);
+            }
+        }
+        if let Some(n) = new_limit {
+            self.limits.max_send_dsl.store(n, Ordering::Relaxed);
+        }
         Ok(())
     }
 

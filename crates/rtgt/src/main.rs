@@ -1,1 +1,96 @@
-fn main() {}
+//! `rtgt`: the daemon and its command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rtgt", version, about = "A user-space SCSI target (iSCSI)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the target in the foreground.
+    ///
+    /// Without --config: target iqn.2026-11.org.rtgt:demo on 127.0.0.1:3260
+    /// with LUN 0 a 1 GiB RAM disk, open to any initiator.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen on HOST:PORT instead of the configured portals
+        /// (repeatable; port 0 picks a free port).
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+        listen: Vec<SocketAddr>,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Check a configuration file and exit.
+    Check {
+        config: PathBuf,
+    },
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    rtgt::config::parse_portal(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Cmd::Check { config } => match rtgt::config::Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rtgt: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Serve { config, listen, threads } => {
+            let cfg = match &config {
+                Some(path) => match rtgt::config::Config::load(path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("rtgt: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => rtgt::config::Config::demo(),
+            };
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.enable_all();
+            if let Some(n) = threads {
+                rt.worker_threads(n.max(1));
+            }
+            let rt = match rt.build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("rtgt: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(rtgt::serve::serve(cfg, listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("rtgt: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

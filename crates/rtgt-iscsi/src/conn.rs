@@ -1,0 +1,179 @@
+//! One TCP connection from accept to close: login, then the full feature
+//! phase with its writer task and idle watchdog.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::discovery::TextExchange;
+use crate::ffp::{End, Ffp, FfpParams, Liveness, TextService, PING_TTT};
+use crate::negotiation::SessionType;
+use crate::pdu::{op, Bhs, RESERVED_TAG};
+use crate::server::Server;
+use crate::session::SessionKey;
+use crate::wire::{Digests, Outgoing, PduReader, PduWriter, SendLimits, Window};
+
+/// What a successful login hands to the full feature phase.
+pub(crate) struct LoggedIn {
+    pub discovery: bool,
+    pub initiator: String,
+    pub isid: [u8; 6],
+    pub target: String,
+    pub tpg_tag: u16,
+    pub ffp: FfpParams,
+    /// The initiator's MaxRecvDataSegmentLength.
+    pub max_send_dsl: u32,
+    pub max_burst: u32,
+    pub header_digest: bool,
+    pub data_digest: bool,
+    /// Next StatSN and ExpCmdSN after the final login response.
+    pub stat_sn: u32,
+    pub exp_cmdsn: u32,
+    /// Session registration (normal sessions), made during login so the
+    /// final response carries the TSIH.
+    pub registration: Option<crate::session::Registration>,
+}
+
+type Reader = PduReader<BufReader<tokio::net::tcp::OwnedReadHalf>>;
+
+pub(crate) async fn run(server: Arc<Server>, stream: TcpStream, local: SocketAddr, peer: SocketAddr) {
+    let (rd, mut wr) = stream.into_split();
+    let digests = Arc::new(Digests::default());
+    let mut reader = PduReader::new(BufReader::with_capacity(64 * 1024, rd), digests.clone());
+    let login = tokio::time::timeout(
+        server.settings.login_timeout,
+        crate::login_phase::login(&server, &mut reader, &mut wr, local),
+    )
+    .await;
+    let logged_in = match login {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, "login failed: {e}");
+            let _ = wr.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "login timed out");
+            return;
+        }
+    };
+    tracing::info!(%peer, initiator = %logged_in.initiator, target = %logged_in.target,
+        discovery = logged_in.discovery, "login complete");
+    full_feature(server, reader, wr, digests, local, logged_in).await;
+}
+
+async fn full_feature(
+    server: Arc<Server>,
+    mut reader: Reader,
+    wr: OwnedWriteHalf,
+    digests: Arc<Digests>,
+    local: SocketAddr,
+    l: LoggedIn,
+) {
+    digests.header.store(l.header_digest, Ordering::Relaxed);
+    digests.data.store(l.data_digest, Ordering::Relaxed);
+    let window = Arc::new(Window::new(l.exp_cmdsn, server.settings.cmd_window));
+    let limits = Arc::new(SendLimits {
+        max_send_dsl: l.max_send_dsl.into(),
+        max_burst: l.max_burst.into(),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut writer = PduWriter::new(wr, digests.clone(), window.clone(), limits.clone());
+    writer.stat_sn = l.stat_sn;
+    let writer_task = tokio::spawn(writer.run(rx));
+
+    let targets = server.targets();
+    let nexus = if l.discovery {
+        None
+    } else {
+        let target = targets.find(&l.target);
+        let group = target.and_then(|t| t.groups.iter().find(|g| g.tag == l.tpg_tag));
+        let Some(group) = group else {
+            return;
+        };
+        let initiator_port = format!("{},i,0x{}", l.initiator, hex(&l.isid));
+        Some(rtgt_scsi::Nexus::new(initiator_port, group.port.clone(), group.luns.clone()))
+    };
+    let text = TextService {
+        session_type: if l.discovery { SessionType::Discovery } else { SessionType::Normal },
+        session_target: if l.discovery { None } else { Some(l.target.clone()) },
+        targets: crate::login_phase::visible_targets(&targets, &l.initiator),
+        local,
+        exchange: TextExchange::new(),
+    };
+    let liveness = Arc::new(Liveness::default());
+    let mut ffp = Ffp::new(nexus.clone(), window, tx.clone(), l.ffp.clone(), liveness.clone(), text, limits);
+
+    let mut stop = l.registration.as_ref().map(|r| r.stop.clone());
+    let settings = server.settings.clone();
+    let watchdog = {
+        let tx = tx.clone();
+        let liveness = liveness.clone();
+        async move {
+            // Ping a quiet connection; give up on one that stays silent.
+            let tick = settings.nop_interval.min(settings.nop_timeout) / 2;
+            let mut pinged_at = None;
+            loop {
+                tokio::time::sleep(tick.max(std::time::Duration::from_millis(100))).await;
+                let idle = liveness.idle();
+                if idle < settings.nop_interval {
+                    pinged_at = None;
+                    liveness.ping_outstanding.store(false, Ordering::Relaxed);
+                    continue;
+                }
+                match pinged_at {
+                    None => {
+                        let mut b = Bhs::new(op::NOP_IN);
+                        b.set_flags(0x80);
+                        b.set_itt(RESERVED_TAG);
+                        b.set_u32_at(20, PING_TTT);
+                        liveness.ping_outstanding.store(true, Ordering::Relaxed);
+                        let _ = tx.send(Outgoing::Pdu { bhs: b, data: Bytes::new() });
+                        pinged_at = Some(std::time::Instant::now());
+                    }
+                    Some(t) if t.elapsed() >= settings.nop_timeout => return,
+                    Some(_) => {}
+                }
+            }
+        }
+    };
+    let stopped = async {
+        match stop.as_mut() {
+            Some(s) => {
+                let _ = s.wait_for(|v| *v).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let end = tokio::select! {
+        e = ffp.run(&mut reader) => e,
+        _ = watchdog => End::Error("initiator did not answer NOP-In ping".into()),
+        _ = stopped => End::Error("session ended by the target (reinstatement or shutdown)".into()),
+    };
+    match &end {
+        End::Logout | End::Closed => tracing::info!(initiator = %l.initiator, "connection ended: {end:?}"),
+        End::Error(e) => tracing::warn!(initiator = %l.initiator, "connection dropped: {e}"),
+    }
+    // Abort what is still running for this nexus, then let the writer drain.
+    drop(ffp);
+    if let Some(n) = &nexus {
+        n.close();
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer_task).await;
+    drop(l.registration);
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub(crate) fn session_key(initiator: &str, isid: [u8; 6], target: &str) -> SessionKey {
+    SessionKey { initiator: initiator.to_ascii_lowercase(), isid, target: target.to_ascii_lowercase() }
+}

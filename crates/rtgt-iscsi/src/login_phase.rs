@@ -1,0 +1,201 @@
+//! The login phase on a real connection: feeds Login Request PDUs to the
+//! sans-IO [`Login`] state machine, answers from the configured targets,
+//! registers the session (TSIH, reinstatement) and hands over to the full
+//! feature phase.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::conn::{session_key, LoggedIn};
+use crate::discovery::TargetPortals;
+use crate::ffp::FfpParams;
+use crate::login::{Login, LoginConfig, LoginRequest, LoginResponse, Lookup, Step, TargetDirectory, TargetInfo};
+use crate::negotiation::{Digest, NegotiationConfig, SessionType};
+use crate::pdu::{op, reject, Bhs};
+use crate::server::Server;
+use crate::target::Targets;
+use crate::text;
+use crate::wire::{encode_simple, PduReader};
+
+/// Answers the login state machine's questions from the target set, for a
+/// connection that arrived on `local`.
+struct Directory<'a> {
+    server: &'a Server,
+    targets: &'a Targets,
+    local: SocketAddr,
+}
+
+impl TargetDirectory for Directory<'_> {
+    fn lookup(&self, target_name: &str, initiator_name: &str) -> Lookup {
+        let Some(t) = self.targets.find(target_name) else {
+            return Lookup::NotFound;
+        };
+        // A target not served on this portal is, from here, not found.
+        let Some(g) = t.group_for(self.local) else {
+            return Lookup::NotFound;
+        };
+        let allowed = g.open_access
+            || g.allowed_initiators.iter().any(|i| i.eq_ignore_ascii_case(initiator_name));
+        if !allowed {
+            return Lookup::NotAllowed;
+        }
+        Lookup::Found(TargetInfo { alias: t.alias.clone(), ..Default::default() })
+    }
+
+    fn session_exists(&self, initiator_name: &str, isid: [u8; 6], tsih: u16) -> bool {
+        self.targets
+            .targets
+            .iter()
+            .any(|t| self.server.sessions.exists(&session_key(initiator_name, isid, &t.name), tsih))
+    }
+}
+
+/// Targets and portals an initiator may learn of through SendTargets.
+pub(crate) fn visible_targets(targets: &Targets, initiator: &str) -> Vec<TargetPortals> {
+    targets
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let portals: Vec<(SocketAddr, u16)> = t
+                .groups
+                .iter()
+                .filter(|g| g.open_access || g.allowed_initiators.iter().any(|i| i.eq_ignore_ascii_case(initiator)))
+                .flat_map(|g| g.portals.iter().map(move |p| (*p, g.tag)))
+                .collect();
+            (!portals.is_empty()).then(|| TargetPortals { name: t.name.clone(), portals })
+        })
+        .collect()
+}
+
+/// The portal group tag to announce: that of the requested target on this
+/// portal, read from the first request's TargetName.
+fn group_tag(targets: &Targets, local: SocketAddr, first_text: &[u8]) -> u16 {
+    let name = text::parse(first_text)
+        .ok()
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "TargetName").map(|(_, v)| v));
+    let by_name = name
+        .as_deref()
+        .and_then(|n| targets.find(n))
+        .and_then(|t| t.group_for(local))
+        .map(|g| g.tag);
+    by_name
+        .or_else(|| targets.targets.iter().find_map(|t| t.group_for(local)).map(|g| g.tag))
+        .unwrap_or(1)
+}
+
+async fn send_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    resp: &LoginResponse,
+    stat_sn: u32,
+    exp_cmdsn: u32,
+    window: u32,
+) -> std::io::Result<()> {
+    let mut bhs = resp.to_bhs();
+    bhs.set_u32_at(24, stat_sn);
+    bhs.set_u32_at(28, exp_cmdsn);
+    bhs.set_u32_at(32, exp_cmdsn.wrapping_add(window).wrapping_sub(1));
+    wr.write_all(&encode_simple(&bhs, &resp.data)).await
+}
+
+pub(crate) async fn login<R, W>(
+    server: &Arc<Server>,
+    reader: &mut PduReader<R>,
+    wr: &mut W,
+    local: SocketAddr,
+) -> Result<LoggedIn, String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let targets = server.targets();
+    let settings = &server.settings;
+    reader.max_data = crate::login::LOGIN_MAX_DSL;
+    let mut machine: Option<Login> = None;
+    // The initial StatSN is ours to choose.
+    let mut stat_sn: u32 = 1;
+    loop {
+        let inc = reader.read_header().await.map_err(|e| e.to_string())?;
+        if inc.bhs.opcode() != op::LOGIN_REQ {
+            // Anything but a Login Request before login completes is a
+            // protocol error; answer with a Reject and close.
+            let _ = reader.skip_data(&inc).await;
+            let mut r = Bhs::new(op::REJECT);
+            r.set_flags(0x80);
+            r.0[2] = reject::PROTOCOL_ERROR;
+            r.set_itt(crate::pdu::RESERVED_TAG);
+            let _ = wr.write_all(&encode_simple(&r, &inc.bhs.0)).await;
+            return Err(format!("opcode {:#04x} before login completed", inc.bhs.opcode()));
+        }
+        let data = reader.read_data_vec(&inc).await.map_err(|e| e.to_string())?;
+        let req = LoginRequest::from_bhs(&inc.bhs, data);
+        let login = machine.get_or_insert_with(|| {
+            let negotiation = NegotiationConfig {
+                max_recv_data_segment_length: settings.max_recv_dsl,
+                max_burst_length: settings.max_burst,
+                first_burst_length: settings.first_burst,
+                max_outstanding_r2t: settings.max_outstanding_r2t.min(u16::MAX as u32) as u16,
+                ..NegotiationConfig::default()
+            };
+            Login::new(LoginConfig { portal_group_tag: group_tag(&targets, local, &req.data), negotiation })
+        });
+        let dir = Directory { server, targets: &targets, local };
+        let exp_cmdsn = req.cmdsn;
+        match login.step(&req, &dir) {
+            Step::Continue(resp) => {
+                send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stat_sn = stat_sn.wrapping_add(1);
+            }
+            Step::Fail(resp, failure) => {
+                let _ = send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window).await;
+                return Err(failure.to_string());
+            }
+            Step::Complete(mut resp, outcome) => {
+                let discovery = outcome.session_type == SessionType::Discovery;
+                let target = outcome.target_name.clone().unwrap_or_default();
+                let key_target = if discovery { "<discovery>" } else { target.as_str() };
+                let registration = server
+                    .sessions
+                    .register(session_key(&outcome.initiator_name, outcome.isid, key_target))
+                    .await;
+                resp.set_tsih(registration.tsih);
+                send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                stat_sn = stat_sn.wrapping_add(1);
+                let tpg_tag = group_tag_for(&targets, &target, local);
+                let s = &outcome.session;
+                let c = &outcome.connection;
+                return Ok(LoggedIn {
+                    discovery,
+                    initiator: outcome.initiator_name.clone(),
+                    isid: outcome.isid,
+                    target,
+                    tpg_tag,
+                    ffp: FfpParams {
+                        immediate_data: s.immediate_data,
+                        initial_r2t: s.initial_r2t,
+                        first_burst: s.first_burst_length,
+                        max_burst: s.max_burst_length,
+                        max_outstanding_r2t: s.max_outstanding_r2t as u32,
+                        max_recv_dsl: c.max_recv_dsl,
+                    },
+                    max_send_dsl: c.max_send_dsl,
+                    max_burst: s.max_burst_length,
+                    header_digest: c.header_digest == Digest::Crc32c,
+                    data_digest: c.data_digest == Digest::Crc32c,
+                    stat_sn,
+                    exp_cmdsn,
+                    registration: Some(registration),
+                });
+            }
+        }
+    }
+}
+
+fn group_tag_for(targets: &Targets, target: &str, local: SocketAddr) -> u16 {
+    targets.find(target).and_then(|t| t.group_for(local)).map(|g| g.tag).unwrap_or(0)
+}

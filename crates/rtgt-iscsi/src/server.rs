@@ -1,0 +1,136 @@
+//! Accepting connections on the portals and running each one.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use crate::session::SessionTable;
+use crate::target::Targets;
+
+/// Tunables of the iSCSI fabric.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Our MaxRecvDataSegmentLength.
+    pub max_recv_dsl: u32,
+    pub first_burst: u32,
+    pub max_burst: u32,
+    pub max_outstanding_r2t: u32,
+    /// Command window per session (MaxCmdSN - ExpCmdSN + 1).
+    pub cmd_window: u32,
+    /// Ping an idle connection after this long without a PDU...
+    pub nop_interval: Duration,
+    /// ...and drop it when the ping is not answered within this.
+    pub nop_timeout: Duration,
+    /// Time allowed for a login to complete.
+    pub login_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_recv_dsl: 256 * 1024,
+            first_burst: 256 * 1024,
+            max_burst: 1024 * 1024,
+            max_outstanding_r2t: 8,
+            cmd_window: 128,
+            nop_interval: Duration::from_secs(15),
+            nop_timeout: Duration::from_secs(30),
+            login_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The iSCSI fabric: targets, live sessions, settings.
+pub struct Server {
+    targets: RwLock<Arc<Targets>>,
+    pub sessions: Arc<SessionTable>,
+    pub settings: Settings,
+    connections: AtomicUsize,
+    idle: Notify,
+}
+
+impl Server {
+    pub fn new(targets: Targets, settings: Settings) -> Arc<Server> {
+        Arc::new(Server {
+            targets: RwLock::new(Arc::new(targets)),
+            sessions: Arc::new(SessionTable::default()),
+            settings,
+            connections: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// The current target set (a snapshot; live changes swap it whole).
+    pub fn targets(&self) -> Arc<Targets> {
+        self.targets.read().unwrap().clone()
+    }
+
+    pub fn set_targets(&self, t: Targets) {
+        *self.targets.write().unwrap() = Arc::new(t);
+    }
+
+    /// Accept connections until `shutdown` turns true.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let local = stream.local_addr().unwrap_or(peer);
+                        let me = self.clone();
+                        me.connections.fetch_add(1, Ordering::AcqRel);
+                        tokio::spawn(async move {
+                            crate::conn::run(me.clone(), stream, local, peer).await;
+                            if me.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+                                me.idle.notify_waiters();
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, go on.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// End every session and wait (up to `limit`) for their connections to
+    /// finish, so in-flight commands complete or are failed before exit.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.sessions.stop_all();
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.connections.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
+/// Bind a listener, with SO_REUSEADDR so a restarted daemon gets its port
+/// back at once.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
