@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtgt_scsi::fabric::decode_lun;
-use rtgt_scsi::{Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, TaskAttr, TmfFunction, TmfResult};
+use rtgt_scsi::{Sense, Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, TaskAttr, TmfFunction, TmfResult};
 use tokio::io::AsyncRead;
 use tokio::sync::{mpsc, oneshot};
 
@@ -68,6 +68,11 @@ impl Liveness {
         Duration::from_millis(now.saturating_sub(self.last_rx.load(Ordering::Relaxed)))
     }
 }
+
+/// ABORTED COMMAND sense for Data-Out that breaks the sequence rules.
+const DATA_PHASE_ERROR: Sense = Sense::new(0x0b, 0x4b, 0x00);
+const DATA_OFFSET_ERROR: Sense = Sense::new(0x0b, 0x4b, 0x05);
+const INVALID_TTT: Sense = Sense::new(0x0b, 0x4b, 0x01);
 
 /// Target transfer tag used for our NOP-In pings.
 pub const PING_TTT: u32 = 0x7fff_fffe;
@@ -368,24 +373,40 @@ impl Ffp {
         let datasn = bhs.u32_at(36);
         let offset = bhs.u32_at(40);
         let len = bhs.data_len() as u32;
-        let end = offset.checked_add(len).ok_or("Data-Out offset overflow")?;
-        if ttt == RESERVED_TAG {
-            if datasn != x.unsolicited_datasn || end > x.unsolicited_end {
-                self.send_reject(&bhs, reject::PROTOCOL_ERROR);
-                return Err(format!("bad unsolicited Data-Out (DataSN {datasn}, offset {offset})"));
+        let end = offset.saturating_add(len);
+        // Sequence errors end the command, not the connection: at ERL 0
+        // the data cannot be recovered, but the session can go on.
+        let fault = if ttt == RESERVED_TAG {
+            if datasn != x.unsolicited_datasn {
+                Some((DATA_PHASE_ERROR, format!("unsolicited DataSN {datasn}, expected {}", x.unsolicited_datasn)))
+            } else if end > x.unsolicited_end {
+                Some((DATA_OFFSET_ERROR, format!("unsolicited data to {end} beyond {}", x.unsolicited_end)))
+            } else {
+                x.unsolicited_datasn += 1;
+                None
             }
-            x.unsolicited_datasn += 1;
         } else {
-            let Some(r) = x.r2ts.iter_mut().find(|r| r.ttt == ttt) else {
-                self.send_reject(&bhs, reject::INVALID_PDU_FIELD);
-                return Err(format!("Data-Out with unknown TTT {ttt:#x}"));
-            };
-            if datasn != r.next_datasn || offset < r.offset || end > r.offset + r.len {
-                self.send_reject(&bhs, reject::PROTOCOL_ERROR);
-                return Err(format!("bad solicited Data-Out (DataSN {datasn}, offset {offset})"));
+            match x.r2ts.iter_mut().find(|r| r.ttt == ttt) {
+                None => Some((INVALID_TTT, format!("unknown TTT {ttt:#x}"))),
+                Some(r) if datasn != r.next_datasn => {
+                    Some((DATA_PHASE_ERROR, format!("DataSN {datasn}, expected {}", r.next_datasn)))
+                }
+                Some(r) if offset < r.offset || end > r.offset + r.len => {
+                    Some((DATA_OFFSET_ERROR, format!("offset {offset}+{len} outside R2T {}+{}", r.offset, r.len)))
+                }
+                Some(r) => {
+                    r.next_datasn += 1;
+                    r.received += len;
+                    None
+                }
             }
-            r.next_datasn += 1;
-            r.received += len;
+        };
+        if let Some((sense, why)) = fault {
+            tracing::debug!(itt, "Data-Out error: {why}");
+            read_skip(reader, &inc).await?;
+            let resp = x.prepared.fail(sense);
+            complete(&self.tx, &self.window, x.meta, resp);
+            return Ok(());
         }
         let total = x.buf.len();
         let start = (offset as usize).min(total);

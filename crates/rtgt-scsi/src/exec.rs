@@ -122,6 +122,16 @@ impl PreparedInner {
     }
 }
 
+impl PreparedInner {
+    /// End the command with `s` instead of executing it (a transport-level
+    /// failure such as a Data-Out sequence error); leaves the task set.
+    pub fn fail(self, s: Sense) -> Response {
+        let descriptor = self.mapped.as_ref().is_some_and(|m| m.lu.mode.d_sense());
+        drop(self);
+        check_condition(s, descriptor)
+    }
+}
+
 impl Drop for PreparedInner {
     fn drop(&mut self) {
         // Dropped without executing (or executing was cancelled): leave the

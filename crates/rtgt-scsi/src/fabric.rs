@@ -270,4 +270,10 @@ impl Prepared {
     pub async fn execute(self, data_out: Vec<u8>) -> ExecOutcome {
         self.inner.execute(data_out).await
     }
+
+    /// Fail the command with `sense` without executing it, e.g. when the
+    /// transport could not deliver its Data-Out intact.
+    pub fn fail(self, sense: crate::sense::Sense) -> Response {
+        self.inner.fail(sense)
+    }
 }
