@@ -42,7 +42,12 @@ pub(crate) struct LoggedIn {
 
 type Reader = PduReader<BufReader<tokio::net::tcp::OwnedReadHalf>>;
 
-pub(crate) async fn run(server: Arc<Server>, stream: TcpStream, local: SocketAddr, peer: SocketAddr) {
+pub(crate) async fn run(
+    server: Arc<Server>,
+    stream: TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+) {
     let (rd, mut wr) = stream.into_split();
     let digests = Arc::new(Digests::default());
     let mut reader = PduReader::new(BufReader::with_capacity(64 * 1024, rd), digests.clone());
@@ -98,17 +103,37 @@ async fn full_feature(
             return;
         };
         let initiator_port = format!("{},i,0x{}", l.initiator, hex(&l.isid));
-        Some(rtgt_scsi::Nexus::new(initiator_port, group.port.clone(), group.luns.clone()))
+        Some(rtgt_scsi::Nexus::new(
+            initiator_port,
+            group.port.clone(),
+            group.luns.clone(),
+        ))
     };
     let text = TextService {
-        session_type: if l.discovery { SessionType::Discovery } else { SessionType::Normal },
-        session_target: if l.discovery { None } else { Some(l.target.clone()) },
+        session_type: if l.discovery {
+            SessionType::Discovery
+        } else {
+            SessionType::Normal
+        },
+        session_target: if l.discovery {
+            None
+        } else {
+            Some(l.target.clone())
+        },
         targets: crate::login_phase::visible_targets(&targets, &l.initiator),
         local,
         exchange: TextExchange::new(),
     };
     let liveness = Arc::new(Liveness::default());
-    let mut ffp = Ffp::new(nexus.clone(), window, tx.clone(), l.ffp.clone(), liveness.clone(), text, limits);
+    let mut ffp = Ffp::new(
+        nexus.clone(),
+        window,
+        tx.clone(),
+        l.ffp.clone(),
+        liveness.clone(),
+        text,
+        limits,
+    );
 
     let mut stop = l.registration.as_ref().map(|r| r.stop.clone());
     let settings = server.settings.clone();
@@ -134,7 +159,10 @@ async fn full_feature(
                         b.set_itt(RESERVED_TAG);
                         b.set_u32_at(20, PING_TTT);
                         liveness.ping_outstanding.store(true, Ordering::Relaxed);
-                        let _ = tx.send(Outgoing::Pdu { bhs: b, data: Bytes::new() });
+                        let _ = tx.send(Outgoing::Pdu {
+                            bhs: b,
+                            data: Bytes::new(),
+                        });
                         pinged_at = Some(std::time::Instant::now());
                     }
                     Some(t) if t.elapsed() >= settings.nop_timeout => return,
@@ -157,7 +185,9 @@ async fn full_feature(
         _ = stopped => End::Error("session ended by the target (reinstatement or shutdown)".into()),
     };
     match &end {
-        End::Logout | End::Closed => tracing::info!(initiator = %l.initiator, "connection ended: {end:?}"),
+        End::Logout | End::Closed => {
+            tracing::info!(initiator = %l.initiator, "connection ended: {end:?}")
+        }
         End::Error(e) => tracing::warn!(initiator = %l.initiator, "connection dropped: {e}"),
     }
     // Abort what is still running for this nexus, then let the writer drain.
@@ -175,5 +205,9 @@ pub(crate) fn hex(b: &[u8]) -> String {
 }
 
 pub(crate) fn session_key(initiator: &str, isid: [u8; 6], target: &str) -> SessionKey {
-    SessionKey { initiator: initiator.to_ascii_lowercase(), isid, target: target.to_ascii_lowercase() }
+    SessionKey {
+        initiator: initiator.to_ascii_lowercase(),
+        isid,
+        target: target.to_ascii_lowercase(),
+    }
 }

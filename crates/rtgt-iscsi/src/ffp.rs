@@ -5,14 +5,17 @@
 //! report back through the writer's channel.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtgt_scsi::fabric::decode_lun;
-use rtgt_scsi::{Sense, Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, TaskAttr, TmfFunction, TmfResult};
+use rtgt_scsi::{
+    Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, Sense, TaskAttr, TmfFunction,
+    TmfResult,
+};
 use tokio::io::AsyncRead;
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,13 +57,18 @@ pub struct Liveness {
 
 impl Default for Liveness {
     fn default() -> Self {
-        Liveness { start: Instant::now(), last_rx: AtomicU64::new(0), ping_outstanding: AtomicBool::new(false) }
+        Liveness {
+            start: Instant::now(),
+            last_rx: AtomicU64::new(0),
+            ping_outstanding: AtomicBool::new(false),
+        }
     }
 }
 
 impl Liveness {
     fn touch(&self) {
-        self.last_rx.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_rx
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     /// Time since the last PDU arrived.
     pub fn idle(&self) -> Duration {
@@ -148,7 +156,17 @@ impl Ffp {
         text: TextService,
         limits: Arc<SendLimits>,
     ) -> Self {
-        Ffp { nexus, window, tx, params, liveness, text, limits, writes: HashMap::new(), next_ttt: 1 }
+        Ffp {
+            nexus,
+            window,
+            tx,
+            params,
+            liveness,
+            text,
+            limits,
+            writes: HashMap::new(),
+            next_ttt: 1,
+        }
     }
 
     /// Process PDUs until logout, close or error.
@@ -164,7 +182,9 @@ impl Ffp {
             let res = match inc.bhs.opcode() {
                 op::SCSI_CMD | op::DATA_OUT | op::TMF_REQ if self.nexus.is_none() => {
                     // Discovery sessions carry only Text, NOP and Logout.
-                    let _ = self.skip_and_reject(reader, inc, reject::PROTOCOL_ERROR).await;
+                    let _ = self
+                        .skip_and_reject(reader, inc, reject::PROTOCOL_ERROR)
+                        .await;
                     Err("SCSI in a discovery session".into())
                 }
                 op::SCSI_CMD => self.on_command(reader, inc).await,
@@ -178,13 +198,19 @@ impl Ffp {
                 },
                 op::SNACK_REQ => {
                     // Error recovery level 0 has no SNACK.
-                    self.skip_and_reject(reader, inc, reject::PROTOCOL_ERROR).await
+                    self.skip_and_reject(reader, inc, reject::PROTOCOL_ERROR)
+                        .await
                 }
                 op::LOGIN_REQ => {
-                    let _ = self.skip_and_reject(reader, inc, reject::PROTOCOL_ERROR).await;
+                    let _ = self
+                        .skip_and_reject(reader, inc, reject::PROTOCOL_ERROR)
+                        .await;
                     Err("login request in full feature phase".into())
                 }
-                _ => self.skip_and_reject(reader, inc, reject::COMMAND_NOT_SUPPORTED).await,
+                _ => {
+                    self.skip_and_reject(reader, inc, reject::COMMAND_NOT_SUPPORTED)
+                        .await
+                }
             };
             if let Err(e) = res {
                 return End::Error(e);
@@ -285,7 +311,15 @@ impl Ffp {
             dir,
         };
         self.advance_cmdsn(&bhs, true);
-        let mut meta = CmdMeta { itt, lun: bhs.lun(), edtl, read, write, needed: 0, immediate };
+        let mut meta = CmdMeta {
+            itt,
+            lun: bhs.lun(),
+            edtl,
+            read,
+            write,
+            needed: 0,
+            immediate,
+        };
         let nexus = self.nexus.as_ref().expect("normal session");
         let prepared = match nexus.prepare(cmd) {
             Ok(p) => p,
@@ -307,7 +341,10 @@ impl Ffp {
             return Ok(());
         }
         let keep = imm.min(xfer_len);
-        reader.read_data_prefix(&inc, &mut buf[..keep]).await.map_err(|e| e.to_string())?;
+        reader
+            .read_data_prefix(&inc, &mut buf[..keep])
+            .await
+            .map_err(|e| e.to_string())?;
         if keep == xfer_len {
             spawn_exec(&self.tx, &self.window, prepared, buf, meta);
             return Ok(());
@@ -336,7 +373,9 @@ impl Ffp {
     /// Send R2Ts up to MaxOutstandingR2T for data not yet solicited.
     fn solicit(&mut self, x: &mut WriteXfer) {
         let total = x.buf.len() as u32;
-        while x.next_solicit < total && (x.r2ts.len() as u32) < self.params.max_outstanding_r2t.max(1) {
+        while x.next_solicit < total
+            && (x.r2ts.len() as u32) < self.params.max_outstanding_r2t.max(1)
+        {
             let len = (total - x.next_solicit).min(self.params.max_burst);
             let ttt = self.next_ttt;
             self.next_ttt = self.next_ttt.wrapping_add(1);
@@ -352,7 +391,13 @@ impl Ffp {
             b.set_u32_at(40, x.next_solicit);
             b.set_u32_at(44, len);
             self.send(b, Bytes::new());
-            x.r2ts.push_back(R2tState { ttt, offset: x.next_solicit, len, received: 0, next_datasn: 0 });
+            x.r2ts.push_back(R2tState {
+                ttt,
+                offset: x.next_solicit,
+                len,
+                received: 0,
+                next_datasn: 0,
+            });
             x.r2t_sn += 1;
             x.next_solicit += len;
         }
@@ -378,9 +423,18 @@ impl Ffp {
         // the data cannot be recovered, but the session can go on.
         let fault = if ttt == RESERVED_TAG {
             if datasn != x.unsolicited_datasn {
-                Some((DATA_PHASE_ERROR, format!("unsolicited DataSN {datasn}, expected {}", x.unsolicited_datasn)))
+                Some((
+                    DATA_PHASE_ERROR,
+                    format!(
+                        "unsolicited DataSN {datasn}, expected {}",
+                        x.unsolicited_datasn
+                    ),
+                ))
             } else if end > x.unsolicited_end {
-                Some((DATA_OFFSET_ERROR, format!("unsolicited data to {end} beyond {}", x.unsolicited_end)))
+                Some((
+                    DATA_OFFSET_ERROR,
+                    format!("unsolicited data to {end} beyond {}", x.unsolicited_end),
+                ))
             } else {
                 x.unsolicited_datasn += 1;
                 None
@@ -388,12 +442,14 @@ impl Ffp {
         } else {
             match x.r2ts.iter_mut().find(|r| r.ttt == ttt) {
                 None => Some((INVALID_TTT, format!("unknown TTT {ttt:#x}"))),
-                Some(r) if datasn != r.next_datasn => {
-                    Some((DATA_PHASE_ERROR, format!("DataSN {datasn}, expected {}", r.next_datasn)))
-                }
-                Some(r) if offset < r.offset || end > r.offset + r.len => {
-                    Some((DATA_OFFSET_ERROR, format!("offset {offset}+{len} outside R2T {}+{}", r.offset, r.len)))
-                }
+                Some(r) if datasn != r.next_datasn => Some((
+                    DATA_PHASE_ERROR,
+                    format!("DataSN {datasn}, expected {}", r.next_datasn),
+                )),
+                Some(r) if offset < r.offset || end > r.offset + r.len => Some((
+                    DATA_OFFSET_ERROR,
+                    format!("offset {offset}+{len} outside R2T {}+{}", r.offset, r.len),
+                )),
                 Some(r) => {
                     r.next_datasn += 1;
                     r.received += len;
@@ -439,7 +495,9 @@ impl Ffp {
         if bhs.itt() == RESERVED_TAG {
             // The answer to our ping (or a NOP-Out that wants no answer).
             if bhs.ttt() == PING_TTT {
-                self.liveness.ping_outstanding.store(false, Ordering::Relaxed);
+                self.liveness
+                    .ping_outstanding
+                    .store(false, Ordering::Relaxed);
             }
             return Ok(());
         }
@@ -456,7 +514,11 @@ impl Ffp {
         Ok(())
     }
 
-    async fn on_tmf<R: AsyncRead + Unpin>(&mut self, reader: &mut PduReader<R>, inc: Incoming) -> Result<(), String> {
+    async fn on_tmf<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut PduReader<R>,
+        inc: Incoming,
+    ) -> Result<(), String> {
         let bhs = inc.bhs;
         read_skip(reader, &inc).await?;
         if !self.accept_cmdsn(&bhs) {
@@ -468,7 +530,10 @@ impl Ffp {
         let ref_cmdsn = bhs.u32_at(32);
         let function = bhs.flags() & 0x7f;
         let f = match function {
-            1 => Some(TmfFunction::AbortTask { lun, tag: ref_tag as u64 }),
+            1 => Some(TmfFunction::AbortTask {
+                lun,
+                tag: ref_tag as u64,
+            }),
             2 => Some(TmfFunction::AbortTaskSet { lun }),
             4 => Some(TmfFunction::ClearTaskSet { lun }),
             5 => Some(TmfFunction::LogicalUnitReset { lun }),
@@ -500,7 +565,9 @@ impl Ffp {
                     TmfResult::TaskNotFound => {
                         // RFC 7143 11.5.1: a task already completed (its
                         // CmdSN precedes this request's) counts as done.
-                        if sn_lt(ref_cmdsn, bhs.cmdsn()) || ref_cmdsn == bhs.cmdsn() && bhs.immediate() {
+                        if sn_lt(ref_cmdsn, bhs.cmdsn())
+                            || ref_cmdsn == bhs.cmdsn() && bhs.immediate()
+                        {
                             0
                         } else {
                             1
@@ -520,7 +587,11 @@ impl Ffp {
         Ok(())
     }
 
-    async fn on_text<R: AsyncRead + Unpin>(&mut self, reader: &mut PduReader<R>, inc: Incoming) -> Result<(), String> {
+    async fn on_text<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut PduReader<R>,
+        inc: Incoming,
+    ) -> Result<(), String> {
         let bhs = inc.bhs;
         let data = read_vec(reader, &inc).await?;
         if !self.accept_cmdsn(&bhs) {
@@ -593,15 +664,27 @@ impl Ffp {
     }
 }
 
-async fn read_skip<R: AsyncRead + Unpin>(reader: &mut PduReader<R>, inc: &Incoming) -> Result<(), String> {
+async fn read_skip<R: AsyncRead + Unpin>(
+    reader: &mut PduReader<R>,
+    inc: &Incoming,
+) -> Result<(), String> {
     reader.skip_data(inc).await.map_err(|e| e.to_string())
 }
 
-async fn read_vec<R: AsyncRead + Unpin>(reader: &mut PduReader<R>, inc: &Incoming) -> Result<Vec<u8>, String> {
+async fn read_vec<R: AsyncRead + Unpin>(
+    reader: &mut PduReader<R>,
+    inc: &Incoming,
+) -> Result<Vec<u8>, String> {
     reader.read_data_vec(inc).await.map_err(|e| e.to_string())
 }
 
-fn spawn_exec(tx: &mpsc::UnboundedSender<Outgoing>, window: &Arc<Window>, prepared: Prepared, buf: Vec<u8>, meta: CmdMeta) {
+fn spawn_exec(
+    tx: &mpsc::UnboundedSender<Outgoing>,
+    window: &Arc<Window>,
+    prepared: Prepared,
+    buf: Vec<u8>,
+    meta: CmdMeta,
+) {
     let tx = tx.clone();
     let window = window.clone();
     tokio::spawn(async move {

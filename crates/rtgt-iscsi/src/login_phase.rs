@@ -11,7 +11,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::conn::{session_key, LoggedIn};
 use crate::discovery::TargetPortals;
 use crate::ffp::FfpParams;
-use crate::login::{Login, LoginConfig, LoginRequest, LoginResponse, Lookup, Step, TargetDirectory, TargetInfo};
+use crate::login::{
+    Login, LoginConfig, LoginRequest, LoginResponse, Lookup, Step, TargetDirectory, TargetInfo,
+};
 use crate::negotiation::{Digest, NegotiationConfig, SessionType};
 use crate::pdu::{op, reject, Bhs};
 use crate::server::Server;
@@ -37,18 +39,24 @@ impl TargetDirectory for Directory<'_> {
             return Lookup::NotFound;
         };
         let allowed = g.open_access
-            || g.allowed_initiators.iter().any(|i| i.eq_ignore_ascii_case(initiator_name));
+            || g.allowed_initiators
+                .iter()
+                .any(|i| i.eq_ignore_ascii_case(initiator_name));
         if !allowed {
             return Lookup::NotAllowed;
         }
-        Lookup::Found(TargetInfo { alias: t.alias.clone(), ..Default::default() })
+        Lookup::Found(TargetInfo {
+            alias: t.alias.clone(),
+            ..Default::default()
+        })
     }
 
     fn session_exists(&self, initiator_name: &str, isid: [u8; 6], tsih: u16) -> bool {
-        self.targets
-            .targets
-            .iter()
-            .any(|t| self.server.sessions.exists(&session_key(initiator_name, isid, &t.name), tsih))
+        self.targets.targets.iter().any(|t| {
+            self.server
+                .sessions
+                .exists(&session_key(initiator_name, isid, &t.name), tsih)
+        })
     }
 }
 
@@ -61,10 +69,18 @@ pub(crate) fn visible_targets(targets: &Targets, initiator: &str) -> Vec<TargetP
             let portals: Vec<(SocketAddr, u16)> = t
                 .groups
                 .iter()
-                .filter(|g| g.open_access || g.allowed_initiators.iter().any(|i| i.eq_ignore_ascii_case(initiator)))
+                .filter(|g| {
+                    g.open_access
+                        || g.allowed_initiators
+                            .iter()
+                            .any(|i| i.eq_ignore_ascii_case(initiator))
+                })
                 .flat_map(|g| g.portals.iter().map(move |p| (*p, g.tag)))
                 .collect();
-            (!portals.is_empty()).then(|| TargetPortals { name: t.name.clone(), portals })
+            (!portals.is_empty()).then(|| TargetPortals {
+                name: t.name.clone(),
+                portals,
+            })
         })
         .collect()
 }
@@ -72,16 +88,25 @@ pub(crate) fn visible_targets(targets: &Targets, initiator: &str) -> Vec<TargetP
 /// The portal group tag to announce: that of the requested target on this
 /// portal, read from the first request's TargetName.
 fn group_tag(targets: &Targets, local: SocketAddr, first_text: &[u8]) -> u16 {
-    let name = text::parse(first_text)
-        .ok()
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "TargetName").map(|(_, v)| v));
+    let name = text::parse(first_text).ok().and_then(|pairs| {
+        pairs
+            .into_iter()
+            .find(|(k, _)| k == "TargetName")
+            .map(|(_, v)| v)
+    });
     let by_name = name
         .as_deref()
         .and_then(|n| targets.find(n))
         .and_then(|t| t.group_for(local))
         .map(|g| g.tag);
     by_name
-        .or_else(|| targets.targets.iter().find_map(|t| t.group_for(local)).map(|g| g.tag))
+        .or_else(|| {
+            targets
+                .targets
+                .iter()
+                .find_map(|t| t.group_for(local))
+                .map(|g| g.tag)
+        })
         .unwrap_or(1)
 }
 
@@ -126,9 +151,15 @@ where
             r.0[2] = reject::PROTOCOL_ERROR;
             r.set_itt(crate::pdu::RESERVED_TAG);
             let _ = wr.write_all(&encode_simple(&r, &inc.bhs.0)).await;
-            return Err(format!("opcode {:#04x} before login completed", inc.bhs.opcode()));
+            return Err(format!(
+                "opcode {:#04x} before login completed",
+                inc.bhs.opcode()
+            ));
         }
-        let data = reader.read_data_vec(&inc).await.map_err(|e| e.to_string())?;
+        let data = reader
+            .read_data_vec(&inc)
+            .await
+            .map_err(|e| e.to_string())?;
         let req = LoginRequest::from_bhs(&inc.bhs, data);
         let login = machine.get_or_insert_with(|| {
             let negotiation = NegotiationConfig {
@@ -138,9 +169,16 @@ where
                 max_outstanding_r2t: settings.max_outstanding_r2t.min(u16::MAX as u32) as u16,
                 ..NegotiationConfig::default()
             };
-            Login::new(LoginConfig { portal_group_tag: group_tag(&targets, local, &req.data), negotiation })
+            Login::new(LoginConfig {
+                portal_group_tag: group_tag(&targets, local, &req.data),
+                negotiation,
+            })
         });
-        let dir = Directory { server, targets: &targets, local };
+        let dir = Directory {
+            server,
+            targets: &targets,
+            local,
+        };
         let exp_cmdsn = req.cmdsn;
         match login.step(&req, &dir) {
             Step::Continue(resp) => {
@@ -156,10 +194,18 @@ where
             Step::Complete(mut resp, outcome) => {
                 let discovery = outcome.session_type == SessionType::Discovery;
                 let target = outcome.target_name.clone().unwrap_or_default();
-                let key_target = if discovery { "<discovery>" } else { target.as_str() };
+                let key_target = if discovery {
+                    "<discovery>"
+                } else {
+                    target.as_str()
+                };
                 let registration = server
                     .sessions
-                    .register(session_key(&outcome.initiator_name, outcome.isid, key_target))
+                    .register(session_key(
+                        &outcome.initiator_name,
+                        outcome.isid,
+                        key_target,
+                    ))
                     .await;
                 resp.set_tsih(registration.tsih);
                 send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window)
@@ -197,5 +243,9 @@ where
 }
 
 fn group_tag_for(targets: &Targets, target: &str, local: SocketAddr) -> u16 {
-    targets.find(target).and_then(|t| t.group_for(local)).map(|g| g.tag).unwrap_or(0)
+    targets
+        .find(target)
+        .and_then(|t| t.group_for(local))
+        .map(|g| g.tag)
+        .unwrap_or(0)
 }

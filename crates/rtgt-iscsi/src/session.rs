@@ -77,9 +77,19 @@ impl SessionTable {
         let (ended_tx, ended_rx) = watch::channel(false);
         self.map.lock().unwrap().insert(
             key.clone(),
-            Entry { tsih, stop: stop_tx, ended: ended_rx },
+            Entry {
+                tsih,
+                stop: stop_tx,
+                ended: ended_rx,
+            },
         );
-        Registration { table: self.clone(), key, tsih, stop: stop_rx, ended: ended_tx }
+        Registration {
+            table: self.clone(),
+            key,
+            tsih,
+            stop: stop_rx,
+            ended: ended_tx,
+        }
     }
 
     /// Ask every session to end (daemon shutdown).

@@ -35,9 +35,9 @@ impl Target {
     /// address).
     pub fn group_for(&self, local: SocketAddr) -> Option<&PortalGroup> {
         self.groups.iter().find(|g| {
-            g.portals.iter().any(|p| {
-                *p == local || (p.ip().is_unspecified() && p.port() == local.port())
-            })
+            g.portals
+                .iter()
+                .any(|p| *p == local || (p.ip().is_unspecified() && p.port() == local.port()))
         })
     }
 }
@@ -51,7 +51,9 @@ pub struct Targets {
 impl Targets {
     pub fn find(&self, name: &str) -> Option<&Target> {
         // iSCSI names are case-insensitive (RFC 3722 normalises to lower case).
-        self.targets.iter().find(|t| t.name.eq_ignore_ascii_case(name))
+        self.targets
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
     }
 }
 

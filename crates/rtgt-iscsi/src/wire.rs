@@ -54,7 +54,11 @@ pub struct PduReader<R> {
 
 impl<R: AsyncRead + Unpin> PduReader<R> {
     pub fn new(inner: R, digests: Arc<Digests>) -> Self {
-        PduReader { inner, digests, max_data: 8192 }
+        PduReader {
+            inner,
+            digests,
+            max_data: 8192,
+        }
     }
 
     /// Read the BHS, AHS and header digest.
@@ -86,7 +90,11 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
 
     /// Read the data segment of `inc` into `dst` (exactly `data_len`
     /// bytes), then padding and digest.
-    pub async fn read_data_into(&mut self, inc: &Incoming, dst: &mut [u8]) -> Result<(), ReadError> {
+    pub async fn read_data_into(
+        &mut self,
+        inc: &Incoming,
+        dst: &mut [u8],
+    ) -> Result<(), ReadError> {
         debug_assert_eq!(dst.len(), inc.bhs.data_len());
         self.inner.read_exact(dst).await?;
         self.finish_data(inc, Some(dst)).await
@@ -112,7 +120,11 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
 
     /// Read the data segment, keeping its first `dst.len()` bytes in `dst`
     /// and discarding the rest.
-    pub async fn read_data_prefix(&mut self, inc: &Incoming, dst: &mut [u8]) -> Result<(), ReadError> {
+    pub async fn read_data_prefix(
+        &mut self,
+        inc: &Incoming,
+        dst: &mut [u8],
+    ) -> Result<(), ReadError> {
         let len = inc.bhs.data_len();
         debug_assert!(dst.len() <= len);
         self.inner.read_exact(dst).await?;
@@ -183,7 +195,11 @@ pub struct Window {
 
 impl Window {
     pub fn new(exp_cmdsn: u32, depth: u32) -> Self {
-        Window { exp_cmdsn: AtomicU32::new(exp_cmdsn), outstanding: AtomicU32::new(0), depth }
+        Window {
+            exp_cmdsn: AtomicU32::new(exp_cmdsn),
+            outstanding: AtomicU32::new(0),
+            depth,
+        }
     }
 
     pub fn max_cmdsn(&self) -> u32 {
@@ -216,7 +232,10 @@ pub struct ScsiReply {
 pub enum Outgoing {
     /// One PDU; StatSN/ExpCmdSN/MaxCmdSN are stamped where the opcode has
     /// them.
-    Pdu { bhs: Bhs, data: Bytes },
+    Pdu {
+        bhs: Bhs,
+        data: Bytes,
+    },
     Scsi(ScsiReply),
     /// Flush what is queued, then tell the sender (logout, login replies
     /// before switching digests on).
@@ -251,7 +270,12 @@ enum Piece {
 const BATCH_BYTES: usize = 1 << 20;
 
 impl<W: AsyncWrite + Unpin> PduWriter<W> {
-    pub fn new(inner: W, digests: Arc<Digests>, window: Arc<Window>, limits: Arc<SendLimits>) -> Self {
+    pub fn new(
+        inner: W,
+        digests: Arc<Digests>,
+        window: Arc<Window>,
+        limits: Arc<SendLimits>,
+    ) -> Self {
         PduWriter {
             inner,
             digests,
@@ -284,7 +308,11 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         Ok(())
     }
 
-    fn encode(&mut self, m: Outgoing, flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>) -> usize {
+    fn encode(
+        &mut self,
+        m: Outgoing,
+        flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+    ) -> usize {
         match m {
             Outgoing::Pdu { bhs, data } => self.push_pdu(bhs, data),
             Outgoing::Scsi(r) => self.push_scsi(r),
@@ -328,7 +356,11 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         if len > 0 {
             let pad = pdu::padded(len) - len;
             let data_digest = self.digests.data.load(Ordering::Relaxed);
-            let crc = if data_digest { Some(pdu::digest(&[&data, &[0u8; 3][..pad]])) } else { None };
+            let crc = if data_digest {
+                Some(pdu::digest(&[&data, &[0u8; 3][..pad]]))
+            } else {
+                None
+            };
             let hdr_end = self.scratch.len();
             self.pieces.push(Piece::Scratch(start, hdr_end));
             self.pieces.push(Piece::Data(data));

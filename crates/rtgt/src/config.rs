@@ -127,14 +127,21 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
                 'M' => 1 << 20,
                 'G' => 1 << 30,
                 'T' => 1 << 40,
-                _ => return Err(format!("invalid size {s:?}: unknown unit {c:?} (use K, M, G or T)")),
+                _ => {
+                    return Err(format!(
+                        "invalid size {s:?}: unknown unit {c:?} (use K, M, G or T)"
+                    ))
+                }
             };
             (&t[..i], m)
         }
         _ => (t, 1),
     };
-    let n: u64 = num.trim().parse().map_err(|_| format!("invalid size {s:?}: expected a whole number with an optional K/M/G/T unit"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    let n: u64 = num.trim().parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a whole number with an optional K/M/G/T unit")
+    })?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// A configuration error, located in its file.
@@ -164,10 +171,22 @@ struct Lines<'a> {
 
 impl Lines<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
     }
-    fn err<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Result<T, ConfigError> {
-        Err(ConfigError { file: self.file.to_path_buf(), line: Some(self.line_of(span.start)), message: message.into() })
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(self.line_of(span.start)),
+            message: message.into(),
+        })
     }
 }
 
@@ -212,7 +231,11 @@ backstore = "ram0"
         let lines = Lines { file, text };
         let config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| lines.line_of(s.start));
-            ConfigError { file: file.to_path_buf(), line, message: e.message().to_string() }
+            ConfigError {
+                file: file.to_path_buf(),
+                line,
+                message: e.message().to_string(),
+            }
         })?;
         config.validate(&lines)?;
         Ok(config)
@@ -222,7 +245,11 @@ backstore = "ram0"
         let mut names = HashSet::new();
         for b in &self.backstore {
             let name = b.name.get_ref();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return l.err(b.name.span(), format!("backstore name {name:?} must be non-empty letters, digits, '-', '_' or '.'"));
             }
             if !names.insert(name.as_str()) {
@@ -230,10 +257,16 @@ backstore = "ram0"
             }
             if let Some(bs) = &b.block_size {
                 if !matches!(*bs.get_ref(), 512 | 4096) {
-                    return l.err(bs.span(), format!("block_size {} is not supported (512 or 4096)", bs.get_ref()));
+                    return l.err(
+                        bs.span(),
+                        format!("block_size {} is not supported (512 or 4096)", bs.get_ref()),
+                    );
                 }
                 if b.kind == BackstoreKind::Blockio {
-                    return l.err(bs.span(), "block_size is read from the device for blockio; remove it");
+                    return l.err(
+                        bs.span(),
+                        "block_size is read from the device for blockio; remove it",
+                    );
                 }
             }
             match b.kind {
@@ -244,14 +277,22 @@ backstore = "ram0"
                     if b.path.is_some() {
                         return l.err(b.name.span(), format!("ramdisk {name:?} takes no path"));
                     }
-                    check_size(l, size, b.block_size.as_ref().map(|s| *s.get_ref()).unwrap_or(512))?;
+                    check_size(
+                        l,
+                        size,
+                        b.block_size.as_ref().map(|s| *s.get_ref()).unwrap_or(512),
+                    )?;
                 }
                 BackstoreKind::Fileio => {
                     if b.path.is_none() {
                         return l.err(b.name.span(), format!("fileio {name:?} needs a path"));
                     }
                     if let Some(size) = &b.size {
-                        check_size(l, size, b.block_size.as_ref().map(|s| *s.get_ref()).unwrap_or(512))?;
+                        check_size(
+                            l,
+                            size,
+                            b.block_size.as_ref().map(|s| *s.get_ref()).unwrap_or(512),
+                        )?;
                     }
                 }
                 BackstoreKind::Blockio => {
@@ -259,12 +300,18 @@ backstore = "ram0"
                         return l.err(b.name.span(), format!("blockio {name:?} needs a path"));
                     }
                     if let Some(size) = &b.size {
-                        return l.err(size.span(), "size is read from the device for blockio; remove it");
+                        return l.err(
+                            size.span(),
+                            "size is read from the device for blockio; remove it",
+                        );
                     }
                 }
             }
             if b.write_back.is_some() && b.kind != BackstoreKind::Fileio {
-                return l.err(b.name.span(), "write_back applies to fileio backstores only");
+                return l.err(
+                    b.name.span(),
+                    "write_back applies to fileio backstores only",
+                );
             }
         }
         let mut iqns = HashSet::new();
@@ -283,7 +330,10 @@ backstore = "ram0"
                     return l.err(g.tag.span(), "tpg tag must be 1..65535");
                 }
                 if !tags.insert(tag) {
-                    return l.err(g.tag.span(), format!("duplicate tpg tag {tag} in target {iqn:?}"));
+                    return l.err(
+                        g.tag.span(),
+                        format!("duplicate tpg tag {tag} in target {iqn:?}"),
+                    );
                 }
                 for p in &g.portals {
                     if let Err(why) = parse_portal(p.get_ref()) {
@@ -294,10 +344,16 @@ backstore = "ram0"
                 for lun in &g.lun {
                     let n = *lun.lun.get_ref();
                     if n >= 16384 {
-                        return l.err(lun.lun.span(), format!("LUN {n} is out of range (0..16383)"));
+                        return l.err(
+                            lun.lun.span(),
+                            format!("LUN {n} is out of range (0..16383)"),
+                        );
                     }
                     if !luns.insert(n) {
-                        return l.err(lun.lun.span(), format!("LUN {n} is mapped twice in tpg {tag}"));
+                        return l.err(
+                            lun.lun.span(),
+                            format!("LUN {n} is mapped twice in tpg {tag}"),
+                        );
                     }
                     let bs = lun.backstore.get_ref();
                     if !names.contains(bs.as_str()) {
@@ -306,7 +362,10 @@ backstore = "ram0"
                 }
                 for acl in &g.acl {
                     if let Err(why) = check_iscsi_name(acl.initiator.get_ref()) {
-                        return l.err(acl.initiator.span(), format!("initiator name {:?}: {why}", acl.initiator.get_ref()));
+                        return l.err(
+                            acl.initiator.span(),
+                            format!("initiator name {:?}: {why}", acl.initiator.get_ref()),
+                        );
                     }
                 }
             }
@@ -318,7 +377,10 @@ backstore = "ram0"
     pub fn override_portals(&mut self, portals: &[SocketAddr]) {
         for t in &mut self.target {
             for g in &mut t.tpg {
-                g.portals = portals.iter().map(|p| Spanned::new(0..0, p.to_string())).collect();
+                g.portals = portals
+                    .iter()
+                    .map(|p| Spanned::new(0..0, p.to_string()))
+                    .collect();
             }
         }
     }
@@ -326,8 +388,11 @@ backstore = "ram0"
 
 fn check_size(l: &Lines<'_>, size: &Spanned<Size>, block: u32) -> Result<(), ConfigError> {
     let n = size.get_ref().0;
-    if n == 0 || n % block as u64 != 0 {
-        return l.err(size.span(), format!("size {n} must be a non-zero multiple of the block size {block}"));
+    if n == 0 || !n.is_multiple_of(block as u64) {
+        return l.err(
+            size.span(),
+            format!("size {n} must be a non-zero multiple of the block size {block}"),
+        );
     }
     Ok(())
 }
@@ -342,7 +407,10 @@ pub fn check_iscsi_name(name: &str) -> Result<(), String> {
     if !(lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa.")) {
         return Err("must start with iqn., eui. or naa.".into());
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c)) {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+    {
         return Err("may contain only letters, digits, '-', '.' and ':'".into());
     }
     Ok(())
@@ -353,10 +421,18 @@ pub fn parse_portal(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+    if let Ok(ip) = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
         return Ok(SocketAddr::new(ip, ISCSI_PORT));
     }
-    let with_port = if s.contains(':') { s.to_string() } else { format!("{s}:{ISCSI_PORT}") };
+    let with_port = if s.contains(':') {
+        s.to_string()
+    } else {
+        format!("{s}:{ISCSI_PORT}")
+    };
     with_port
         .to_socket_addrs()
         .ok()
@@ -405,14 +481,19 @@ mod tests {
 
     #[test]
     fn unknown_key_is_refused() {
-        let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\ncolour = 3\n").unwrap_err();
+        let e =
+            parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\ncolour = 3\n")
+                .unwrap_err();
         assert!(e.message.contains("colour"), "{e}");
         assert_eq!(e.line, Some(5), "{e}");
     }
 
     #[test]
     fn bad_values() {
-        let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nblock_size = 1000\n").unwrap_err();
+        let e = parse(
+            "[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nblock_size = 1000\n",
+        )
+        .unwrap_err();
         assert!(e.message.contains("block_size 1000"), "{e}");
         let e = parse("[[backstore]]\nname = \"a\"\ntype = \"fileio\"\n").unwrap_err();
         assert!(e.message.contains("needs a path"), "{e}");

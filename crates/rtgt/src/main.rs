@@ -32,9 +32,7 @@ enum Cmd {
         threads: Option<usize>,
     },
     /// Check a configuration file and exit.
-    Check {
-        config: PathBuf,
-    },
+    Check { config: PathBuf },
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -61,7 +59,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Serve { config, listen, threads } => {
+        Cmd::Serve {
+            config,
+            listen,
+            threads,
+        } => {
             let cfg = match &config {
                 Some(path) => match rtgt::config::Config::load(path) {
                     Ok(c) => c,

@@ -26,7 +26,11 @@ pub fn open_backstore(b: &config::Backstore) -> Result<Arc<dyn Backstore>> {
             Arc::new(RamDisk::new(size, block_size))
         }
         BackstoreKind::Fileio => {
-            let path = b.path.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default();
+            let path = b
+                .path
+                .as_ref()
+                .map(|p| p.get_ref().clone())
+                .unwrap_or_default();
             Arc::new(
                 FileIo::open(FileIoOptions {
                     path: path.clone(),
@@ -38,10 +42,15 @@ pub fn open_backstore(b: &config::Backstore) -> Result<Arc<dyn Backstore>> {
             )
         }
         BackstoreKind::Blockio => {
-            let path = b.path.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default();
+            let path = b
+                .path
+                .as_ref()
+                .map(|p| p.get_ref().clone())
+                .unwrap_or_default();
             Arc::new(
-                BlockIo::open(&path)
-                    .with_context(|| format!("backstore {name:?}: cannot open {}", path.display()))?,
+                BlockIo::open(&path).with_context(|| {
+                    format!("backstore {name:?}: cannot open {}", path.display())
+                })?,
             )
         }
     })
@@ -59,7 +68,13 @@ pub fn build_targets(cfg: &Config, lus: &HashMap<String, Arc<LogicalUnit>>) -> R
             let mut luns = BTreeMap::new();
             for l in &g.lun {
                 let lu = lus[l.backstore.get_ref()].clone();
-                luns.insert(*l.lun.get_ref(), MappedLun { lu, read_only: l.read_only });
+                luns.insert(
+                    *l.lun.get_ref(),
+                    MappedLun {
+                        lu,
+                        read_only: l.read_only,
+                    },
+                );
             }
             let portals = g
                 .portals
@@ -71,12 +86,20 @@ pub fn build_targets(cfg: &Config, lus: &HashMap<String, Arc<LogicalUnit>>) -> R
                 portals,
                 luns: Arc::new(LunMap { luns }),
                 open_access: g.open_access,
-                allowed_initiators: g.acl.iter().map(|a| a.initiator.get_ref().clone()).collect(),
+                allowed_initiators: g
+                    .acl
+                    .iter()
+                    .map(|a| a.initiator.get_ref().clone())
+                    .collect(),
                 port: target::target_port(&name, tag, relative_port),
             });
             relative_port = relative_port.wrapping_add(1).max(1);
         }
-        targets.push(Target { name, alias: t.alias.clone(), groups });
+        targets.push(Target {
+            name,
+            alias: t.alias.clone(),
+            groups,
+        });
     }
     Ok(Targets { targets })
 }
@@ -117,7 +140,9 @@ pub async fn serve(mut cfg: Config, listen: Vec<SocketAddr>) -> Result<()> {
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for a in &wanted {
-        let l = server::bind(*a).await.with_context(|| format!("cannot listen on {a}"))?;
+        let l = server::bind(*a)
+            .await
+            .with_context(|| format!("cannot listen on {a}"))?;
         let actual = l.local_addr()?;
         bound.push((*a, actual));
         listeners.push(l);
@@ -125,10 +150,19 @@ pub async fn serve(mut cfg: Config, listen: Vec<SocketAddr>) -> Result<()> {
     // Portals with port 0 become the port actually bound.
     for t in &mut cfg.target {
         for g in &mut t.tpg {
-            if g.portals.is_empty() || !bound.iter().any(|(w, _)| g.portals.iter().any(|p| config::parse_portal(p.get_ref()).ok() == Some(*w))) {
+            if g.portals.is_empty()
+                || !bound.iter().any(|(w, _)| {
+                    g.portals
+                        .iter()
+                        .any(|p| config::parse_portal(p.get_ref()).ok() == Some(*w))
+                })
+            {
                 // A group without a bound portal (e.g. under --listen) is
                 // served on every bound portal.
-                g.portals = bound.iter().map(|(_, a)| toml::Spanned::new(0..0, a.to_string())).collect();
+                g.portals = bound
+                    .iter()
+                    .map(|(_, a)| toml::Spanned::new(0..0, a.to_string()))
+                    .collect();
             } else {
                 for p in &mut g.portals {
                     let a = config::parse_portal(p.get_ref()).ok();

@@ -17,18 +17,32 @@ fn discovery_lists_target_and_portal() {
     let out = run_ok(Command::new(&ls).args(["-i", INITIATOR, &portal]), 30);
     // "Target:iqn... Portal:127.0.0.1:PORT,TAG": the real (ephemeral) port
     let want = format!("Target:{DEMO_IQN} Portal:127.0.0.1:{},", d.port());
-    assert!(out.contains(&want), "SendTargets should list `{want}`, iscsi-ls printed:\n{out}");
+    assert!(
+        out.contains(&want),
+        "SendTargets should list `{want}`, iscsi-ls printed:\n{out}"
+    );
     // -s logs in to each listed portal and reports the LUNs
     let out = run_ok(Command::new(&ls).args(["-i", INITIATOR, "-s", &portal]), 30);
-    let lun0 = out.lines().find(|l| l.starts_with("Lun:0 ")).unwrap_or_else(|| panic!("no Lun:0 in:\n{out}"));
-    assert!(lun0.contains("Type:DIRECT_ACCESS"), "LUN 0 should be a disk: {lun0}");
+    let lun0 = out
+        .lines()
+        .find(|l| l.starts_with("Lun:0 "))
+        .unwrap_or_else(|| panic!("no Lun:0 in:\n{out}"));
+    assert!(
+        lun0.contains("Type:DIRECT_ACCESS"),
+        "LUN 0 should be a disk: {lun0}"
+    );
 }
 
 #[test]
 fn inquiry_standard_data() {
     let inq = libiscsi("iscsi-inq");
     let d = Daemon::default_target();
-    let out = run_ok(Command::new(inq).args(["-i", INITIATOR]).arg(d.url(DEMO_IQN, 0)), 30);
+    let out = run_ok(
+        Command::new(inq)
+            .args(["-i", INITIATOR])
+            .arg(d.url(DEMO_IQN, 0)),
+        30,
+    );
     let field = |name: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
@@ -51,7 +65,11 @@ fn readcap16(url: &str) -> (u64, u64, u64) {
             .parse()
             .unwrap()
     };
-    (num("RETURNED LOGICAL BLOCK ADDRESS:"), num("LOGICAL BLOCK LENGTH IN BYTES:"), num("Total size:"))
+    (
+        num("RETURNED LOGICAL BLOCK ADDRESS:"),
+        num("LOGICAL BLOCK LENGTH IN BYTES:"),
+        num("Total size:"),
+    )
 }
 
 #[test]
@@ -119,7 +137,11 @@ fn fileio_keeps_data_across_restart() {
 
     let mut d = Daemon::with_config(&cfg);
     let (_, block, total) = readcap16(&d.url(FILE_IQN, 0));
-    assert_eq!((block, total), (512, 128 << 20), "fileio LUN created at the configured size");
+    assert_eq!(
+        (block, total),
+        (512, 128 << 20),
+        "fileio LUN created at the configured size"
+    );
     let written = write_and_verify_sizes(&q, &d, FILE_IQN, 0, 100);
     d.stop(); // SIGTERM: write-back data must be flushed
 
@@ -128,7 +150,11 @@ fn fileio_keeps_data_across_restart() {
     assert_eq!(file.len() as u64, 128 << 20, "backing file size");
     for (off, data) in &written {
         let at = &file[*off as usize..*off as usize + data.len()];
-        assert_same(&format!("backing file, {} bytes at {off}", data.len()), at, data);
+        assert_same(
+            &format!("backing file, {} bytes at {off}", data.len()),
+            at,
+            data,
+        );
     }
 
     // and a new daemon serves it again
@@ -143,10 +169,17 @@ fn fileio_4096_byte_blocks() {
     let cfg = fileio_config(dir.path(), &dir.path().join("disk4k.img"), 4096);
     let d = Daemon::with_config(&cfg);
     let (last_lba, block, total) = readcap16(&d.url(FILE_IQN, 0));
-    assert_eq!((last_lba, block, total), ((128 << 20) / 4096 - 1, 4096, 128 << 20));
+    assert_eq!(
+        (last_lba, block, total),
+        ((128 << 20) / 4096 - 1, 4096, 128 << 20)
+    );
     let data = random_bytes(1 << 20, 7);
     q.write(&d.url(FILE_IQN, 0), 64 << 10, &data);
-    assert_same("4096-byte-block LUN", &q.read(d.port(), FILE_IQN, 0, 64 << 10, 1 << 20), &data);
+    assert_same(
+        "4096-byte-block LUN",
+        &q.read(d.port(), FILE_IQN, 0, 64 << 10, 1 << 20),
+        &data,
+    );
 }
 
 #[test]
@@ -154,7 +187,10 @@ fn blockio_on_a_loop_device() {
     let q = Qemu::find();
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("blk.img");
-    std::fs::File::create(&img).unwrap().set_len(128 << 20).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
     let Some(lo) = LoopDev::new(&img) else {
         // not root or no loop devices here: said loudly above, nothing to test
         return;
@@ -173,7 +209,11 @@ fn blockio_on_a_loop_device() {
     .unwrap();
     let mut d = Daemon::with_config(&cfg);
     let (_, block, total) = readcap16(&d.url(iqn, 0));
-    assert_eq!((block, total), (512, 128 << 20), "size and block size read from the device");
+    assert_eq!(
+        (block, total),
+        (512, 128 << 20),
+        "size and block size read from the device"
+    );
     let written = write_and_verify_sizes(&q, &d, iqn, 0, 200);
     d.stop();
     drop(d);
@@ -181,6 +221,10 @@ fn blockio_on_a_loop_device() {
     // O_DIRECT writes reached the device, hence the file under it
     let file = std::fs::read(&img).unwrap();
     for (off, data) in &written {
-        assert_same("loop device backing file", &file[*off as usize..*off as usize + data.len()], data);
+        assert_same(
+            "loop device backing file",
+            &file[*off as usize..*off as usize + data.len()],
+            data,
+        );
     }
 }

@@ -11,7 +11,11 @@ use std::time::Duration;
 #[test]
 fn listens_on_an_ephemeral_port_and_exits_0_on_sigterm() {
     let mut d = Daemon::default_target();
-    assert!(d.port() != 0 && d.port() != 3260, "ephemeral port expected, got {}", d.port());
+    assert!(
+        d.port() != 0 && d.port() != 3260,
+        "ephemeral port expected, got {}",
+        d.port()
+    );
     // the port is really served
     std::net::TcpStream::connect(("127.0.0.1", d.port())).expect("connect to the listening port");
     d.stop();
@@ -20,14 +24,32 @@ fn listens_on_an_ephemeral_port_and_exits_0_on_sigterm() {
 #[test]
 fn exits_0_on_sigint() {
     let mut d = Daemon::default_target();
-    let st = d.stop_with("INT", 20).expect("rtgt did not exit within 20 s of SIGINT");
-    assert_eq!(st.code(), Some(0), "exit status on SIGINT; stderr:\n{}", d.stderr());
+    let st = d
+        .stop_with("INT", 20)
+        .expect("rtgt did not exit within 20 s of SIGINT");
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "exit status on SIGINT; stderr:\n{}",
+        d.stderr()
+    );
 }
 
 #[test]
 fn listen_is_repeatable_one_line_per_portal() {
-    let d = Daemon::start(&["serve", "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"]);
-    assert_eq!(d.ports.len(), 2, "two --listen, expected two listening lines, got ports {:?}", d.ports);
+    let d = Daemon::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(
+        d.ports.len(),
+        2,
+        "two --listen, expected two listening lines, got ports {:?}",
+        d.ports
+    );
     assert_ne!(d.ports[0], d.ports[1]);
     for p in &d.ports {
         std::net::TcpStream::connect(("127.0.0.1", *p)).expect("connect to each listening port");
@@ -58,7 +80,12 @@ fn sigterm_with_io_in_flight_exits_0() {
         "iscsi-perf was not doing I/O when the daemon was signalled:\n{out}"
     );
     let st = st.expect("rtgt did not exit within 20 s of SIGTERM while serving I/O");
-    assert_eq!(st.code(), Some(0), "exit status on SIGTERM under load; stderr:\n{}", d.stderr());
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "exit status on SIGTERM under load; stderr:\n{}",
+        d.stderr()
+    );
 }
 
 /// Run `rtgt serve --config FILE` on a bad file: exit 2, stderr names the
@@ -79,15 +106,26 @@ fn check_refused(path: &Path, bad_line: Option<usize>) {
         20,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "exit code for a bad config, stderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code for a bad config, stderr:\n{stderr}"
+    );
     let name = path.to_str().unwrap();
-    assert!(stderr.contains(name), "stderr should name the file {name}:\n{stderr}");
+    assert!(
+        stderr.contains(name),
+        "stderr should name the file {name}:\n{stderr}"
+    );
     if let Some(n) = bad_line {
         // "line 7", "bad.toml:7" or "bad.toml:7:3" all name the line
-        let named = stderr.contains(&format!("line {n}")) || stderr.contains(&format!("{name}:{n}"));
+        let named =
+            stderr.contains(&format!("line {n}")) || stderr.contains(&format!("{name}:{n}"));
         assert!(named, "stderr should name line {n}:\n{stderr}");
     }
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"), "must not start listening");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening on"),
+        "must not start listening"
+    );
 }
 
 const GOOD_HEAD: &str = r#"[[backstore]]
@@ -99,17 +137,26 @@ size = "64M"
 #[test]
 fn bad_config_toml_syntax() {
     // line 4: an unterminated string
-    refused("[[backstore]]\nname = \"ram0\"\ntype = \"ramdisk\"\nsize = \"64M\n", 4);
+    refused(
+        "[[backstore]]\nname = \"ram0\"\ntype = \"ramdisk\"\nsize = \"64M\n",
+        4,
+    );
 }
 
 #[test]
 fn bad_config_unknown_backstore_type() {
-    refused("[[backstore]]\nname = \"x\"\ntype = \"floppy\"\nsize = \"1M\"\n", 3);
+    refused(
+        "[[backstore]]\nname = \"x\"\ntype = \"floppy\"\nsize = \"1M\"\n",
+        3,
+    );
 }
 
 #[test]
 fn bad_config_bad_size() {
-    refused("[[backstore]]\nname = \"x\"\ntype = \"ramdisk\"\nsize = \"lots\"\n", 4);
+    refused(
+        "[[backstore]]\nname = \"x\"\ntype = \"ramdisk\"\nsize = \"lots\"\n",
+        4,
+    );
 }
 
 #[test]

@@ -58,17 +58,28 @@ impl Daemon {
                 }
             }
         });
-        let mut d = Daemon { child: Some(child), ports: Vec::new(), stderr_path, _dir: dir };
+        let mut d = Daemon {
+            child: Some(child),
+            ports: Vec::new(),
+            stderr_path,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while d.ports.is_empty() {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(port) => d.ports.push(port),
                 Err(_) => {
                     if let Some(st) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                        panic!("rtgt {args:?} exited ({st}) before listening; stderr:\n{}", d.stderr());
+                        panic!(
+                            "rtgt {args:?} exited ({st}) before listening; stderr:\n{}",
+                            d.stderr()
+                        );
                     }
                     if Instant::now() > deadline {
-                        panic!("rtgt {args:?} printed no '{LISTEN_PREFIX}' line in 30 s; stderr:\n{}", d.stderr());
+                        panic!(
+                            "rtgt {args:?} printed no '{LISTEN_PREFIX}' line in 30 s; stderr:\n{}",
+                            d.stderr()
+                        );
                     }
                 }
             }
@@ -98,7 +109,11 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
         assert!(st.success(), "kill -{sig} failed");
     }
 
@@ -109,7 +124,10 @@ impl Daemon {
         if let Some(st) = child.try_wait().unwrap() {
             return Some(st);
         }
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
             if let Some(st) = child.try_wait().unwrap() {
@@ -127,8 +145,14 @@ impl Daemon {
         let st = self.stop_with("TERM", 20);
         match st {
             Some(st) if st.code() == Some(0) => {}
-            Some(st) => panic!("rtgt exited with {st} on SIGTERM, expected 0; stderr:\n{}", self.stderr()),
-            None => panic!("rtgt did not exit within 20 s of SIGTERM; stderr:\n{}", self.stderr()),
+            Some(st) => panic!(
+                "rtgt exited with {st} on SIGTERM, expected 0; stderr:\n{}",
+                self.stderr()
+            ),
+            None => panic!(
+                "rtgt did not exit within 20 s of SIGTERM; stderr:\n{}",
+                self.stderr()
+            ),
         }
     }
 
@@ -149,7 +173,12 @@ impl Drop for Daemon {
 
 /// "rtgt: listening on 127.0.0.1:PORT" -> PORT
 pub fn parse_listen_line(line: &str) -> Option<u16> {
-    line.trim_end().strip_prefix(LISTEN_PREFIX)?.rsplit_once(':')?.1.parse().ok()
+    line.trim_end()
+        .strip_prefix(LISTEN_PREFIX)?
+        .rsplit_once(':')?
+        .1
+        .parse()
+        .ok()
 }
 
 /// Absolute path of an executable on PATH, or a test failure naming the package.
@@ -158,7 +187,9 @@ pub fn tool(name: &str, package: &str) -> PathBuf {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found on PATH: install {package} (apt-get install -y {package})"))
+        .unwrap_or_else(|| {
+            panic!("{name} not found on PATH: install {package} (apt-get install -y {package})")
+        })
 }
 
 /// A libiscsi-bin tool (iscsi-ls, iscsi-inq, iscsi-readcapacity16, iscsi-perf).
@@ -183,7 +214,10 @@ pub fn run(cmd: &mut Command, secs: u64) -> Output {
     match rx.recv_timeout(Duration::from_secs(secs)) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
             panic!("{desc} did not finish within {secs} s");
         }
     }
@@ -217,7 +251,8 @@ pub struct Qemu {
 
 impl Qemu {
     pub fn find() -> Qemu {
-        let dir = PathBuf::from(std::env::var("RTGT_QEMU72").unwrap_or_else(|_| "/tmp/qemu72".into()));
+        let dir =
+            PathBuf::from(std::env::var("RTGT_QEMU72").unwrap_or_else(|_| "/tmp/qemu72".into()));
         let q = Qemu {
             bin: dir.join("root/usr/bin"),
             modules: dir.join("root/usr/lib/x86_64-linux-gnu/qemu"),
@@ -246,7 +281,10 @@ impl Qemu {
         std::fs::write(&src, data).unwrap();
         let op = format!("write -s {} {offset} {}", src.display(), data.len());
         let out = run_ok(self.cmd("qemu-io").args(["-f", "raw", "-c", &op, url]), 120);
-        assert!(out.contains(&format!("wrote {0}/{0} bytes", data.len())), "qemu-io {op}: {out}");
+        assert!(
+            out.contains(&format!("wrote {0}/{0} bytes", data.len())),
+            "qemu-io {op}: {out}"
+        );
     }
 
     /// Fill [offset, offset+len) with `byte` (qemu does read-modify-write when unaligned).
@@ -259,8 +297,14 @@ impl Qemu {
     pub fn check_pattern(&self, url: &str, offset: u64, len: u64, byte: u8) {
         let op = format!("read -P {byte} {offset} {len}");
         let out = run_ok(self.cmd("qemu-io").args(["-f", "raw", "-c", &op, url]), 120);
-        assert!(!out.contains("Pattern verification failed"), "qemu-io {op}: {out}");
-        assert!(out.contains(&format!("read {0}/{0} bytes", len)), "qemu-io {op}: {out}");
+        assert!(
+            !out.contains("Pattern verification failed"),
+            "qemu-io {op}: {out}"
+        );
+        assert!(
+            out.contains(&format!("read {0}/{0} bytes", len)),
+            "qemu-io {op}: {out}"
+        );
     }
 
     /// Read `len` bytes at `offset` (both multiples of 512) of LUN `lun` of `iqn`.
@@ -271,7 +315,12 @@ impl Qemu {
             "driver=raw,offset={offset},size={len},file.driver=iscsi,file.transport=tcp,\
              file.portal=127.0.0.1:{port},file.target={iqn},file.lun={lun}"
         );
-        run_ok(self.cmd("qemu-img").args(["convert", "--image-opts", "-O", "raw", &opts]).arg(&dst), 120);
+        run_ok(
+            self.cmd("qemu-img")
+                .args(["convert", "--image-opts", "-O", "raw", &opts])
+                .arg(&dst),
+            120,
+        );
         let mut v = Vec::new();
         File::open(&dst).unwrap().read_to_end(&mut v).unwrap();
         v
@@ -294,15 +343,32 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// Compare without dumping megabytes into the failure message.
 pub fn assert_same(what: &str, got: &[u8], want: &[u8]) {
-    assert_eq!(got.len(), want.len(), "{what}: read {} bytes, wrote {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: read {} bytes, wrote {}",
+        got.len(),
+        want.len()
+    );
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
-        panic!("{what}: data differs first at byte {i} (got {:#04x}, wrote {:#04x})", got[i], want[i]);
+        panic!(
+            "{what}: data differs first at byte {i} (got {:#04x}, wrote {:#04x})",
+            got[i], want[i]
+        );
     }
 }
 
 /// Sizes for the write/read-back tests: one block up to several MiB, some
 /// not powers of two, all multiples of 512.  Offsets keep them apart.
-pub const SIZES: &[u64] = &[512, 4096, 65536, 262_144 + 512, 1 << 20, 3 * (1 << 20) + 4096, 8 << 20];
+pub const SIZES: &[u64] = &[
+    512,
+    4096,
+    65536,
+    262_144 + 512,
+    1 << 20,
+    3 * (1 << 20) + 4096,
+    8 << 20,
+];
 
 /// Byte offset where the test data of `SIZES[i]` lives: 16 MiB apart, plus an
 /// odd number of blocks so that they do not all start on a big boundary.
@@ -312,7 +378,13 @@ pub fn offset_of(i: usize) -> u64 {
 
 /// Write every size in SIZES, then read each back and compare.
 /// Returns what was written, to check again later (after a restart).
-pub fn write_and_verify_sizes(q: &Qemu, d: &Daemon, iqn: &str, lun: u32, seed: u64) -> Vec<(u64, Vec<u8>)> {
+pub fn write_and_verify_sizes(
+    q: &Qemu,
+    d: &Daemon,
+    iqn: &str,
+    lun: u32,
+    seed: u64,
+) -> Vec<(u64, Vec<u8>)> {
     let url = d.url(iqn, lun);
     let written: Vec<(u64, Vec<u8>)> = SIZES
         .iter()
@@ -329,7 +401,11 @@ pub fn write_and_verify_sizes(q: &Qemu, d: &Daemon, iqn: &str, lun: u32, seed: u
 pub fn verify(q: &Qemu, d: &Daemon, iqn: &str, lun: u32, written: &[(u64, Vec<u8>)]) {
     for (off, data) in written {
         let got = q.read(d.port(), iqn, lun, *off, data.len() as u64);
-        assert_same(&format!("{iqn} LUN {lun}: {} bytes at {off}", data.len()), &got, data);
+        assert_same(
+            &format!("{iqn} LUN {lun}: {} bytes at {off}", data.len()),
+            &got,
+            data,
+        );
     }
 }
 
@@ -341,13 +417,19 @@ pub struct LoopDev {
 
 impl LoopDev {
     pub fn new(file: &Path) -> Option<LoopDev> {
-        let out = Command::new("losetup").args(["--find", "--show"]).arg(file).output();
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output();
         match out {
-            Ok(o) if o.status.success() => {
-                Some(LoopDev { dev: String::from_utf8_lossy(&o.stdout).trim().to_string() })
-            }
+            Ok(o) if o.status.success() => Some(LoopDev {
+                dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            }),
             Ok(o) => {
-                eprintln!("SKIPPED-ENVIRONMENT: losetup failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+                eprintln!(
+                    "SKIPPED-ENVIRONMENT: losetup failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
                 None
             }
             Err(e) => {
