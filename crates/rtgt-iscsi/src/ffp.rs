@@ -5,6 +5,7 @@
 //! report back through the writer's channel.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -563,11 +564,14 @@ impl Ffp {
                 match r {
                     TmfResult::Complete => 0,
                     TmfResult::TaskNotFound => {
-                        // RFC 7143 11.5.1: a task already completed (its
-                        // CmdSN precedes this request's) counts as done.
-                        if sn_lt(ref_cmdsn, bhs.cmdsn())
-                            || ref_cmdsn == bhs.cmdsn() && bhs.immediate()
-                        {
+                        // RFC 7143 11.5.1: a referenced command not yet
+                        // received (its CmdSN still inside the window and
+                        // before this request's) counts as aborted; one
+                        // that already completed does not exist.
+                        let exp = self.window.exp_cmdsn.load(Ordering::Acquire);
+                        let max = self.window.max_cmdsn();
+                        let in_window = !sn_lt(ref_cmdsn, exp) && !sn_lt(max, ref_cmdsn);
+                        if in_window && sn_lt(ref_cmdsn, bhs.cmdsn()) {
                             0
                         } else {
                             1
@@ -687,7 +691,7 @@ fn spawn_exec(
 ) {
     let tx = tx.clone();
     let window = window.clone();
-    tokio::spawn(async move {
+    let mut fut = Box::pin(async move {
         match prepared.execute(buf).await {
             ExecOutcome::Done(resp) => complete(&tx, &window, meta, resp),
             ExecOutcome::Aborted => {
@@ -697,6 +701,14 @@ fn spawn_exec(
             }
         }
     });
+    // Most commands on a RAM disk (and every refused one) finish without
+    // waiting: run them right here and skip a task hand-off. Anything that
+    // waits (its turn in the task set, blocking I/O) becomes a task; it
+    // registers its real waker when the runtime polls it again.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if fut.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(fut);
+    }
 }
 
 /// Queue a command's reply, with residuals (RFC 7143 11.4.5).

@@ -473,13 +473,21 @@ pub fn encode_simple(bhs: &Bhs, data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn pipe(digests: bool) -> (PduWriter<tokio::io::DuplexStream>, PduReader<tokio::io::DuplexStream>) {
+    fn pipe(
+        digests: bool,
+    ) -> (
+        PduWriter<tokio::io::DuplexStream>,
+        PduReader<tokio::io::DuplexStream>,
+    ) {
         let (a, b) = tokio::io::duplex(1 << 20);
         let d = Arc::new(Digests::default());
         d.header.store(digests, Ordering::Relaxed);
         d.data.store(digests, Ordering::Relaxed);
         let window = Arc::new(Window::new(10, 128));
-        let limits = Arc::new(SendLimits { max_send_dsl: 1000.into(), max_burst: 2500.into() });
+        let limits = Arc::new(SendLimits {
+            max_send_dsl: 1000.into(),
+            max_burst: 2500.into(),
+        });
         let mut w = PduWriter::new(a, d.clone(), window, limits);
         w.stat_sn = 5;
         (w, PduReader::new(b, d))
@@ -542,7 +550,10 @@ mod tests {
         wire.extend_from_slice(&0xdead_beefu32.to_le_bytes());
         b.write_all(&wire).await.unwrap();
         let inc = r.read_header().await.unwrap();
-        assert!(matches!(r.read_data_vec(&inc).await, Err(ReadError::DataDigest(_))));
+        assert!(matches!(
+            r.read_data_vec(&inc).await,
+            Err(ReadError::DataDigest(_))
+        ));
     }
 
     #[test]

@@ -74,11 +74,22 @@ fn main() -> ExitCode {
                 },
                 None => rtgt::config::Config::demo(),
             };
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            // One CPU gets a current-thread runtime: the thread that waits
+            // for the socket is the one that runs the command, with no
+            // hand-off between threads on the data path.
+            let cpus = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            let mut rt = if cpus <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(cpus);
+                b
+            };
             rt.enable_all();
-            if let Some(n) = threads {
-                rt.worker_threads(n.max(1));
-            }
             let rt = match rt.build() {
                 Ok(rt) => rt,
                 Err(e) => {
