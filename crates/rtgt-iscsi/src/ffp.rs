@@ -588,6 +588,14 @@ impl Ffp {
         b.0[2] = response;
         b.set_itt(bhs.itt());
         self.send(b, Bytes::new());
+        if function == 7 && response == 0 {
+            // TARGET COLD RESET: after the response the target drops its
+            // connections (RFC 7143 11.5.1).
+            let (done_tx, done_rx) = oneshot::channel();
+            let _ = self.tx.send(Outgoing::Flush(done_tx));
+            let _ = done_rx.await;
+            return Err("target cold reset".into());
+        }
         Ok(())
     }
 
