@@ -11,7 +11,9 @@ if [ ! -x "$root/usr/bin/qemu-io" ] || [ ! -f "$root/usr/lib/x86_64-linux-gnu/qe
     cd "$dir"
     rm -f ./*.deb
     # as root apt would hand the download to user _apt, who cannot write here
-    apt-get download -qq -o APT::Sandbox::User=root qemu-utils/bookworm qemu-block-extra/bookworm
+    get() { apt-get download -qq -o APT::Sandbox::User=root qemu-utils/bookworm qemu-block-extra/bookworm; }
+    # a fresh machine may have no package lists yet
+    get || { apt-get update -qq && get; }
     for f in ./*.deb; do dpkg -x "$f" root; done
 fi
 # it must run here: its shared libraries are those of the machine
