@@ -121,6 +121,9 @@ pub struct BlockIo {
     block_size: u32,
     physical_block_size: u32,
     write_back: AtomicBool,
+    /// The device accepts BLKDISCARD (its queue has a nonzero
+    /// `discard_max_bytes`).
+    discard: bool,
 }
 
 impl BlockIo {
@@ -181,6 +184,7 @@ impl BlockIo {
         } else {
             block_size
         };
+        let discard = device_discards(&meta);
         Ok(BlockIo {
             path: path.to_owned(),
             file,
@@ -189,6 +193,7 @@ impl BlockIo {
             block_size,
             physical_block_size,
             write_back: AtomicBool::new(true),
+            discard,
         })
     }
 
@@ -249,6 +254,27 @@ impl BlockIo {
         }
         Ok(())
     }
+}
+
+/// Whether the block device behind `meta` (a device node) supports
+/// discard, from `/sys/dev/block/MAJOR:MINOR/queue/discard_max_bytes`.
+fn device_discards(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = meta.rdev();
+    // The glibc encoding of major and minor numbers in a dev_t.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let queue = |minor: u64| format!("/sys/dev/block/{major}:{minor}/queue/discard_max_bytes");
+    // A partition has no queue of its own: its parent's is one level up.
+    let read = |p: String| std::fs::read_to_string(p).ok();
+    read(queue(minor))
+        .or_else(|| {
+            read(format!(
+                "/sys/dev/block/{major}:{minor}/../queue/discard_max_bytes"
+            ))
+        })
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
 }
 
 fn ioctl_result(rc: libc::c_int) -> io::Result<()> {
@@ -359,6 +385,12 @@ impl Backstore for BlockIo {
         Ok(())
     }
 
+    /// Discarded blocks need not read back as zeroes (that is up to the
+    /// device), so `discard_zeroes` stays false.
+    fn supports_discard(&self) -> bool {
+        self.discard
+    }
+
     /// Whether discarded blocks then read as zeroes is up to the device
     /// (true for loop devices and most SSDs that report it); use
     /// `write_zeroes` where zeroes must be guaranteed.
@@ -398,6 +430,13 @@ mod tests {
     use std::sync::{Arc, Mutex, PoisonError};
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn discard_capability_from_sysfs() {
+        // A character device has no block queue: no discard.
+        let null = std::fs::metadata("/dev/null").unwrap();
+        assert!(!device_discards(&null));
+    }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)

@@ -57,6 +57,9 @@ pub struct FileIo {
     zero_range: AtomicBool,
     /// Cleared once the file system refuses `FALLOC_FL_PUNCH_HOLE`.
     punch_hole: AtomicBool,
+    /// The file lives in memory (tmpfs): its I/O never waits for a disk,
+    /// so it can run inline like a RAM disk's.
+    in_memory: bool,
 }
 
 impl FileIo {
@@ -135,13 +138,14 @@ impl FileIo {
         }
         Ok(FileIo {
             path: opts.path,
-            file,
             dsync,
             capacity,
             block_size: opts.block_size,
             write_back: AtomicBool::new(opts.write_back),
             zero_range: AtomicBool::new(true),
             punch_hole: AtomicBool::new(true),
+            in_memory: is_tmpfs(&file),
+            file,
         })
     }
 
@@ -202,6 +206,50 @@ impl FileIo {
     }
 }
 
+/// Whether `file` lives on tmpfs.
+fn is_tmpfs(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs writes a `struct statfs` into the pointer we pass,
+    // which is valid for that; we read it only when the call succeeded.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    // SAFETY: rc == 0 means the kernel filled the whole struct.
+    rc == 0 && unsafe { st.assume_init() }.f_type as libc::c_long == TMPFS_MAGIC
+}
+
+/// Drive a `RWF_NOWAIT` transfer of `len` bytes to completion. `None` when
+/// the kernel would block (EAGAIN), does not support the flag, or the file
+/// ends early; the caller then retries the whole transfer the blocking way
+/// (repeating the part done is harmless for both reads and writes).
+fn nowait_io(
+    file: &File,
+    offset: u64,
+    len: usize,
+    mut op: impl FnMut(libc::c_int, libc::off_t, usize) -> libc::ssize_t,
+) -> Option<Result<()>> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let mut done = 0usize;
+    while done < len {
+        let n = op(fd, (offset + done as u64) as libc::off_t, done);
+        if n > 0 {
+            done += n as usize;
+            continue;
+        }
+        if n == 0 {
+            return None;
+        }
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => None,
+            _ => Some(Err(err.into())),
+        };
+    }
+    Some(Ok(()))
+}
+
 fn unsupported(err: &io::Error) -> bool {
     err.raw_os_error() == Some(libc::EOPNOTSUPP)
 }
@@ -251,6 +299,48 @@ impl Backstore for FileIo {
         Ok(())
     }
 
+    fn read_nowait(&self, offset: u64, buf: &mut [u8]) -> Option<Result<()>> {
+        if let Err(e) = check_range(offset, buf.len() as u64, self.capacity) {
+            return Some(Err(e));
+        }
+        if self.in_memory {
+            return Some(self.read_at(offset, buf));
+        }
+        nowait_io(&self.file, offset, buf.len(), |fd, off, done| {
+            let rest = &mut buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            // SAFETY: `iov` points into `buf`, which is valid for writes of
+            // `rest.len()` bytes and outlives the call; `fd` is our open file.
+            unsafe { libc::preadv2(fd, &iov, 1, off, libc::RWF_NOWAIT) }
+        })
+    }
+
+    fn write_nowait(&self, offset: u64, buf: &[u8]) -> Option<Result<()>> {
+        if !self.write_back.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        if let Err(e) = check_range(offset, buf.len() as u64, self.capacity) {
+            return Some(Err(e));
+        }
+        if self.in_memory {
+            return Some(self.write_at(offset, buf, false));
+        }
+        nowait_io(&self.file, offset, buf.len(), |fd, off, done| {
+            let rest = &buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            // SAFETY: `iov` points into `buf`, valid for reads of
+            // `rest.len()` bytes for the call; pwritev2 does not write
+            // through it. `fd` is our open file.
+            unsafe { libc::pwritev2(fd, &iov, 1, off, libc::RWF_NOWAIT) }
+        })
+    }
+
     fn flush(&self) -> Result<()> {
         self.file.sync_data()?;
         Ok(())
@@ -270,6 +360,16 @@ impl Backstore for FileIo {
             }
         }
         self.write_zeroes(offset, len)
+    }
+
+    /// Punching holes frees space; where the file system cannot, discard
+    /// still zeroes, so discarded ranges always read back as zeroes.
+    fn supports_discard(&self) -> bool {
+        true
+    }
+
+    fn discard_zeroes(&self) -> bool {
+        true
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
@@ -343,6 +443,55 @@ mod tests {
     /// Bytes the file really occupies on disk.
     fn on_disk(f: &FileIo) -> u64 {
         f.file.metadata().unwrap().blocks() * 512
+    }
+
+    /// Cache-hit reads and write-back writes go through without blocking
+    /// and move the same bytes as the blocking calls.
+    #[test]
+    fn nowait_fast_path() {
+        let Some(dir) = shm_dir() else { return };
+        let f = create(dir.path(), 1 << 20);
+        let data = pattern(8192, 7);
+        match f.write_nowait(4096, &data) {
+            Some(r) => r.unwrap(),
+            None => f.write_at(4096, &data, false).unwrap(),
+        }
+        let mut back = vec![0u8; 8192];
+        // tmpfs pages are always in memory: the read must not need a thread.
+        assert!(f.in_memory, "/dev/shm is tmpfs");
+        f.read_nowait(4096, &mut back)
+            .expect("tmpfs read would block")
+            .unwrap();
+        assert_eq!(back, data);
+        let mut slow = vec![0u8; 8192];
+        f.read_at(4096, &mut slow).unwrap();
+        assert_eq!(slow, data);
+        // Out of range is an error, not "would block".
+        let mut big = vec![0u8; 512];
+        assert!(matches!(
+            f.read_nowait(1 << 20, &mut big),
+            Some(Err(BackstoreError::OutOfRange { .. }))
+        ));
+        // Write-through never takes the fast path.
+        f.set_write_cache(false).unwrap();
+        assert!(f.write_nowait(0, &data[..512]).is_none());
+
+        // A disk file system: cache hits may go through RWF_NOWAIT; whatever
+        // comes back must be the data.
+        let disk = tempfile::tempdir().unwrap();
+        let g = create(disk.path(), 1 << 20);
+        g.write_at(0, &data, false).unwrap();
+        let mut back = vec![0u8; 8192];
+        if let Some(r) = g.read_nowait(0, &mut back) {
+            r.unwrap();
+            assert_eq!(back, data);
+        }
+        if let Some(r) = g.write_nowait(8192, &data) {
+            r.unwrap();
+            let mut slow = vec![0u8; 8192];
+            g.read_at(8192, &mut slow).unwrap();
+            assert_eq!(slow, data);
+        }
     }
 
     fn shm_dir() -> Option<tempfile::TempDir> {
@@ -555,6 +704,7 @@ mod tests {
     /// Discard, write_zeroes and allocation on a file system (`dir`).
     fn thin_ops(dir: &Path) {
         let f = create(dir, 8 * MIB);
+        assert!(f.supports_discard() && f.discard_zeroes());
         assert_eq!(
             f.allocation(0, 8 * MIB).unwrap(),
             (Allocation::Deallocated, 8 * MIB)

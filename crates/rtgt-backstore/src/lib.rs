@@ -83,9 +83,36 @@ pub trait Backstore: Send + Sync + 'static {
     fn write_at(&self, offset: u64, buf: &[u8], fua: bool) -> Result<()>;
     /// Make every completed write durable (SYNCHRONIZE CACHE).
     fn flush(&self) -> Result<()>;
+    /// Read only if that cannot block (the data is cached in memory);
+    /// `None` means "would block, use [`Backstore::read_at`] on a blocking
+    /// thread". Lets a backstore that `may_block` serve cache hits inline,
+    /// without a thread hand-off.
+    fn read_nowait(&self, _offset: u64, _buf: &mut [u8]) -> Option<Result<()>> {
+        None
+    }
+    /// Write (without FUA) only if that cannot block; `None` as for
+    /// [`Backstore::read_nowait`].
+    fn write_nowait(&self, _offset: u64, _buf: &[u8]) -> Option<Result<()>> {
+        None
+    }
     /// Deallocate a range; later reads return zeroes.
     fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
         Err(BackstoreError::Unsupported)
+    }
+    /// Whether [`Backstore::discard`] works on this medium and really
+    /// deallocates (thin provisioning: UNMAP, WRITE SAME with UNMAP).
+    fn supports_discard(&self) -> bool {
+        false
+    }
+    /// Whether a discarded range is guaranteed to read back as zeroes
+    /// (reported as LBPRZ).
+    fn discard_zeroes(&self) -> bool {
+        false
+    }
+    /// The unit in bytes in which discard frees space (a multiple of the
+    /// block size); ranges smaller than it are zeroed but stay allocated.
+    fn discard_granularity(&self) -> u32 {
+        self.block_size()
     }
     /// Zero a range.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {

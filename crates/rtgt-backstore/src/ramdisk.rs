@@ -189,6 +189,18 @@ impl Backstore for RamDisk {
         Ok(())
     }
 
+    fn supports_discard(&self) -> bool {
+        true
+    }
+
+    fn discard_zeroes(&self) -> bool {
+        true
+    }
+
+    fn discard_granularity(&self) -> u32 {
+        1 << self.chunk_shift
+    }
+
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         // Every chunk of a RAM disk is thin: zeroes and holes read the same.
         self.discard(offset, len)
@@ -315,6 +327,14 @@ mod tests {
         // Zeroes into empty chunks take no memory.
         d.write_at(0, &vec![0u8; 1 << 20], false).unwrap();
         assert_eq!(d.allocated_bytes(), CHUNK);
+    }
+
+    #[test]
+    fn thin_capabilities() {
+        let d = RamDisk::new(GIB, 512);
+        assert!(d.supports_discard());
+        assert!(d.discard_zeroes());
+        assert_eq!(u64::from(d.discard_granularity()), CHUNK);
     }
 
     #[test]

@@ -39,7 +39,11 @@ fn execute16(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     d[8..12].copy_from_slice(&bs.to_be_bytes());
     // No protection information: P_TYPE / PROT_EN / P_I_EXPONENT = 0.
     d[13] = lbppbe;
-    // LBPME=0 (no UNMAP yet); lowest aligned LBA 0.
+    // LBPME for a thin LU, LBPRZ when unmapped blocks read as zeroes;
+    // lowest aligned LBA 0.
+    if lu.config.thin {
+        d[14] = 0x80 | if crate::thin::lbprz(lu) { 0x40 } else { 0 };
+    }
     Ok(d)
 }
 
@@ -74,8 +78,15 @@ mod tests {
         c16[13] = 0;
         let r = t.run(&c16, &[]).await;
         assert_eq!((r.status, r.data.len()), (0, 0));
+        // Thin (the test store discards): LBPME and LBPRZ.
+        c16[1] = 0x10;
+        c16[13] = 32;
+        assert_eq!(t.run(&c16, &[]).await.data[14], 0xc0);
+        let fat = Fixture::with_physical(64, 512, 512).with_thin(false);
+        fat.clear_ua().await;
+        assert_eq!(fat.run(&c16, &[]).await.data[14], 0);
         // An unknown SERVICE ACTION IN service action points at byte 1.
-        c16[1] = 0x12;
+        c16[1] = 0x13;
         let s = t.check(&c16).await;
         assert_eq!((s.code(), s.field.unwrap().byte), (0x2400, 1));
     }

@@ -85,6 +85,16 @@ impl PreparedInner {
                 };
                 f(&ctx)
             }
+            Action::Async(f) => {
+                let ctx = ExecCtx {
+                    nexus: &self.nexus,
+                    lu,
+                    read_only,
+                    cdb: &self.cdb,
+                    data_out: &data_out,
+                };
+                f(&ctx).await
+            }
             io => {
                 let lu = lu.expect("I/O needs a mapped LUN");
                 let h = self.task.expect("mapped LUNs have tasks");
@@ -116,6 +126,9 @@ impl PreparedInner {
                     data.truncate(n as usize);
                 }
                 Response::good(data)
+            }
+            Err(s) if s == crate::reservation::CONFLICT => {
+                Response::status(status::RESERVATION_CONFLICT)
             }
             Err(s) => check_condition(s, lu.is_some_and(|lu| lu.mode.d_sense())),
         })
@@ -163,6 +176,9 @@ pub(crate) fn prepare(nexus: &Arc<Nexus>, cmd: Command) -> Result<Prepared, Resp
     }
 
     let op = opcodes::lookup(&cmd.cdb).map_err(fail)?;
+    if mapped.is_some_and(|m| m.lu.reservations.conflicts(nexus, &cmd.cdb)) {
+        return Err(Response::status(status::RESERVATION_CONFLICT));
+    }
     if mapped.is_none() && op.flags & flags::ANY_LUN == 0 {
         return Err(fail(sense::LU_NOT_SUPPORTED));
     }
@@ -174,6 +190,7 @@ pub(crate) fn prepare(nexus: &Arc<Nexus>, cmd: Command) -> Result<Prepared, Resp
     let plan = (op.decode)(&Decode {
         cdb: &cmd.cdb,
         lu: mapped.map(|m| m.lu.as_ref()),
+        expected_len: cmd.expected_len,
     })
     .map_err(|s| {
         tracing::debug!(
@@ -224,6 +241,7 @@ fn distinct_lus(nexus: &Nexus) -> Vec<&Arc<LogicalUnit>> {
 fn reset_lu(lu: &LogicalUnit, ua: Sense) {
     lu.tasks.abort(Scope::All);
     lu.mode.reset();
+    lu.reservations.reset();
     lu.ua.establish(ua, |_| true);
 }
 
@@ -281,6 +299,7 @@ pub(crate) async fn task_management(nexus: &Arc<Nexus>, f: TmfFunction) -> TmfRe
 pub(crate) fn nexus_created(nexus: &Nexus) {
     for lu in distinct_lus(nexus) {
         lu.ua.attach(nexus.id(), Some(sense::UA_POWER_ON_RESET));
+        lu.reservations.attach(nexus);
     }
 }
 
@@ -289,6 +308,8 @@ pub(crate) fn nexus_lost(nexus: &Nexus) {
     for lu in distinct_lus(nexus) {
         lu.tasks.abort(Scope::Nexus(nexus.id()));
         lu.ua.detach(nexus.id());
+        lu.reservations.detach(nexus.id());
+        lu.copies.forget_nexus(nexus.id());
     }
 }
 
@@ -296,6 +317,7 @@ pub(crate) fn nexus_lost(nexus: &Nexus) {
 pub(crate) fn nexus_dropped(nexus: &Nexus) {
     for lu in distinct_lus(nexus) {
         lu.ua.detach(nexus.id());
+        lu.reservations.detach(nexus.id());
     }
 }
 

@@ -55,7 +55,8 @@ pub(crate) fn standard(lu: Option<&LogicalUnit>) -> Vec<u8> {
     d[2] = 0x06; // SPC-4
     d[3] = 0x12; // HISUP=1, response data format 2
     d[4] = (STANDARD_LEN - 5) as u8;
-    d[5] = 0x00; // SCCS=0, ACC=0, TPGS=00b, 3PC=0, PROTECT=0
+    // SCCS=0, ACC=0, TPGS=00b, PROTECT=0; 3PC: EXTENDED COPY is supported.
+    d[5] = if lu.is_some() { 0x08 } else { 0x00 };
     d[6] = 0x00;
     d[7] = 0x02; // CMDQUE=1
     let (vendor, product, revision) = match lu {
@@ -93,6 +94,7 @@ mod tests {
         assert_eq!(&d[8..16], b"RTGT    ");
         assert!(d[16..36].iter().all(|&b| (0x20..=0x7e).contains(&b)));
         assert_eq!(&d[58..64], &[0x00, 0xa0, 0x04, 0x60, 0x04, 0xc0]);
+        assert_eq!(d[5] & 0x08, 0x08, "3PC: third-party copy");
         let u = standard(None);
         assert_eq!(u[0], 0x7f);
     }

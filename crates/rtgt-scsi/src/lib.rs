@@ -24,23 +24,31 @@
 //! Task attribute ACA is treated as SIMPLE (NACA is not supported, so no
 //! ACA condition ever exists). Aborted tasks get no response (TAS=0).
 
+mod atomic;
 mod capacity;
 mod cdb;
 mod exec;
+mod extended_copy;
 pub mod fabric;
 mod inquiry;
 pub mod lu;
 mod mode;
 mod opcodes;
+mod persistent_reservation;
+mod pr_store;
+mod range_lock;
 mod read_write;
 mod readiness;
 mod report_luns;
 mod report_opcodes;
 mod request_sense;
+mod reservation;
 pub mod sense;
 mod task_set;
 #[cfg(test)]
 mod testutil;
+mod thin;
+mod transport_id;
 mod unit_attention;
 mod vpd;
 
@@ -49,4 +57,5 @@ pub use fabric::{
     TaskAttr, TmfFunction, TmfResult,
 };
 pub use lu::{LogicalUnit, LuConfig};
+pub use pr_store::PrStateError;
 pub use sense::Sense;

@@ -27,6 +27,16 @@ pub struct LuConfig {
     /// Refuse every write-type command with DATA PROTECT / WRITE PROTECTED
     /// for every initiator.
     pub read_only: bool,
+    /// Thin provisioning: LBPME in READ CAPACITY (16), UNMAP and WRITE SAME
+    /// with UNMAP deallocate through [`Backstore::discard`]. Defaults to
+    /// [`Backstore::supports_discard`]; setting it on a backstore whose
+    /// discard does not work makes unmapping fall back to writing zeroes.
+    pub thin: bool,
+    /// Directory for state that must survive a restart: the persistent
+    /// reservation state of APTPL registrations (`pr-<NAA>.state`).
+    /// `None`: APTPL is not supported (REPORT CAPABILITIES says PTPL_C=0
+    /// and APTPL=1 fails with INVALID FIELD IN PARAMETER LIST).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl LuConfig {
@@ -40,6 +50,7 @@ impl LuConfig {
         }
         LuConfig {
             name: name.to_string(),
+            thin: backstore.supports_discard(),
             backstore,
             serial: format!("{:016x}", h),
             // NAA 5, an unassigned-looking company id, 36 bits of hash.
@@ -48,6 +59,7 @@ impl LuConfig {
             product: name.chars().take(16).collect(),
             revision: "0001".to_string(),
             read_only: false,
+            state_dir: None,
         }
     }
 }
@@ -61,17 +73,40 @@ pub struct LogicalUnit {
     pub(crate) ua: UnitAttentions,
     /// Mode parameters shared by all nexuses.
     pub(crate) mode: ModeState,
+    /// LBA range locks (COMPARE AND WRITE, atomic writes vs. writes).
+    pub(crate) ranges: crate::range_lock::RangeLock,
+    /// EXTENDED COPY results held for RECEIVE COPY RESULTS.
+    pub(crate) copies: crate::extended_copy::CopyResults,
+    /// SPC-2 and persistent reservations.
+    pub(crate) reservations: crate::reservation::Reservations,
 }
 
 impl LogicalUnit {
+    /// Create an LU. Panics if its persistent reservation state cannot be
+    /// restored (only possible with a `state_dir`); use [`LogicalUnit::open`]
+    /// to handle that.
     pub fn new(config: LuConfig) -> Arc<Self> {
+        Self::open(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Create an LU, restoring the persistent reservations saved in its
+    /// `state_dir` (APTPL). A state file that is unreadable, torn or corrupt
+    /// is an error, not an empty state: starting without the registrations
+    /// would silently drop the initiators' fencing.
+    pub fn open(config: LuConfig) -> Result<Arc<Self>, crate::pr_store::PrStateError> {
+        let reservations = crate::reservation::Reservations::open(&config)?;
         let mode = ModeState::new(config.backstore.as_ref());
-        Arc::new(LogicalUnit {
+        let lu = Arc::new(LogicalUnit {
             config,
             tasks: TaskSet::default(),
             ua: UnitAttentions::default(),
             mode,
-        })
+            ranges: Default::default(),
+            copies: Default::default(),
+            reservations,
+        });
+        crate::extended_copy::register(&lu);
+        Ok(lu)
     }
 
     /// Logical block size in bytes.
@@ -102,5 +137,11 @@ impl LogicalUnit {
 
     pub fn backstore(&self) -> &Arc<dyn Backstore> {
         &self.config.backstore
+    }
+}
+
+impl Drop for LogicalUnit {
+    fn drop(&mut self) {
+        crate::extended_copy::unregister(self.config.naa);
     }
 }

@@ -20,6 +20,8 @@ pub(crate) struct Decode<'a> {
     pub cdb: &'a [u8],
     /// `None` when the LUN is not mapped (only for [`ANY_LUN`] commands).
     pub lu: Option<&'a LogicalUnit>,
+    /// The initiator's expected Data-Out length (0 when it announced none).
+    pub expected_len: u32,
 }
 
 /// What `execute()` hands an emulated command.
@@ -38,6 +40,13 @@ pub(crate) type EmulateFn = fn(&ExecCtx<'_>) -> Result<Vec<u8>, Sense>;
 /// A decoder: validates the CDB and plans the command.
 pub(crate) type DecodeFn = fn(&Decode<'_>) -> Result<Plan, Sense>;
 
+/// The future an asynchronous command returns.
+pub(crate) type BoxFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, Sense>> + Send + 'a>>;
+
+/// An emulated command that waits (backstore I/O, range locks).
+pub(crate) type AsyncFn = for<'a> fn(&'a ExecCtx<'a>) -> BoxFuture<'a>;
+
 /// A block range for the I/O actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BlockRange {
@@ -54,6 +63,9 @@ pub(crate) enum Action {
     /// Nothing: GOOD without data.
     Good,
     Emulate(EmulateFn),
+    /// Like `Emulate`, for commands that wait (UNMAP, WRITE SAME, COMPARE
+    /// AND WRITE, EXTENDED COPY ...).
+    Async(AsyncFn),
     Read(BlockRange),
     Write(BlockRange),
     WriteVerify(BlockRange),
@@ -216,6 +228,20 @@ const TABLE: &[OpDesc] = &[
         mode::decode_select6,
     ),
     op(
+        0x16,
+        "RESERVE(6)",
+        &[0x16, 0, 0, 0, 0, 0],
+        0,
+        crate::reservation::decode_reserve,
+    ),
+    op(
+        0x17,
+        "RELEASE(6)",
+        &[0x17, 0, 0, 0, 0, 0],
+        0,
+        crate::reservation::decode_release,
+    ),
+    op(
         0x1a,
         "MODE SENSE(6)",
         &[0x1a, 0x08, 0xff, 0xff, 0xff, 0],
@@ -286,6 +312,20 @@ const TABLE: &[OpDesc] = &[
         read_write::decode_sync10,
     ),
     op(
+        0x41,
+        "WRITE SAME(10)",
+        &[0x41, 0x08, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
+        MEDIUM_WRITE,
+        crate::thin::decode_write_same,
+    ),
+    op(
+        0x42,
+        "UNMAP",
+        &[0x42, 0x00, 0, 0, 0, 0, 0x1f, 0xff, 0xff, 0],
+        MEDIUM_WRITE,
+        crate::thin::decode_unmap,
+    ),
+    op(
         0x55,
         "MODE SELECT(10)",
         &[0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
@@ -293,11 +333,136 @@ const TABLE: &[OpDesc] = &[
         mode::decode_select10,
     ),
     op(
+        0x56,
+        "RESERVE(10)",
+        &[0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        0,
+        crate::reservation::decode_reserve,
+    ),
+    op(
+        0x57,
+        "RELEASE(10)",
+        &[0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        0,
+        crate::reservation::decode_release,
+    ),
+    op(
         0x5a,
         "MODE SENSE(10)",
         &[0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0],
         0,
         mode::decode_sense10,
+    ),
+    op_sa(
+        0x5e,
+        0x00,
+        "PERSISTENT RESERVE IN / READ KEYS",
+        &[0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_in,
+    ),
+    op_sa(
+        0x5e,
+        0x01,
+        "PERSISTENT RESERVE IN / READ RESERVATION",
+        &[0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_in,
+    ),
+    op_sa(
+        0x5e,
+        0x02,
+        "PERSISTENT RESERVE IN / REPORT CAPABILITIES",
+        &[0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_in,
+    ),
+    op_sa(
+        0x5e,
+        0x03,
+        "PERSISTENT RESERVE IN / READ FULL STATUS",
+        &[0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_in,
+    ),
+    op_sa(
+        0x5f,
+        0x00,
+        "PERSISTENT RESERVE OUT / REGISTER",
+        &[0x5f, 0x00, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_out,
+    ),
+    op_sa(
+        0x5f,
+        0x01,
+        "PERSISTENT RESERVE OUT / RESERVE",
+        &[0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_out,
+    ),
+    op_sa(
+        0x5f,
+        0x02,
+        "PERSISTENT RESERVE OUT / RELEASE",
+        &[0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_out,
+    ),
+    op_sa(
+        0x5f,
+        0x03,
+        "PERSISTENT RESERVE OUT / CLEAR",
+        &[0x5f, 0x03, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_out,
+    ),
+    op_sa(
+        0x5f,
+        0x04,
+        "PERSISTENT RESERVE OUT / PREEMPT",
+        &[0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_out,
+    ),
+    op_sa(
+        0x5f,
+        0x05,
+        "PERSISTENT RESERVE OUT / PREEMPT AND ABORT",
+        &[0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_out,
+    ),
+    op_sa(
+        0x5f,
+        0x06,
+        "PERSISTENT RESERVE OUT / REGISTER AND IGNORE EXISTING KEY",
+        &[0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_out,
+    ),
+    op_sa(
+        0x5f,
+        0x07,
+        "PERSISTENT RESERVE OUT / REGISTER AND MOVE",
+        &[0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+        crate::persistent_reservation::decode_out,
+    ),
+    op_sa(
+        0x83,
+        0x00,
+        "EXTENDED COPY(LID1)",
+        &[
+            0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+        crate::extended_copy::decode_extended_copy,
+    ),
+    op_sa(
+        0x84,
+        0x00,
+        "RECEIVE COPY STATUS(LID1)",
+        &[
+            0x84, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+        crate::extended_copy::decode_receive_copy_results,
+    ),
+    op_sa(
+        0x84,
+        0x03,
+        "RECEIVE COPY OPERATING PARAMETERS",
+        &[
+            0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+        crate::extended_copy::decode_receive_copy_results,
     ),
     op(
         0x88,
@@ -310,6 +475,15 @@ const TABLE: &[OpDesc] = &[
         read_write::decode_read16,
     ),
     op(
+        0x89,
+        "COMPARE AND WRITE",
+        &[
+            0x89, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x1f, 0,
+        ],
+        MEDIUM_WRITE,
+        crate::atomic::decode_compare_and_write,
+    ),
+    op(
         0x8a,
         "WRITE(16)",
         &[
@@ -318,6 +492,16 @@ const TABLE: &[OpDesc] = &[
         ],
         MEDIUM_WRITE,
         read_write::decode_write16,
+    ),
+    op(
+        0x8b,
+        "ORWRITE(16)",
+        &[
+            0x8b, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0x1f, 0,
+        ],
+        MEDIUM_WRITE,
+        crate::atomic::decode_orwrite,
     ),
     op(
         0x8e,
@@ -359,6 +543,25 @@ const TABLE: &[OpDesc] = &[
         0,
         read_write::decode_sync16,
     ),
+    op(
+        0x93,
+        "WRITE SAME(16)",
+        &[
+            0x93, 0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0x1f, 0,
+        ],
+        MEDIUM_WRITE,
+        crate::thin::decode_write_same,
+    ),
+    op(
+        0x9c,
+        "WRITE ATOMIC(16)",
+        &[
+            0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x1f, 0,
+        ],
+        MEDIUM_WRITE,
+        crate::atomic::decode_write_atomic16,
+    ),
     op_sa(
         0x9e,
         0x10,
@@ -368,6 +571,16 @@ const TABLE: &[OpDesc] = &[
             0x01, 0,
         ],
         capacity::decode16,
+    ),
+    op_sa(
+        0x9e,
+        0x12,
+        "GET LBA STATUS",
+        &[
+            0x9e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+            0,
+        ],
+        crate::thin::decode_get_lba_status,
     ),
     op(
         0xa0,
@@ -509,7 +722,7 @@ mod tests {
     fn unknown_opcodes_and_service_actions() {
         assert_eq!(lookup(&[0xc0, 0, 0, 0, 0, 0]).err().unwrap().code(), 0x2000);
         assert_eq!(lookup(&[0x04, 0, 0, 0, 0, 0]).err().unwrap().code(), 0x2000);
-        let e = lookup(&[0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        let e = lookup(&[0x9e, 0x13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
             .err()
             .unwrap();
         assert_eq!((e.code(), e.field.unwrap().byte), (0x2400, 1));

@@ -27,7 +27,7 @@ enum Kind {
 }
 
 /// Check that `lba..lba+len` lies within the medium.
-fn check_range(lu: &LogicalUnit, lba: u64, len: u64) -> Result<(), Sense> {
+pub(crate) fn check_range(lu: &LogicalUnit, lba: u64, len: u64) -> Result<(), Sense> {
     let blocks = lu.num_blocks();
     match lba.checked_add(len) {
         Some(end) if lba < blocks && end <= blocks => Ok(()),
@@ -140,7 +140,7 @@ pub(crate) fn decode_sync16(d: &Decode<'_>) -> Result<Plan, Sense> {
 }
 
 /// Map a backstore error onto sense data.
-fn io_sense(e: BackstoreError, write: bool) -> Sense {
+pub(crate) fn io_sense(e: BackstoreError, write: bool) -> Sense {
     match e {
         BackstoreError::OutOfRange { .. } => sense::LBA_OUT_OF_RANGE,
         BackstoreError::Io(_) if write => sense::WRITE_ERROR,
@@ -151,7 +151,7 @@ fn io_sense(e: BackstoreError, write: bool) -> Sense {
 
 /// Run `f` on the backstore: inline when it does not block, else on a
 /// blocking worker thread.
-async fn on_backstore<T, F>(bs: &Arc<dyn Backstore>, f: F) -> Result<T, Sense>
+pub(crate) async fn on_backstore<T, F>(bs: &Arc<dyn Backstore>, f: F) -> Result<T, Sense>
 where
     T: Send + 'static,
     F: FnOnce(&dyn Backstore) -> T + Send + 'static,
@@ -167,7 +167,7 @@ where
 }
 
 /// Offset of the first byte where `a` and `b` differ.
-fn first_mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
+pub(crate) fn first_mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
     if a == b {
         return None;
     }
@@ -175,10 +175,21 @@ fn first_mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
 }
 
 /// Read `r` from the medium.
-async fn read(bs: &Arc<dyn Backstore>, r: BlockRange, block_size: u32) -> Result<Vec<u8>, Sense> {
+pub(crate) async fn read(
+    bs: &Arc<dyn Backstore>,
+    r: BlockRange,
+    block_size: u32,
+) -> Result<Vec<u8>, Sense> {
     let off = r.lba * block_size as u64;
     let mut buf = vec![0u8; (r.blocks * block_size) as usize];
     let flush = r.fua && bs.write_cache();
+    if !flush && bs.may_block() {
+        // A cache hit needs no blocking thread.
+        if let Some(res) = bs.read_nowait(off, &mut buf) {
+            res.map_err(|e| io_sense(e, false))?;
+            return Ok(buf);
+        }
+    }
     let (res, buf) = on_backstore(bs, move |b| {
         // READ with FUA: make cached writes reach the medium first.
         let res = if flush { b.flush() } else { Ok(()) };
@@ -215,11 +226,23 @@ pub(crate) async fn execute(
             let verify = matches!(action, Action::WriteVerify(_));
             let fua = r.fua || verify;
             let off = r.lba * block_size as u64;
-            let (res, data_out) = on_backstore(bs, move |b| {
-                let res = b.write_at(off, &data_out, fua);
-                (res, data_out)
-            })
-            .await?;
+            // Ordered against COMPARE AND WRITE and atomic writes.
+            let _range = lu.ranges.shared(r.lba, r.blocks as u64).await;
+            let fast = if !fua && bs.may_block() {
+                bs.write_nowait(off, &data_out)
+            } else {
+                None
+            };
+            let (res, data_out) = match fast {
+                Some(res) => (res, data_out),
+                None => {
+                    on_backstore(bs, move |b| {
+                        let res = b.write_at(off, &data_out, fua);
+                        (res, data_out)
+                    })
+                    .await?
+                }
+            };
             res.map_err(|e| io_sense(e, true))?;
             if verify && r.bytchk == 1 {
                 let written = BlockRange {
@@ -260,7 +283,7 @@ pub(crate) async fn execute(
                 .map_err(|e| io_sense(e, true))?;
             Ok(Vec::new())
         }
-        Action::Good | Action::Emulate(_) => Ok(Vec::new()),
+        Action::Good | Action::Emulate(_) | Action::Async(_) => Ok(Vec::new()),
     }
 }
 

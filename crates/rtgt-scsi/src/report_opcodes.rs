@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(&r.data[4..6], &[0x9e, 0x10]);
         // Unknown service action / opcode: not supported (GOOD).
         assert_eq!(
-            t.run(&rsoc(false, 2, 0x9e, 0x12), &[]).await.data,
+            t.run(&rsoc(false, 2, 0x9e, 0x13), &[]).await.data,
             vec![0, 1, 0, 0]
         );
         assert_eq!(

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rtgt_backstore::{check_range, Backstore, BackstoreError, Result as BsResult};
+use rtgt_backstore::{check_range, Allocation, Backstore, BackstoreError, Result as BsResult};
 
 use crate::fabric::{
     Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Response, TargetPort, TaskAttr,
@@ -115,6 +115,39 @@ impl Backstore for MemStore {
         self.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+    fn supports_discard(&self) -> bool {
+        true
+    }
+    fn discard_zeroes(&self) -> bool {
+        true
+    }
+    fn discard(&self, offset: u64, len: u64) -> BsResult<()> {
+        self.check(offset, len)?;
+        let bs = self.block_size as u64;
+        let mut g = self.blocks.lock().unwrap();
+        for b in offset / bs..(offset + len) / bs {
+            g.remove(&b);
+        }
+        Ok(())
+    }
+    fn allocation(&self, offset: u64, len: u64) -> BsResult<(Allocation, u64)> {
+        self.check(offset, len)?;
+        let bs = self.block_size as u64;
+        let g = self.blocks.lock().unwrap();
+        let state = |b: u64| {
+            if g.contains_key(&b) {
+                Allocation::Mapped
+            } else {
+                Allocation::Deallocated
+            }
+        };
+        let first = state(offset / bs);
+        let mut run = 0;
+        while run < len && state((offset + run) / bs) == first {
+            run += bs;
+        }
+        Ok((first, run.min(len)))
+    }
 }
 
 pub fn test_port() -> TargetPort {
@@ -202,6 +235,41 @@ impl Fixture {
         Fixture {
             nexus,
             lu,
+            store,
+            luns,
+        }
+    }
+
+    /// The same store behind a new LU whose `thin` is `thin` (and a new
+    /// nexus).
+    pub fn with_thin(self, thin: bool) -> Fixture {
+        let mut cfg = LuConfig::new("mem0", self.store.clone());
+        cfg.thin = thin;
+        Fixture::with_lus(vec![LogicalUnit::new(cfg)], self.store.clone())
+    }
+
+    /// A nexus mapping `lus` as LUNs 0, 1, ...; `store` is LUN 0's.
+    pub fn with_lus(lus: Vec<Arc<LogicalUnit>>, store: Arc<MemStore>) -> Fixture {
+        let map = lus
+            .iter()
+            .enumerate()
+            .map(|(i, lu)| {
+                let m = MappedLun {
+                    lu: lu.clone(),
+                    read_only: false,
+                };
+                (i as u64, m)
+            })
+            .collect();
+        let luns = Arc::new(LunMap { luns: map });
+        let nexus = Nexus::new(
+            "iqn.test:init,i,0x1".to_string(),
+            Arc::new(test_port()),
+            luns.clone(),
+        );
+        Fixture {
+            nexus,
+            lu: lus[0].clone(),
             store,
             luns,
         }

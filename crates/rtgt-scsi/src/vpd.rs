@@ -7,7 +7,7 @@ use crate::fabric::TargetPort;
 use crate::lu::LogicalUnit;
 
 /// Supported VPD pages, ascending.
-pub const SUPPORTED: [u8; 7] = [0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2];
+pub const SUPPORTED: [u8; 8] = [0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2];
 
 /// Largest transfer we accept in one command, in bytes (B0h MAXIMUM
 /// TRANSFER LENGTH; longer READ/WRITE/VERIFY commands are refused).
@@ -60,8 +60,9 @@ pub(crate) fn page(lu: &LogicalUnit, port: &TargetPort, code: u8) -> Option<Vec<
             d[12..16].copy_from_slice(&(OPTIMAL_TRANSFER_BYTES / bs).to_be_bytes());
             // MAXIMUM PREFETCH LENGTH.
             d[16..20].copy_from_slice(&max_transfer_blocks(bs).to_be_bytes());
-            // No UNMAP, no WRITE SAME: the unmap and write same limits stay 0.
+            block_limits_vaai(lu, &mut d);
         }
+        0x8f => d.extend_from_slice(&crate::extended_copy::vpd_page(lu)),
         0xb1 => {
             d.resize(64, 0);
             // MEDIUM ROTATION RATE: non-rotating medium.
@@ -69,14 +70,39 @@ pub(crate) fn page(lu: &LogicalUnit, port: &TargetPort, code: u8) -> Option<Vec<
         }
         0xb2 => {
             d.resize(8, 0);
-            // No UNMAP or WRITE SAME (UNMAP) yet: LBPU/LBPWS/LBPWS10 = 0;
-            // provisioning type 0 (not reported as thin).
+            if lu.config.thin {
+                // LBPU, LBPWS, LBPWS10; LBPRZ 001b when unmapped blocks
+                // read as zeroes; ANC_SUP=0; provisioning type 010b: thin.
+                d[5] = 0xe0 | if crate::thin::lbprz(lu) { 0x04 } else { 0 };
+                d[6] = 0x02;
+            }
         }
         _ => return None,
     }
     let len = (d.len() - 4) as u16;
     d[2..4].copy_from_slice(&len.to_be_bytes());
     Some(d)
+}
+
+/// The block limits (B0h) of UNMAP, WRITE SAME, COMPARE AND WRITE and
+/// WRITE ATOMIC, into the 64-byte page `d`.
+fn block_limits_vaai(lu: &LogicalUnit, d: &mut [u8]) {
+    let bs = lu.block_size();
+    // WSNZ=0: WRITE SAME with zero blocks writes to the end of the medium.
+    d[5] = crate::atomic::MAX_COMPARE_AND_WRITE_BLOCKS;
+    if lu.config.thin {
+        d[20..24].copy_from_slice(&crate::thin::MAX_UNMAP_LBA_COUNT.to_be_bytes());
+        d[24..28].copy_from_slice(&crate::thin::MAX_UNMAP_DESCRIPTORS.to_be_bytes());
+        // OPTIMAL UNMAP GRANULARITY: what the medium frees in; UGAVALID
+        // with alignment 0.
+        let gran = (lu.config.backstore.discard_granularity() / bs).max(1);
+        d[28..32].copy_from_slice(&gran.to_be_bytes());
+        d[32..36].copy_from_slice(&0x8000_0000u32.to_be_bytes());
+    }
+    d[36..44].copy_from_slice(&crate::thin::MAX_WRITE_SAME_BLOCKS.to_be_bytes());
+    // MAXIMUM ATOMIC TRANSFER LENGTH; no alignment or granularity
+    // requirement; no atomic boundaries.
+    d[44..48].copy_from_slice(&crate::atomic::max_atomic_blocks(bs).to_be_bytes());
 }
 
 /// Append one designation descriptor.
@@ -203,7 +229,45 @@ mod tests {
         assert_eq!(p[3], 0x3c);
         assert_eq!(u32::from_be_bytes([p[8], p[9], p[10], p[11]]), 16384);
         assert_eq!(u32::from_be_bytes([p[12], p[13], p[14], p[15]]), 2048);
-        assert_eq!(&p[20..28], &[0; 8], "no UNMAP limits without UNMAP");
+        // WSNZ=0, MAXIMUM COMPARE AND WRITE LENGTH.
+        assert_eq!((p[4], p[5]), (0, 255));
+        let be32 = |i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+        // Thin (the test store discards): unmap limits, granularity 1.
+        assert_eq!(be32(20), crate::thin::MAX_UNMAP_LBA_COUNT);
+        assert_eq!(be32(24), crate::thin::MAX_UNMAP_DESCRIPTORS);
+        assert_eq!(be32(28), 1);
+        assert_eq!(be32(32), 0x8000_0000, "UGAVALID, alignment 0");
+        assert_eq!(
+            &p[36..44],
+            &0xffffu64.to_be_bytes(),
+            "MAXIMUM WRITE SAME LENGTH"
+        );
+        assert_eq!(be32(44), 16384, "MAXIMUM ATOMIC TRANSFER LENGTH");
+        assert_eq!(
+            (be32(48), be32(52)),
+            (0, 0),
+            "no atomic alignment/granularity"
+        );
+        let p = page(&lu, &port, 0xb2).unwrap();
+        assert_eq!(
+            (p[3], p[5], p[6]),
+            (4, 0xe4, 0x02),
+            "LBPU, LBPWS(10), LBPRZ, thin"
+        );
+
+        // A fully provisioned LU reports no UNMAP.
+        let mut cfg = crate::lu::LuConfig::new("fat", lu.config.backstore.clone());
+        cfg.thin = false;
+        let fat = crate::lu::LogicalUnit::new(cfg);
+        let p = page(&fat, &port, 0xb0).unwrap();
+        assert_eq!(&p[20..36], &[0; 16], "no UNMAP limits without UNMAP");
+        assert_eq!(
+            &p[36..44],
+            &0xffffu64.to_be_bytes(),
+            "WRITE SAME still works"
+        );
+        let p = page(&fat, &port, 0xb2).unwrap();
+        assert_eq!((p[5], p[6]), (0, 0));
         let p = page(&lu, &port, 0xb1).unwrap();
         assert_eq!(p[3], 0x3c);
         assert_eq!(&p[4..6], &[0, 1]);
