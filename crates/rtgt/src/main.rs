@@ -30,6 +30,11 @@ enum Cmd {
         /// Worker threads (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
+        /// Where state that outlives the process is kept (persistent
+        /// reservations with APTPL). Default: /var/lib/rtgt as root, else
+        /// $XDG_STATE_HOME/rtgt or ~/.local/state/rtgt.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
@@ -37,6 +42,26 @@ enum Cmd {
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     rtgt::config::parse_portal(s)
+}
+
+/// The conventional place for a daemon's state, per user.
+fn default_state_dir() -> Option<PathBuf> {
+    // Root is told by the effective uid in /proc (no libc call needed).
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if root {
+        return Some(PathBuf::from("/var/lib/rtgt"));
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+        return Some(PathBuf::from(x).join("rtgt"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/rtgt"))
 }
 
 fn main() -> ExitCode {
@@ -63,7 +88,9 @@ fn main() -> ExitCode {
             config,
             listen,
             threads,
+            state_dir,
         } => {
+            let state_dir = state_dir.or_else(default_state_dir);
             let cfg = match &config {
                 Some(path) => match rtgt::config::Config::load(path) {
                     Ok(c) => c,
@@ -97,7 +124,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(rtgt::serve::serve(cfg, listen)) {
+            match rt.block_on(rtgt::serve::serve(cfg, listen, state_dir)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rtgt: {e:#}");

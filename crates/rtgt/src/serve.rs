@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,7 +106,20 @@ pub fn build_targets(cfg: &Config, lus: &HashMap<String, Arc<LogicalUnit>>) -> R
 }
 
 /// Run the daemon until SIGINT or SIGTERM.
-pub async fn serve(mut cfg: Config, listen: Vec<SocketAddr>) -> Result<()> {
+pub async fn serve(
+    mut cfg: Config,
+    listen: Vec<SocketAddr>,
+    state_dir: Option<PathBuf>,
+) -> Result<()> {
+    // Persistent state (APTPL) needs a directory; without one the target
+    // still runs, and refuses APTPL requests rather than lose them.
+    let state_dir = state_dir.and_then(|d| match std::fs::create_dir_all(&d) {
+        Ok(()) => Some(d),
+        Err(e) => {
+            tracing::warn!("state directory {}: {e}; persistent reservations will not survive a restart (APTPL refused)", d.display());
+            None
+        }
+    });
     // Backstores and their logical units.
     let mut lus = HashMap::new();
     let mut stores = Vec::new();
@@ -113,7 +127,10 @@ pub async fn serve(mut cfg: Config, listen: Vec<SocketAddr>) -> Result<()> {
         let store = open_backstore(b)?;
         let mut lu = LuConfig::new(b.name.get_ref(), store.clone());
         lu.read_only = b.read_only;
-        lus.insert(b.name.get_ref().clone(), LogicalUnit::new(lu));
+        lu.state_dir = state_dir.clone();
+        let lu =
+            LogicalUnit::open(lu).with_context(|| format!("backstore {:?}", b.name.get_ref()))?;
+        lus.insert(b.name.get_ref().clone(), lu);
         stores.push((b.name.get_ref().clone(), store));
     }
 
