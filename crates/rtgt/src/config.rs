@@ -50,6 +50,16 @@ pub struct Backstore {
     /// Refuse every write, for every initiator.
     #[serde(default)]
     pub read_only: bool,
+    /// Present the LU as removable medium (RMB=1): initiators may eject and
+    /// load it, and lock it with PREVENT ALLOW MEDIUM REMOVAL.
+    #[serde(default)]
+    pub removable: bool,
+    /// Report a physical block larger than the logical one (a power-of-two
+    /// multiple of block_size), as 512e disks do.
+    pub physical_block_size: Option<Spanned<u32>>,
+    /// Thin provisioning (UNMAP, WRITE SAME with UNMAP): default on where
+    /// the backstore can give space back.
+    pub thin: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,6 +317,16 @@ backstore = "ram0"
                     }
                 }
             }
+            if let Some(pbs) = &b.physical_block_size {
+                let logical = b.block_size.as_ref().map(|s| *s.get_ref()).unwrap_or(512);
+                let p = *pbs.get_ref();
+                if p < logical || !p.is_power_of_two() || p > 65536 {
+                    return l.err(
+                        pbs.span(),
+                        format!("physical_block_size {p} must be a power of two from the block size ({logical}) to 65536"),
+                    );
+                }
+            }
             if b.write_back.is_some() && b.kind != BackstoreKind::Fileio {
                 return l.err(
                     b.name.span(),
@@ -501,6 +521,19 @@ mod tests {
         assert!(e.message.contains("iqn."), "{e}");
         let e = parse("[[target]]\niqn = \"iqn.2026-11.a:b\"\n[[target.tpg]]\ntag = 1\nportals = [\"1.2.3.4:notaport\"]\n").unwrap_err();
         assert_eq!(e.line, Some(5), "{e}");
+    }
+
+    #[test]
+    fn lun_options() {
+        let c = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nremovable = true\nphysical_block_size = 4096\nthin = false\n").unwrap();
+        let b = &c.backstore[0];
+        assert!(b.removable);
+        assert_eq!(b.physical_block_size.as_ref().map(|p| *p.get_ref()), Some(4096));
+        assert_eq!(b.thin, Some(false));
+        let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nphysical_block_size = 1000\n").unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nblock_size = 4096\nphysical_block_size = 512\n").unwrap_err();
+        assert!(e.message.contains("physical_block_size 512"), "{e}");
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub async fn serve(
         let mut lu = LuConfig::new(b.name.get_ref(), store.clone());
         lu.read_only = b.read_only;
         lu.state_dir = state_dir.clone();
+        if let Some(thin) = b.thin {
+            lu.thin = thin;
+        }
         let lu =
             LogicalUnit::open(lu).with_context(|| format!("backstore {:?}", b.name.get_ref()))?;
         lus.insert(b.name.get_ref().clone(), lu);
