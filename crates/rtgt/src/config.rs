@@ -528,7 +528,10 @@ mod tests {
         let c = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nremovable = true\nphysical_block_size = 4096\nthin = false\n").unwrap();
         let b = &c.backstore[0];
         assert!(b.removable);
-        assert_eq!(b.physical_block_size.as_ref().map(|p| *p.get_ref()), Some(4096));
+        assert_eq!(
+            b.physical_block_size.as_ref().map(|p| *p.get_ref()),
+            Some(4096)
+        );
         assert_eq!(b.thin, Some(false));
         let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nphysical_block_size = 1000\n").unwrap_err();
         assert_eq!(e.line, Some(5), "{e}");
