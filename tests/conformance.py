@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
 """Conformance run of rtgt against libiscsi's iscsi-test-cu.
 
-Starts `rtgt serve` with three targets (ramdisk, fileio, blockio LUN 0 each) on
-an ephemeral loopback port, runs every SCSI.* and iSCSI.* suite of
-iscsi-test-cu in its own process with a timeout, prints pass/skip/fail/hang per
-suite and backstore, and compares with tests/conformance-expected.txt.
+Starts `rtgt serve` with one target per LUN kind, LUN 0 each: the three
+backstores (ramdisk, fileio, blockio) and three LUN options on ramdisks
+(removable: removable medium; readonly: write-protected; pbs4k: 4096-byte
+physical blocks over 512-byte logical ones), listening on two ephemeral
+loopback portals (so SCSI.MultipathIO gets a second path to the same LUN
+through the other portal). Runs every SCSI.* and iSCSI.* suite of
+iscsi-test-cu in its own process with a timeout (the option LUNs skip
+SCSI.Sanitize, which only erases what the backstore runs already cover),
+prints pass/skip/fail/hang per suite and LUN, and compares with
+tests/conformance-expected.txt.
 
 Results per test: PASS; SKIP (libiscsi logged "[SKIPPED]" and CUnit said
 passed); FAIL; HANG (no verdict when the suite's timeout killed it: the test
 running then and those not reached).  A test that finished before a hang keeps
 its result.  The expectation file lists tests not expected to pass:
-    <backstore|*> <Suite.Test> <SKIP|FAIL|HANG> <reason>
-Exit status is non-zero when a test fails or hangs without being listed so
+    <label|*> <Suite.Test> <SKIP|FAIL|HANG> <reason>
+where label is a backstore or LUN option name.  Exit status is non-zero when a test fails or hangs without being listed so
 (a test listed FAIL may also SKIP; only HANG covers a hang), or when the daemon
 dies, stops answering, or does not exit 0 on SIGTERM (each counts as one
 failure).  A listed test that passes, and an unlisted skip, are warnings.  The
@@ -41,6 +47,27 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_EXPECTED = os.path.join(ROOT, "tests", "conformance-expected.txt")
 BACKSTORES = ["ramdisk", "fileio", "blockio"]
+# LUN options, each on a ramdisk: label -> extra [[backstore]] lines.
+OPTION_LUNS = {
+    "removable": ["removable = true"],
+    "readonly": ["read_only = true"],
+    "pbs4k": ["physical_block_size = 4096"],
+}
+LABELS = BACKSTORES + list(OPTION_LUNS)
+# Suites not run on a label (globs).
+NOT_RUN = {label: ["SCSI.Sanitize"] for label in OPTION_LUNS}
+# Suites that alone run on a label (globs): the write-protected LUN runs what
+# does not write (a write fails there with DATA PROTECT by design; that every
+# write-type command does is what SCSI.ReadOnly checks).
+RUN_ONLY = {"readonly": ["SCSI.ReadOnly", "SCSI.Inquiry", "SCSI.ModeSense6", "SCSI.TestUnitReady",
+                         "SCSI.Read6", "SCSI.Read1*", "SCSI.ReadCapacity*", "SCSI.Verify*",
+                         "SCSI.Prefetch*", "SCSI.ReportSupportedOpcodes", "SCSI.NoMedia",
+                         "SCSI.PreventAllow", "SCSI.StartStopUnit", "SCSI.ReadDefectData*",
+                         "SCSI.Reserve6", "SCSI.PrinReadKeys",
+                         "SCSI.PrinReportCapabilities"]}
+# Suites that need more than --timeout seconds: SCSI.Sanitize overwrites the
+# whole LUN several times (throttled) and its Reset test sleeps 60 s.
+SUITE_TIMEOUT = {"SCSI.Sanitize": 150}
 IQN_PREFIX = "iqn.2026-11.org.rtgt:conformance-"
 INITIATOR = "iqn.2026-11.org.rtgt:conformance-init"
 INITIATOR2 = "iqn.2026-11.org.rtgt:conformance-init2"  # reservation tests need a 2nd I_T nexus
@@ -135,6 +162,14 @@ def tool_says(output):
     return m.group(1).strip()[:120] if m else ""
 
 
+def runs(label, test):
+    """Whether the suite of `test` is run on `label`."""
+    suite = test.rsplit(".", 1)[0]
+    if label in RUN_ONLY and not any(fnmatch.fnmatchcase(suite, g) for g in RUN_ONLY[label]):
+        return False
+    return not any(fnmatch.fnmatchcase(suite, g) for g in NOT_RUN.get(label, []))
+
+
 def write_expected(path, rules, results, outputs, all_tests, backstores):
     """Rewrite the file: keep what this run did not cover, replace what it did.
 
@@ -144,6 +179,8 @@ def write_expected(path, rules, results, outputs, all_tests, backstores):
     table = {}
     for b in backstores:
         for t in all_tests:
+            if not runs(b, t):
+                continue
             r = expectation(rules, b, t)
             if r:
                 table[(b, t)] = (r[2], r[3])
@@ -156,7 +193,8 @@ def write_expected(path, rules, results, outputs, all_tests, backstores):
     order = all_tests + sorted({t for (_, t) in table} - set(all_tests))
     for t in order:
         per = {b: table[(b, t)] for b in backstores if (b, t) in table}
-        if len(per) == len(backstores) and len(set(per.values())) == 1:
+        where = [b for b in backstores if runs(b, t)]
+        if len(per) == len(where) and len(set(per.values())) == 1:
             s, reason = per[backstores[0]]
             lines.append("*\t%s\t%s\t%s" % (t, s, reason))
         else:
@@ -164,7 +202,9 @@ def write_expected(path, rules, results, outputs, all_tests, backstores):
                 lines.append("%s\t%s\t%s\t%s" % (b, t, s, reason))
     with open(path + ".tmp", "w") as f:
         f.write("# Tests of tests/conformance.py not expected to pass, one per line:\n"
-                "#   <backstore|*> <Suite.Test> <SKIP|FAIL|HANG> <reason>\n"
+                "#   <label|*> <Suite.Test> <SKIP|FAIL|HANG> <reason>\n"
+                "# label: ramdisk, fileio, blockio, or a LUN option (removable, readonly,\n"
+                "# pbs4k: ramdisks with that option).\n"
                 "# Globs allowed in the first two fields. Regenerate with\n"
                 "#   tests/conformance.py --update-expected   (then fill in the reasons)\n")
         f.write("\n".join(lines) + "\n")
@@ -187,7 +227,8 @@ class Daemon:
         self.err = os.path.join(self.workdir, "rtgt-%d.stderr" % self.starts)
         # stdout to a file, not a pipe: nobody has to keep draining it.
         self.proc = subprocess.Popen(
-            [self.binary, "serve", "--config", self.config, "--listen", "127.0.0.1:0"],
+            [self.binary, "serve", "--config", self.config,
+             "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"],
             stdout=open(out, "w"), stderr=open(self.err, "w"), stdin=subprocess.DEVNULL)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -230,18 +271,10 @@ class Daemon:
         rc, self.proc = self.proc.returncode, None
         return rc
 
-    def url_for(self, iqn):
-        """URL of LUN 0 of iqn.  With one bound portal every target is on it;
-        with several, ask discovery which portal serves which target."""
-        port = self.ports[0]
-        if len(self.ports) > 1:
-            for p in self.ports:
-                ls = subprocess.run(["iscsi-ls", "iscsi://127.0.0.1:%d" % p],
-                                    capture_output=True, text=True, timeout=30).stdout
-                m = re.search(r"Target:%s Portal:[^,\s]*:(\d+)," % re.escape(iqn), ls)
-                if m:
-                    port = int(m.group(1))
-                    break
+    def url_for(self, iqn, path=0):
+        """URL of LUN 0 of iqn through portal number `path` (`--listen`
+        serves every target on every listed portal)."""
+        port = self.ports[path % len(self.ports)]
         return "iscsi://127.0.0.1:%d/%s/0" % (port, iqn)
 
 
@@ -251,6 +284,8 @@ def make_backing(workdir, names, size):
     stores, skipped, loop = {}, {}, None
     nbytes = parse_size(size)
     stores["ramdisk"] = ['type = "ramdisk"', 'size = "%s"' % size, "block_size = 512"]
+    for label, extra in OPTION_LUNS.items():
+        stores[label] = stores["ramdisk"] + extra
     path = os.path.join(workdir, "fileio.img")
     stores["fileio"] = ['type = "fileio"', 'path = "%s"' % path, 'size = "%s"' % size,
                         "block_size = 512", "write_back = true"]
@@ -286,7 +321,8 @@ def write_config(path, stores, names):
         lines += ["[[backstore]]", 'name = "%s"' % n] + stores[n] + [""]
     for n in names:
         lines += ["[[target]]", 'iqn = "%s%s"' % (IQN_PREFIX, n), "",
-                  "[[target.tpg]]", "tag = 1", 'portals = ["127.0.0.1:0"]', "open_access = true", "",
+                  # no portals: served on every --listen portal
+                  "[[target.tpg]]", "tag = 1", "open_access = true", "",
                   "[[target.tpg.lun]]", "lun = 0", 'backstore = "%s"' % n, ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -294,11 +330,12 @@ def write_config(path, stores, names):
 
 # ------------------------------------------------------------------ running
 
-def run_suite(suite, url, timeout, logdir, tag, daemon):
-    """Run one suite; returns (returncode, 'timeout' or 'daemon died', stdout, stderr)."""
+def run_suite(suite, url, timeout, logdir, tag, daemon, url2=None):
+    """Run one suite; returns (returncode, 'timeout' or 'daemon died', stdout, stderr).
+    `url2` is a second path to the same LUN (another portal) for SCSI.MultipathIO."""
     cmd = ["iscsi-test-cu", "-d", "-S", "-i", INITIATOR, "-I", INITIATOR2, "-t", suite, url]
     if suite == "SCSI.MultipathIO":
-        cmd.append(url)  # second path to the same LUN, so the multipath tests run
+        cmd.append(url2 or url)  # second path to the same LUN, so the multipath tests run
     base = os.path.join(logdir, "%s.%s" % (tag, suite))
     # files, not pipes: what a killed run printed so far is still there to parse
     with open(base + ".out", "w+") as out, open(base + ".err", "w+") as err:
@@ -339,8 +376,9 @@ def main():
     ap.add_argument("--rtgt", default=os.path.join(ROOT, "target", "release", "rtgt"), help="daemon binary")
     ap.add_argument("--url", help="run against an already running target (LUN URL) instead of starting rtgt")
     ap.add_argument("--suite", action="append", help="suite glob, e.g. 'SCSI.Read*' (repeatable)")
-    ap.add_argument("--backstore", action="append", help="ramdisk|fileio|blockio (repeatable); "
-                    "with --url: the label used for expectations (default 'url')")
+    ap.add_argument("--backstore", action="append", help="%s (repeatable); "
+                    "with --url: the label used for expectations (default 'url')" % "|".join(LABELS))
+    ap.add_argument("--url2", help="with --url: a second path to the same LUN for SCSI.MultipathIO")
     ap.add_argument("--expected", default=DEFAULT_EXPECTED, help="expectation file")
     ap.add_argument("--update-expected", action="store_true", help="rewrite the expectation file from this run")
     ap.add_argument("--timeout", type=int, default=120, help="seconds per suite (default 120)")
@@ -369,8 +407,8 @@ def main():
         if len(names) != 1:
             sys.exit("--url takes one --backstore label")
     else:
-        names = args.backstore or BACKSTORES
-        bad = set(names) - set(BACKSTORES)
+        names = args.backstore or LABELS
+        bad = set(names) - set(LABELS)
         if bad:
             sys.exit("unknown backstore %s" % ", ".join(bad))
         if not os.access(args.rtgt, os.X_OK):
@@ -388,7 +426,7 @@ def main():
     deadline = time.time() + args.budget
     try:
         if args.url:
-            urls = {names[0]: args.url}
+            urls = {names[0]: (args.url, args.url2)}
         else:
             stores, loop, env_skipped = make_backing(workdir, names, args.size)
             names = [n for n in names if n not in env_skipped]
@@ -401,7 +439,8 @@ def main():
                 log(str(e))
                 log("conformance: 0 passed, 1 failed, 0 skipped")
                 return 1
-            urls = {n: daemon.url_for(IQN_PREFIX + n) for n in names}
+            urls = {n: (daemon.url_for(IQN_PREFIX + n), daemon.url_for(IQN_PREFIX + n, 1))
+                    for n in names}
             log("rtgt pid %d, ports %s" % (daemon.proc.pid, daemon.ports))
 
         run_all(args, names, suites, urls, daemon, deadline, logdir, results, outputs, errors, suite_rows)
@@ -423,6 +462,8 @@ def run_all(args, names, suites, urls, daemon, deadline, logdir, results, output
     try:
         for b in names:
             for suite, tests in suites.items():
+                if not runs(b, suite + ".x"):
+                    continue
                 counts = {PASS: 0, SKIP: 0, FAIL: 0, HANG: 0}
                 if time.time() > deadline:
                     msg = "time budget of %d s used up: the rest was not run (counted as HANG)" % args.budget
@@ -434,7 +475,8 @@ def run_all(args, names, suites, urls, daemon, deadline, logdir, results, output
                     suite_rows.append((b, suite, counts))
                     continue
                 t0 = time.time()
-                rc, text, errtext = run_suite(suite, urls[b], args.timeout, logdir, b, daemon)
+                timeout = max(args.timeout, SUITE_TIMEOUT.get(suite, 0))
+                rc, text, errtext = run_suite(suite, urls[b][0], timeout, logdir, b, daemon, urls[b][1])
                 got = {name: (st, out) for name, st, out in parse_cunit(suite, text)}
                 for t in tests + [n for n in got if n not in tests]:
                     st, out = got.get(t, (None, None))
@@ -460,14 +502,15 @@ def run_all(args, names, suites, urls, daemon, deadline, logdir, results, output
                 if not daemon.alive():
                     why = "rtgt DIED (exit %s) during or right after %s %s" % (daemon.proc.returncode, b, suite)
                     log("%s; its stderr ends:\n%s" % (why, daemon.stderr()))
-                elif rc == "timeout" and not probe(urls[b]):
+                elif rc == "timeout" and not probe(urls[b][0]):
                     why = "rtgt stopped answering during %s %s" % (b, suite)
                     log(why)
                 if why:
                     errors.append(why)
                     daemon.stop()
                     daemon.start()
-                    urls = {n: daemon.url_for(IQN_PREFIX + n) for n in names}
+                    urls = {n: (daemon.url_for(IQN_PREFIX + n), daemon.url_for(IQN_PREFIX + n, 1))
+                            for n in names}
                     log("rtgt restarted, pid %d, ports %s" % (daemon.proc.pid, daemon.ports))
     except RuntimeError as e:  # a restart failed: nothing more can run
         log(str(e))
@@ -522,7 +565,7 @@ def report(args, names, suite_rows, results, outputs, errors, env_skipped, all_t
         log("\n*** SKIPPED-ENVIRONMENT: %s runs not done: %s ***" % (b, why))
 
     if args.update_expected:
-        write_expected(args.expected, rules, results, outputs, all_tests, BACKSTORES if not args.url else names)
+        write_expected(args.expected, rules, results, outputs, all_tests, LABELS if not args.url else names)
 
     if bad or errors or args.log_dir:
         log("logs: %s" % logdir)

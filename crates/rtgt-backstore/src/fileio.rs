@@ -388,6 +388,9 @@ impl Backstore for FileIo {
         write_zeroes_by_writing(self, offset, len)
     }
 
+    fn reports_allocation(&self) -> bool {
+        true
+    }
     fn allocation(&self, offset: u64, len: u64) -> Result<(Allocation, u64)> {
         check_range(offset, len, self.capacity)?;
         if len == 0 {

@@ -118,6 +118,11 @@ pub trait Backstore: Send + Sync + 'static {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         write_zeroes_by_writing(self, offset, len)
     }
+    /// Whether [`Backstore::allocation`] tells deallocated ranges apart
+    /// (false: it reports everything mapped).
+    fn reports_allocation(&self) -> bool {
+        false
+    }
     /// Allocation state of the range starting at `offset`: the state of the
     /// first byte and how many bytes from `offset` share it (at most `len`).
     fn allocation(&self, _offset: u64, len: u64) -> Result<(Allocation, u64)> {

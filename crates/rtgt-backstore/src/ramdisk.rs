@@ -206,6 +206,9 @@ impl Backstore for RamDisk {
         self.discard(offset, len)
     }
 
+    fn reports_allocation(&self) -> bool {
+        true
+    }
     fn allocation(&self, offset: u64, len: u64) -> Result<(Allocation, u64)> {
         check_range(offset, len, self.capacity)?;
         let state = |slot: usize| {

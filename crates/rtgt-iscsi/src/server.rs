@@ -37,8 +37,11 @@ impl Default for Settings {
             max_burst: 1024 * 1024,
             max_outstanding_r2t: 8,
             cmd_window: 128,
-            nop_interval: Duration::from_secs(15),
-            nop_timeout: Duration::from_secs(30),
+            // Generous: an initiator may legitimately stop reading for a
+            // while (libiscsi's SANITIZE reset test sleeps 60 s); a dead
+            // connection costs little to keep a minute longer.
+            nop_interval: Duration::from_secs(30),
+            nop_timeout: Duration::from_secs(60),
             login_timeout: Duration::from_secs(15),
         }
     }

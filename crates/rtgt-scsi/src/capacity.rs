@@ -32,7 +32,7 @@ pub(crate) fn decode16(d: &Decode<'_>) -> Result<Plan, Sense> {
 fn execute16(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     let lu = c.lu.expect("mapped");
     let bs = lu.block_size();
-    let phys = lu.config.backstore.physical_block_size().max(bs);
+    let phys = lu.physical_block_size();
     let lbppbe = (phys / bs).trailing_zeros() as u8 & 0x0f;
     let mut d = vec![0u8; 32];
     d[0..8].copy_from_slice(&lu.num_blocks().saturating_sub(1).to_be_bytes());

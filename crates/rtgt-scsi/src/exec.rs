@@ -175,6 +175,23 @@ pub(crate) fn prepare(nexus: &Arc<Nexus>, cmd: Command) -> Result<Prepared, Resp
         _ => {}
     }
 
+    if let Some(m) = mapped {
+        // The LU is not ready for medium access: that is reported before
+        // the CDB's own fields are looked at (a sanitize in progress stops
+        // everything but INQUIRY, REPORT LUNS and REQUEST SENSE).
+        if m.lu.sanitize.in_progress() && !crate::sanitize::allowed_while_running(opcode) {
+            return Err(fail(m.lu.sanitize.in_progress_sense()));
+        }
+        let sa = cmd.cdb.get(1).map_or(0, |b| b & 0x1f);
+        if opcodes::find(opcode, sa).is_some_and(|op| op.flags & flags::MEDIUM != 0) {
+            if !m.lu.medium.loaded() {
+                return Err(fail(sense::MEDIUM_NOT_PRESENT));
+            }
+            if m.lu.sanitize.failed() && opcode != 0x48 {
+                return Err(fail(sense::SANITIZE_FAILED));
+            }
+        }
+    }
     let op = opcodes::lookup(&cmd.cdb).map_err(fail)?;
     if mapped.is_some_and(|m| m.lu.reservations.conflicts(nexus, &cmd.cdb)) {
         return Err(Response::status(status::RESERVATION_CONFLICT));
@@ -242,6 +259,7 @@ fn reset_lu(lu: &LogicalUnit, ua: Sense) {
     lu.tasks.abort(Scope::All);
     lu.mode.reset();
     lu.reservations.reset();
+    lu.medium.reset();
     lu.ua.establish(ua, |_| true);
 }
 
@@ -295,6 +313,15 @@ pub(crate) async fn task_management(nexus: &Arc<Nexus>, f: TmfFunction) -> TmfRe
     }
 }
 
+/// The LUNs the nexus can reach changed: REPORTED LUNS DATA HAS CHANGED
+/// for this nexus, on every LU it maps.
+pub(crate) fn luns_changed(nexus: &Nexus) {
+    for lu in distinct_lus(nexus) {
+        lu.ua
+            .establish(sense::UA_REPORTED_LUNS_CHANGED, |n| n == nexus.id());
+    }
+}
+
 /// A new nexus: it sees each of its LUs for the first time.
 pub(crate) fn nexus_created(nexus: &Nexus) {
     for lu in distinct_lus(nexus) {
@@ -310,12 +337,14 @@ pub(crate) fn nexus_lost(nexus: &Nexus) {
         lu.ua.detach(nexus.id());
         lu.reservations.detach(nexus.id());
         lu.copies.forget_nexus(nexus.id());
+        lu.medium.forget_nexus(nexus.id());
     }
 }
 
 /// The nexus object is dropped (its tasks are gone with it).
 pub(crate) fn nexus_dropped(nexus: &Nexus) {
     for lu in distinct_lus(nexus) {
+        lu.medium.forget_nexus(nexus.id());
         lu.ua.detach(nexus.id());
         lu.reservations.detach(nexus.id());
     }

@@ -239,6 +239,14 @@ impl Nexus {
         crate::exec::task_management(self, f).await
     }
 
+    /// Tell the initiator that the set of LUNs this nexus reaches changed
+    /// (the daemon changed its LUN map live): REPORTED LUNS DATA HAS CHANGED
+    /// (3Fh/0Eh) is reported by the next command on any of its LUs. Call it
+    /// on the nexus' new map, or on the old one when LUs were only removed.
+    pub fn luns_changed(&self) {
+        crate::exec::luns_changed(self)
+    }
+
     /// The nexus is gone (logout, connection loss): abort its tasks and drop
     /// the state SCSI ties to it.
     pub fn close(self: &Arc<Self>) {

@@ -51,7 +51,12 @@ pub(crate) fn standard(lu: Option<&LogicalUnit>) -> Vec<u8> {
     let mut d = vec![0u8; STANDARD_LEN];
     // Peripheral qualifier 000b, direct access block device (00h).
     d[0] = if lu.is_some() { 0x00 } else { 0x7f };
-    d[1] = 0x00; // RMB=0: not removable
+    // RMB: removable medium.
+    d[1] = if lu.is_some_and(|lu| lu.config.removable) {
+        0x80
+    } else {
+        0x00
+    };
     d[2] = 0x06; // SPC-4
     d[3] = 0x12; // HISUP=1, response data format 2
     d[4] = (STANDARD_LEN - 5) as u8;

@@ -16,7 +16,8 @@
 //! - `cdb`: CDB field decoding and the reserved-bit check.
 //! - `sense`: sense data, fixed and descriptor format.
 //! - command handlers: `inquiry` + `vpd`, `mode`, `capacity`,
-//!   `read_write`, `report_luns`, `request_sense`, `readiness`.
+//!   `read_write`, `report_luns`, `request_sense`, `readiness` (removable
+//!   medium), `sanitize`, `defect` (READ DEFECT DATA).
 //! - `task_set`: task attributes and aborts per LU; `unit_attention`:
 //!   unit attentions per LU per nexus; `exec`: prepare / execute / task
 //!   management and the nexus lifecycle.
@@ -27,6 +28,7 @@
 mod atomic;
 mod capacity;
 mod cdb;
+mod defect;
 mod exec;
 mod extended_copy;
 pub mod fabric;
@@ -43,6 +45,7 @@ mod report_luns;
 mod report_opcodes;
 mod request_sense;
 mod reservation;
+mod sanitize;
 pub mod sense;
 mod task_set;
 #[cfg(test)]
@@ -56,6 +59,6 @@ pub use fabric::{
     Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Prepared, Response, TargetPort,
     TaskAttr, TmfFunction, TmfResult,
 };
-pub use lu::{LogicalUnit, LuConfig};
+pub use lu::{LogicalUnit, LuConfig, LuError};
 pub use pr_store::PrStateError;
 pub use sense::Sense;

@@ -113,6 +113,10 @@ pub(crate) mod flags {
     pub const ANY_LUN: u8 = 0x01;
     /// Writes the medium: refused on a write-protected LU.
     pub const MEDIUM_WRITE: u8 = 0x02;
+    /// Accesses the medium: NOT READY / MEDIUM NOT PRESENT while a
+    /// removable medium is ejected, MEDIUM ERROR / SANITIZE COMMAND FAILED
+    /// in sanitize failure mode.
+    pub const MEDIUM: u8 = 0x04;
 }
 
 /// One supported command.
@@ -132,6 +136,12 @@ pub(crate) struct OpDesc {
 }
 
 impl OpDesc {
+    /// The entry with `flags` added.
+    const fn flagged(mut self, flags: u8) -> OpDesc {
+        self.flags |= flags;
+        self
+    }
+
     /// Bits of byte 1 that hold the service action.
     pub fn sa_bits(&self) -> u8 {
         if self.sa.is_some() {
@@ -178,7 +188,7 @@ const fn op_sa(
     }
 }
 
-use flags::{ANY_LUN, MEDIUM_WRITE};
+use flags::{ANY_LUN, MEDIUM, MEDIUM_WRITE};
 
 /// The table, sorted by opcode and service action (one instance, so that
 /// entries have one address).
@@ -189,7 +199,7 @@ const TABLE: &[OpDesc] = &[
         0x00,
         "TEST UNIT READY",
         &[0x00, 0, 0, 0, 0, 0],
-        0,
+        MEDIUM,
         readiness::decode_test_unit_ready,
     ),
     op(
@@ -203,14 +213,14 @@ const TABLE: &[OpDesc] = &[
         0x08,
         "READ(6)",
         &[0x08, 0x1f, 0xff, 0xff, 0xff, 0],
-        0,
+        MEDIUM,
         read_write::decode_read6,
     ),
     op(
         0x0a,
         "WRITE(6)",
         &[0x0a, 0x1f, 0xff, 0xff, 0xff, 0],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         read_write::decode_write6,
     ),
     op(
@@ -266,64 +276,94 @@ const TABLE: &[OpDesc] = &[
         0x25,
         "READ CAPACITY(10)",
         &[0x25, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0],
-        0,
+        MEDIUM,
         capacity::decode10,
     ),
     op(
         0x28,
         "READ(10)",
         &[0x28, 0x18, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
-        0,
+        MEDIUM,
         read_write::decode_read10,
     ),
     op(
         0x2a,
         "WRITE(10)",
         &[0x2a, 0x18, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         read_write::decode_write10,
     ),
     op(
         0x2e,
         "WRITE AND VERIFY(10)",
         &[0x2e, 0x12, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         read_write::decode_write_verify10,
     ),
     op(
         0x2f,
         "VERIFY(10)",
         &[0x2f, 0x16, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
-        0,
+        MEDIUM,
         read_write::decode_verify10,
     ),
     op(
         0x34,
         "PRE-FETCH(10)",
         &[0x34, 0x02, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
-        0,
+        MEDIUM,
         read_write::decode_prefetch10,
     ),
     op(
         0x35,
         "SYNCHRONIZE CACHE(10)",
         &[0x35, 0x02, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
-        0,
+        MEDIUM,
         read_write::decode_sync10,
+    ),
+    op(
+        0x37,
+        "READ DEFECT DATA(10)",
+        &[0x37, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0],
+        MEDIUM,
+        crate::defect::decode10,
     ),
     op(
         0x41,
         "WRITE SAME(10)",
         &[0x41, 0x08, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         crate::thin::decode_write_same,
     ),
     op(
         0x42,
         "UNMAP",
         &[0x42, 0x00, 0, 0, 0, 0, 0x1f, 0xff, 0xff, 0],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         crate::thin::decode_unmap,
+    ),
+    op_sa(
+        0x48,
+        crate::sanitize::OVERWRITE,
+        "SANITIZE / OVERWRITE",
+        &[0x48, 0xa1, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+        crate::sanitize::decode,
+    )
+    .flagged(MEDIUM_WRITE | MEDIUM),
+    op_sa(
+        0x48,
+        crate::sanitize::BLOCK_ERASE,
+        "SANITIZE / BLOCK ERASE",
+        &[0x48, 0xa2, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+        crate::sanitize::decode,
+    )
+    .flagged(MEDIUM_WRITE | MEDIUM),
+    op_sa(
+        0x48,
+        crate::sanitize::EXIT_FAILURE_MODE,
+        "SANITIZE / EXIT FAILURE MODE",
+        &[0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+        crate::sanitize::decode,
     ),
     op(
         0x55,
@@ -445,7 +485,8 @@ const TABLE: &[OpDesc] = &[
             0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
         ],
         crate::extended_copy::decode_extended_copy,
-    ),
+    )
+    .flagged(MEDIUM),
     op_sa(
         0x84,
         0x00,
@@ -471,7 +512,7 @@ const TABLE: &[OpDesc] = &[
             0x88, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0,
         ],
-        0,
+        MEDIUM,
         read_write::decode_read16,
     ),
     op(
@@ -480,7 +521,7 @@ const TABLE: &[OpDesc] = &[
         &[
             0x89, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0xff, 0x1f, 0,
         ],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         crate::atomic::decode_compare_and_write,
     ),
     op(
@@ -490,7 +531,7 @@ const TABLE: &[OpDesc] = &[
             0x8a, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0,
         ],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         read_write::decode_write16,
     ),
     op(
@@ -500,7 +541,7 @@ const TABLE: &[OpDesc] = &[
             0x8b, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0,
         ],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         crate::atomic::decode_orwrite,
     ),
     op(
@@ -510,7 +551,7 @@ const TABLE: &[OpDesc] = &[
             0x8e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0,
         ],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         read_write::decode_write_verify16,
     ),
     op(
@@ -520,7 +561,7 @@ const TABLE: &[OpDesc] = &[
             0x8f, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0,
         ],
-        0,
+        MEDIUM,
         read_write::decode_verify16,
     ),
     op(
@@ -530,7 +571,7 @@ const TABLE: &[OpDesc] = &[
             0x90, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0,
         ],
-        0,
+        MEDIUM,
         read_write::decode_prefetch16,
     ),
     op(
@@ -540,7 +581,7 @@ const TABLE: &[OpDesc] = &[
             0x91, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0,
         ],
-        0,
+        MEDIUM,
         read_write::decode_sync16,
     ),
     op(
@@ -550,7 +591,7 @@ const TABLE: &[OpDesc] = &[
             0x93, 0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             0x1f, 0,
         ],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         crate::thin::decode_write_same,
     ),
     op(
@@ -559,7 +600,7 @@ const TABLE: &[OpDesc] = &[
         &[
             0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0x1f, 0,
         ],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         crate::atomic::decode_write_atomic16,
     ),
     op_sa(
@@ -571,7 +612,8 @@ const TABLE: &[OpDesc] = &[
             0x01, 0,
         ],
         capacity::decode16,
-    ),
+    )
+    .flagged(MEDIUM),
     op_sa(
         0x9e,
         0x12,
@@ -581,7 +623,8 @@ const TABLE: &[OpDesc] = &[
             0,
         ],
         crate::thin::decode_get_lba_status,
-    ),
+    )
+    .flagged(MEDIUM),
     op(
         0xa0,
         "REPORT LUNS",
@@ -604,7 +647,7 @@ const TABLE: &[OpDesc] = &[
         &[
             0xa8, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
         ],
-        0,
+        MEDIUM,
         read_write::decode_read12,
     ),
     op(
@@ -613,7 +656,7 @@ const TABLE: &[OpDesc] = &[
         &[
             0xaa, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
         ],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         read_write::decode_write12,
     ),
     op(
@@ -622,7 +665,7 @@ const TABLE: &[OpDesc] = &[
         &[
             0xae, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
         ],
-        MEDIUM_WRITE,
+        MEDIUM_WRITE | MEDIUM,
         read_write::decode_write_verify12,
     ),
     op(
@@ -631,8 +674,17 @@ const TABLE: &[OpDesc] = &[
         &[
             0xaf, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1f, 0,
         ],
-        0,
+        MEDIUM,
         read_write::decode_verify12,
+    ),
+    op(
+        0xb7,
+        "READ DEFECT DATA(12)",
+        &[
+            0xb7, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+        MEDIUM,
+        crate::defect::decode12,
     ),
 ];
 

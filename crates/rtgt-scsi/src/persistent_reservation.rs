@@ -785,7 +785,7 @@ pub(crate) mod tests {
     }
 
     /// A fixture whose LU keeps its APTPL state in `dir`.
-    pub fn with_state_dir(dir: &std::path::Path) -> Result<Fixture, crate::PrStateError> {
+    pub fn with_state_dir(dir: &std::path::Path) -> Result<Fixture, crate::LuError> {
         let store = Arc::new(MemStore::new(64, 512, 512, false));
         let mut cfg = LuConfig::new("aptpl0", store.clone());
         cfg.state_dir = Some(dir.to_path_buf());

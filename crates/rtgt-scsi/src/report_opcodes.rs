@@ -40,6 +40,14 @@ fn timeouts(out: &mut Vec<u8>, op: &OpDesc) {
     out.extend_from_slice(&op.timeout.to_be_bytes());
 }
 
+/// Whether the LU offers `op`: SANITIZE BLOCK ERASE needs logical block
+/// provisioning (a thin LU).
+fn offered(op: &OpDesc, lu: Option<&crate::lu::LogicalUnit>) -> bool {
+    !(op.opcode == 0x48
+        && op.sa == Some(crate::sanitize::BLOCK_ERASE)
+        && lu.is_some_and(|lu| !crate::sanitize::block_erase_offered(lu)))
+}
+
 fn execute(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     let rctd = c.cdb[2] & 0x80 != 0;
     let options = c.cdb[2] & 0x07;
@@ -47,9 +55,10 @@ fn execute(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     let sa = be16(&c.cdb[4..6]);
     if options == ALL {
         let per = 8 + if rctd { 12 } else { 0 };
-        let mut d = Vec::with_capacity(4 + per * OPS.len());
-        d.extend_from_slice(&((per * OPS.len()) as u32).to_be_bytes());
-        for op in OPS {
+        let ops: Vec<&OpDesc> = OPS.iter().filter(|op| offered(op, c.lu)).collect();
+        let mut d = Vec::with_capacity(4 + per * ops.len());
+        d.extend_from_slice(&((per * ops.len()) as u32).to_be_bytes());
+        for op in ops {
             d.push(op.opcode);
             d.push(0);
             d.extend_from_slice(&(op.sa.unwrap_or(0) as u16).to_be_bytes());
@@ -72,6 +81,7 @@ fn execute(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
         }
         _ => opcodes::find(opcode, 0).filter(|_| sa == 0),
     };
+    let found = found.filter(|op| offered(op, c.lu));
     let mut d = vec![0u8, 0, 0, 0];
     match found {
         None => d[1] = 0b001, // not supported

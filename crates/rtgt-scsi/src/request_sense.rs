@@ -13,7 +13,12 @@ fn execute(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     let desc = c.cdb[1] & 1 != 0;
     let s = match c.lu {
         None => sense::LU_NOT_SUPPORTED,
-        Some(lu) => lu.ua.take(c.nexus.id()).unwrap_or(sense::NO_SENSE),
+        Some(lu) => match lu.ua.take(c.nexus.id()) {
+            Some(ua) => ua,
+            None if lu.sanitize.in_progress() => lu.sanitize.in_progress_sense(),
+            None if !lu.medium.loaded() => sense::MEDIUM_NOT_PRESENT,
+            None => sense::NO_SENSE,
+        },
     };
     Ok(s.encode(desc))
 }

@@ -55,6 +55,9 @@ pub struct Sense {
     pub field: Option<FieldPointer>,
     /// Information field (e.g. offset of the first miscompare).
     pub info: Option<u64>,
+    /// Sense-key-specific progress indication (NOT READY while a sanitize
+    /// or format runs), in 65536ths; ignored when `field` is set.
+    pub progress: Option<u16>,
 }
 
 /// Length of fixed-format sense data as we produce it.
@@ -68,6 +71,16 @@ impl Sense {
             ascq,
             field: None,
             info: None,
+            progress: None,
+        }
+    }
+
+    /// The sense-key-specific bytes, if any.
+    fn sks(&self) -> Option<[u8; 3]> {
+        match (self.field, self.progress) {
+            (Some(f), _) => Some(f.encode()),
+            (None, Some(p)) => Some([0x80, (p >> 8) as u8, p as u8]),
+            (None, None) => None,
         }
     }
 
@@ -123,10 +136,10 @@ impl Sense {
                 out.extend_from_slice(&[0x00, 0x0a, 0x80, 0]);
                 out.extend_from_slice(&info.to_be_bytes());
             }
-            if let Some(f) = self.field {
+            if let Some(sks) = self.sks() {
                 // Sense key specific descriptor (type 02h).
                 out.extend_from_slice(&[0x02, 0x06, 0, 0]);
-                out.extend_from_slice(&f.encode());
+                out.extend_from_slice(&sks);
                 out.push(0);
             }
             out[start + 7] = (out.len() - start - 8) as u8;
@@ -144,8 +157,8 @@ impl Sense {
             b[7] = (FIXED_LEN - 8) as u8;
             b[12] = self.asc;
             b[13] = self.ascq;
-            if let Some(f) = self.field {
-                b[15..18].copy_from_slice(&f.encode());
+            if let Some(sks) = self.sks() {
+                b[15..18].copy_from_slice(&sks);
             }
             out.extend_from_slice(&b);
         }
@@ -163,7 +176,7 @@ impl Sense {
                     s.info = Some(u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as u64);
                 }
                 if b.len() >= 18 && b[15] & 0x80 != 0 {
-                    s.field = Some(decode_sks(&b[15..18]));
+                    s.set_sks(&b[15..18]);
                 }
                 Some(s)
             }
@@ -184,7 +197,7 @@ impl Sense {
                             s.info = Some(u64::from_be_bytes(x));
                         }
                         0x02 if d.len() >= 7 && d[4] & 0x80 != 0 => {
-                            s.field = Some(decode_sks(&d[4..7]));
+                            s.set_sks(&d[4..7]);
                         }
                         _ => {}
                     }
@@ -193,6 +206,18 @@ impl Sense {
                 Some(s)
             }
             _ => None,
+        }
+    }
+}
+
+impl Sense {
+    /// Sense-key-specific bytes: a progress indication for NOT READY, else a
+    /// field pointer.
+    fn set_sks(&mut self, b: &[u8]) {
+        if self.key == key::NOT_READY {
+            self.progress = Some(u16::from_be_bytes([b[1], b[2]]));
+        } else {
+            self.field = Some(decode_sks(b));
         }
     }
 }
@@ -225,10 +250,16 @@ pub const UNRECOVERED_READ_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x11, 0x
 pub const WRITE_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x0c, 0x00);
 pub const MISCOMPARE_DURING_VERIFY: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);
 pub const INTERNAL_TARGET_FAILURE: Sense = Sense::new(key::HARDWARE_ERROR, 0x44, 0x00);
+pub const MEDIUM_NOT_PRESENT: Sense = Sense::new(key::NOT_READY, 0x3a, 0x00);
+pub const MEDIUM_REMOVAL_PREVENTED: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x53, 0x02);
+pub const SANITIZE_IN_PROGRESS: Sense = Sense::new(key::NOT_READY, 0x04, 0x1b);
+pub const SANITIZE_FAILED: Sense = Sense::new(key::MEDIUM_ERROR, 0x31, 0x03);
 // Unit attentions.
 pub const UA_POWER_ON_RESET: Sense = Sense::new(key::UNIT_ATTENTION, 0x29, 0x00);
 pub const UA_LUN_RESET: Sense = Sense::new(key::UNIT_ATTENTION, 0x29, 0x03);
 pub const UA_MODE_PARAMETERS_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x01);
+pub const UA_CAPACITY_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x09);
+pub const UA_REPORTED_LUNS_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x3f, 0x0e);
 pub const UA_COMMANDS_CLEARED_BY_ANOTHER: Sense = Sense::new(key::UNIT_ATTENTION, 0x2f, 0x00);
 
 #[cfg(test)]

@@ -47,6 +47,10 @@ impl MemStore {
     pub fn fua_writes(&self) -> usize {
         self.fua_writes.load(Ordering::Relaxed)
     }
+    /// No block holds data (everything deallocated).
+    pub fn allocation_is_empty(&self) -> bool {
+        self.blocks.lock().unwrap().is_empty()
+    }
     pub fn flushes(&self) -> usize {
         self.flushes.load(Ordering::Relaxed)
     }
@@ -129,6 +133,9 @@ impl Backstore for MemStore {
             g.remove(&b);
         }
         Ok(())
+    }
+    fn reports_allocation(&self) -> bool {
+        true
     }
     fn allocation(&self, offset: u64, len: u64) -> BsResult<(Allocation, u64)> {
         self.check(offset, len)?;
@@ -214,6 +221,19 @@ impl Fixture {
             Arc::new(MemStore::new(blocks, block_size, block_size, false)),
             true,
         )
+    }
+
+    /// A fixture with a removable medium.
+    pub fn removable(blocks: u64, block_size: u32) -> Fixture {
+        Fixture::with_config(blocks, block_size, |c| c.removable = true)
+    }
+
+    /// A fixture whose LU configuration `f` adjusts.
+    pub fn with_config(blocks: u64, block_size: u32, f: impl FnOnce(&mut LuConfig)) -> Fixture {
+        let store = Arc::new(MemStore::new(blocks, block_size, block_size, false));
+        let mut cfg = LuConfig::new("mem0", store.clone());
+        f(&mut cfg);
+        Fixture::with_lus(vec![LogicalUnit::new(cfg)], store)
     }
 
     fn make(store: Arc<MemStore>, read_only: bool) -> Fixture {

@@ -53,7 +53,7 @@ pub(crate) fn page(lu: &LogicalUnit, port: &TargetPort, code: u8) -> Option<Vec<
         0xb0 => {
             d.resize(64, 0);
             let bs = lu.block_size();
-            let phys = lu.config.backstore.physical_block_size().max(bs);
+            let phys = lu.physical_block_size();
             // OPTIMAL TRANSFER LENGTH GRANULARITY: a physical block.
             d[6..8].copy_from_slice(&((phys / bs).min(0xffff) as u16).to_be_bytes());
             d[8..12].copy_from_slice(&max_transfer_blocks(bs).to_be_bytes());
@@ -67,6 +67,12 @@ pub(crate) fn page(lu: &LogicalUnit, port: &TargetPort, code: u8) -> Option<Vec<
             d.resize(64, 0);
             // MEDIUM ROTATION RATE: non-rotating medium.
             d[4..6].copy_from_slice(&1u16.to_be_bytes());
+            // WABEREQ 01b: after SANITIZE BLOCK ERASE (thin LUs only) reads
+            // succeed with the data LBPRZ describes; WACEREQ 00b: no CRYPTO
+            // ERASE.
+            if crate::sanitize::block_erase_offered(lu) {
+                d[7] = 0x40;
+            }
         }
         0xb2 => {
             d.resize(8, 0);

@@ -35,6 +35,12 @@ enum Cmd {
         /// $XDG_STATE_HOME/rtgt or ~/.local/state/rtgt.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Ping a connection idle for this many seconds with a NOP-In...
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        nop_interval: u64,
+        /// ...and drop it when the ping stays unanswered this long.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        nop_timeout: u64,
     },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
@@ -89,6 +95,8 @@ fn main() -> ExitCode {
             listen,
             threads,
             state_dir,
+            nop_interval,
+            nop_timeout,
         } => {
             let state_dir = state_dir.or_else(default_state_dir);
             let cfg = match &config {
@@ -124,7 +132,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(rtgt::serve::serve(cfg, listen, state_dir)) {
+            let settings = rtgt_iscsi::server::Settings {
+                nop_interval: std::time::Duration::from_secs(nop_interval.max(1)),
+                nop_timeout: std::time::Duration::from_secs(nop_timeout.max(1)),
+                ..Default::default()
+            };
+            match rt.block_on(rtgt::serve::serve(cfg, listen, state_dir, settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rtgt: {e:#}");

@@ -110,6 +110,7 @@ pub async fn serve(
     mut cfg: Config,
     listen: Vec<SocketAddr>,
     state_dir: Option<PathBuf>,
+    settings: Settings,
 ) -> Result<()> {
     // Persistent state (APTPL) needs a directory; without one the target
     // still runs, and refuses APTPL requests rather than lose them.
@@ -131,6 +132,8 @@ pub async fn serve(
         if let Some(thin) = b.thin {
             lu.thin = thin;
         }
+        lu.removable = b.removable;
+        lu.physical_block_size = b.physical_block_size.as_ref().map(|p| *p.get_ref());
         let lu =
             LogicalUnit::open(lu).with_context(|| format!("backstore {:?}", b.name.get_ref()))?;
         lus.insert(b.name.get_ref().clone(), lu);
@@ -138,6 +141,7 @@ pub async fn serve(
     }
 
     // Bind every distinct portal; `--listen` replaces them all.
+    let overridden = !listen.is_empty();
     let wanted: Vec<SocketAddr> = if listen.is_empty() {
         let mut v = Vec::new();
         for t in &cfg.target {
@@ -170,15 +174,16 @@ pub async fn serve(
     // Portals with port 0 become the port actually bound.
     for t in &mut cfg.target {
         for g in &mut t.tpg {
-            if g.portals.is_empty()
+            if overridden
+                || g.portals.is_empty()
                 || !bound.iter().any(|(w, _)| {
                     g.portals
                         .iter()
                         .any(|p| config::parse_portal(p.get_ref()).ok() == Some(*w))
                 })
             {
-                // A group without a bound portal (e.g. under --listen) is
-                // served on every bound portal.
+                // Under --listen, and for a group without a bound portal,
+                // the group is served on every bound portal.
                 g.portals = bound
                     .iter()
                     .map(|(_, a)| toml::Spanned::new(0..0, a.to_string()))
@@ -194,7 +199,7 @@ pub async fn serve(
         }
     }
     let targets = build_targets(&cfg, &lus)?;
-    let server = Server::new(targets, Settings::default());
+    let server = Server::new(targets, settings);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = Vec::new();
     for l in listeners {
