@@ -47,6 +47,7 @@ mod request_sense;
 mod reservation;
 mod sanitize;
 pub mod sense;
+pub mod state_store;
 mod task_set;
 #[cfg(test)]
 mod testutil;
@@ -62,3 +63,4 @@ pub use fabric::{
 pub use lu::{LogicalUnit, LuConfig, LuError};
 pub use pr_store::PrStateError;
 pub use sense::Sense;
+pub use state_store::{MemoryStore, StateStore};

@@ -60,11 +60,11 @@ pub struct LuConfig {
     /// [`Backstore::supports_discard`]; setting it on a backstore whose
     /// discard does not work makes unmapping fall back to writing zeroes.
     pub thin: bool,
-    /// Directory for state that must survive a restart: the persistent
+    /// Where state that must survive a restart is kept: the persistent
     /// reservation state of APTPL registrations (`pr-<NAA>.state`).
     /// `None`: APTPL is not supported (REPORT CAPABILITIES says PTPL_C=0
     /// and APTPL=1 fails with INVALID FIELD IN PARAMETER LIST).
-    pub state_dir: Option<std::path::PathBuf>,
+    pub state: Option<Arc<dyn crate::state_store::StateStore>>,
 }
 
 impl LuConfig {
@@ -90,7 +90,7 @@ impl LuConfig {
             removable: false,
             physical_block_size: None,
             sanitize_bytes_per_sec: DEFAULT_SANITIZE_BYTES_PER_SEC,
-            state_dir: None,
+            state: None,
         }
     }
 }
@@ -118,14 +118,14 @@ pub struct LogicalUnit {
 
 impl LogicalUnit {
     /// Create an LU. Panics if its persistent reservation state cannot be
-    /// restored (only possible with a `state_dir`); use [`LogicalUnit::open`]
+    /// restored (only possible with a `state` store); use [`LogicalUnit::open`]
     /// to handle that.
     pub fn new(config: LuConfig) -> Arc<Self> {
         Self::open(config).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Create an LU, restoring the persistent reservations saved in its
-    /// `state_dir` (APTPL). A state file that is unreadable, torn or corrupt
+    /// `state` store (APTPL). A state file that is unreadable, torn or corrupt
     /// is an error, not an empty state: starting without the registrations
     /// would silently drop the initiators' fencing.
     pub fn open(config: LuConfig) -> Result<Arc<Self>, LuError> {

@@ -784,11 +784,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// A fixture whose LU keeps its APTPL state in `dir`.
-    pub fn with_state_dir(dir: &std::path::Path) -> Result<Fixture, crate::LuError> {
+    /// A fixture whose LU keeps its APTPL state in `state`.
+    pub fn with_state(state: &Arc<crate::MemoryStore>) -> Result<Fixture, crate::LuError> {
         let store = Arc::new(MemStore::new(64, 512, 512, false));
         let mut cfg = LuConfig::new("aptpl0", store.clone());
-        cfg.state_dir = Some(dir.to_path_buf());
+        cfg.state = Some(state.clone());
         let lu = LogicalUnit::open(cfg)?;
         let mut map = BTreeMap::new();
         map.insert(
@@ -1030,8 +1030,8 @@ pub(crate) mod tests {
         );
         assert_eq!(d[3], 0x90, "TMV, ALLOW COMMANDS 1, PTPL_A 0");
         assert_eq!(&d[4..6], &[0xea, 0x01], "all six types");
-        let dir = tempfile::tempdir().unwrap();
-        let p = with_state_dir(dir.path()).unwrap();
+        let state = Arc::new(crate::MemoryStore::new());
+        let p = with_state(&state).unwrap();
         p.clear_ua().await;
         let r = pr_in(&p, sa_in::REPORT_CAPABILITIES, 512).await;
         assert_eq!(r.data[2], 0x1d, "PTPL_C with a state dir");
@@ -1564,21 +1564,21 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn aptpl_state_survives_the_lu() {
-        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(crate::MemoryStore::new());
         {
-            let a = with_state_dir(dir.path()).unwrap();
+            let a = with_state(&state).unwrap();
             let b = nexus_as(&a, "iqn.test:other,i,0x2", 1);
             a.clear_ua().await;
             b.clear_ua().await;
             // Without APTPL nothing is written.
             register_key(&b, 0xb).await;
-            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+            assert!(state.is_empty());
             let r = out_raw(&a, sa_out::REGISTER, 0, &params(0, 0xa, 0x01)).await;
             assert_eq!(r.status, 0);
             assert_eq!(out(&a, sa_out::RESERVE, WE_RO, 0xa, 0).await.status, 0);
             // The LU (and its nexuses) go away: a restart.
         }
-        let a = with_state_dir(dir.path()).unwrap();
+        let a = with_state(&state).unwrap();
         a.clear_ua().await;
         let (gen, k) = keys(&a).await;
         assert_eq!((gen, k), (2, vec![0xb, 0xa]));
@@ -1591,38 +1591,34 @@ pub(crate) mod tests {
         assert_eq!(r.data[3] & 1, 1, "PTPL_A");
         // APTPL=0 in a later REGISTER: the state no longer persists.
         assert_eq!(out(&a, sa_out::REGISTER, 0, 0xa, 0xaa).await.status, 0);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(state.is_empty());
         drop((a, c));
-        let a = with_state_dir(dir.path()).unwrap();
+        let a = with_state(&state).unwrap();
         a.clear_ua().await;
         assert_eq!(keys(&a).await, (0, vec![]));
     }
 
     #[tokio::test]
     async fn corrupt_state_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(crate::MemoryStore::new());
         {
-            let a = with_state_dir(dir.path()).unwrap();
+            let a = with_state(&state).unwrap();
             a.clear_ua().await;
             let r = out_raw(&a, sa_out::REGISTER, 0, &params(0, 0xa, 0x01)).await;
             assert_eq!(r.status, 0);
         }
-        let file = std::fs::read_dir(dir.path())
+        let name = state.names().pop().expect("state saved");
+        let text = crate::StateStore::load(state.as_ref(), &name)
             .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        let text = std::fs::read_to_string(&file).unwrap();
+            .unwrap();
         // Torn: the end line is missing.
-        let torn = &text[..text.len() - 10];
-        std::fs::write(&file, torn).unwrap();
-        let e = with_state_dir(dir.path()).err().expect("refused");
+        state.put_raw(&name, text[..text.len() - 10].to_vec());
+        let e = with_state(&state).err().expect("refused");
         let msg = e.to_string();
         assert!(msg.contains("truncated") && msg.contains(".state"), "{msg}");
-        // Restoring the intact file works again.
-        std::fs::write(&file, &text).unwrap();
-        let a = with_state_dir(dir.path()).unwrap();
+        // Restoring the intact state works again.
+        state.put_raw(&name, text);
+        let a = with_state(&state).unwrap();
         a.clear_ua().await;
         assert_eq!(keys(&a).await.1, vec![0xa]);
     }
@@ -1631,8 +1627,11 @@ pub(crate) mod tests {
     /// state does not change.
     #[tokio::test]
     async fn aptpl_write_failure_changes_nothing() {
-        // Reading finds no file; creating the directory fails.
-        let a = with_state_dir(std::path::Path::new("/proc/self/no-such-dir")).unwrap();
+        let state = Arc::new(crate::MemoryStore::new());
+        state
+            .fail_saves
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let a = with_state(&state).unwrap();
         a.clear_ua().await;
         let r = out_raw(&a, sa_out::REGISTER, 0, &params(0, 0xa, 0x01)).await;
         let s = sense_of(&r);

@@ -1,14 +1,10 @@
 //! Persistence of a logical unit's persistent reservation state for APTPL
 //! (Activate Persist Through Power Loss, SPC-4 5.13.5).
 //!
-//! The one place in the core that touches files; it only ever reads and
-//! writes one file per LU, `pr-<NAA>.state`, in the state directory the LU
-//! was configured with ([`crate::LuConfig::state_dir`]).
-//!
-//! Writing is atomic: the new state goes to `<file>.tmp`, which is fsynced,
-//! renamed over the file, and the directory is fsynced. A crash at any point
-//! leaves either the old or the new state. When APTPL is no longer active
-//! the file is removed (the state must not survive a restart).
+//! One blob per LU, `pr-<NAA>.state`, in the [`StateStore`] the LU was
+//! configured with ([`crate::LuConfig::state`]); the store makes each save
+//! atomic and durable. When APTPL is no longer active the blob is removed
+//! (the state must not survive a restart).
 //!
 //! The format is versioned text closed by an `end` line carrying an FNV-1a
 //! checksum of everything before it. A file that does not parse, lacks the
@@ -16,13 +12,12 @@
 //! the error names the file. Silently starting without the registrations
 //! would drop a cluster's fencing and let a fenced-off node write, so the
 //! operator has to look (and remove or restore the file) instead. A stray
-//! `.tmp` file, left by a crash before the rename, is ignored and replaced
-//! by the next write.
+//! temp file a store leaves behind after a crash is its own business.
 
 use std::fmt::Write as _;
-use std::fs;
-use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::io;
+
+use crate::state_store::StateStore;
 
 use crate::persistent_reservation::{PrState, PrType, Registration, Reservation};
 use crate::transport_id::InitiatorId;
@@ -31,15 +26,16 @@ const MAGIC: &str = "rtgt-pr-state 1";
 
 /// The persistent reservation state file of an LU could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("persistent reservation state {}: {reason}", path.display())]
+#[error("persistent reservation state {location}: {reason}")]
 pub struct PrStateError {
-    pub path: PathBuf,
+    /// Where the state lives (the store's description, e.g. a path).
+    pub location: String,
     pub reason: String,
 }
 
-/// The state file of the LU with NAA identifier `naa` in `dir`.
-pub(crate) fn state_path(dir: &Path, naa: u64) -> PathBuf {
-    dir.join(format!("pr-{naa:016x}.state"))
+/// The state's name for the LU with NAA identifier `naa`.
+pub(crate) fn state_name(naa: u64) -> String {
+    format!("pr-{naa:016x}.state")
 }
 
 fn fnv(data: &[u8]) -> u64 {
@@ -162,48 +158,27 @@ pub(crate) fn decode(text: &str) -> Result<PrState, String> {
     Ok(st)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
+/// Save `st` under `name`.
+pub(crate) fn save(store: &dyn StateStore, name: &str, st: &PrState) -> io::Result<()> {
+    store.save(name, encode(st).as_bytes())
 }
 
-/// Write `st` to `path` atomically (temp file, fsync, rename, fsync dir).
-pub(crate) fn save(path: &Path, st: &PrState) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(encode(st).as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
+/// Forget the saved state (APTPL no longer active).
+pub(crate) fn remove(store: &dyn StateStore, name: &str) -> io::Result<()> {
+    store.remove(name)
 }
 
-/// Remove the state file (APTPL no longer active).
-pub(crate) fn remove(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => sync_dir(path.parent().unwrap_or(Path::new("."))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// The saved state, `None` when there is no file.
-pub(crate) fn load(path: &Path) -> Result<Option<PrState>, PrStateError> {
+/// The saved state, `None` when there is none.
+pub(crate) fn load(store: &dyn StateStore, name: &str) -> Result<Option<PrState>, PrStateError> {
     let err = |reason: String| PrStateError {
-        path: path.to_path_buf(),
+        location: store.describe(name),
         reason,
     };
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(e.to_string())),
+    let Some(bytes) = store.load(name).map_err(|e| err(e.to_string()))? else {
+        return Ok(None);
     };
     let text =
-        String::from_utf8(bytes).map_err(|_| err("not UTF-8: the file is corrupt".into()))?;
+        String::from_utf8(bytes).map_err(|_| err("not UTF-8: the state is corrupt".into()))?;
     decode(&text).map(Some).map_err(err)
 }
 
@@ -272,26 +247,24 @@ mod tests {
 
     #[test]
     fn save_load_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = state_path(&dir.path().join("sub"), 0x5001_4050_0000_0001);
-        assert!(load(&path).unwrap().is_none());
-        save(&path, &sample()).unwrap();
-        assert_eq!(load(&path).unwrap(), Some(sample()));
-        // A leftover temp file (crash before rename) does not matter.
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        fs::write(&tmp, "garbage").unwrap();
-        assert_eq!(load(&path).unwrap(), Some(sample()));
+        let store = crate::state_store::MemoryStore::new();
+        let name = state_name(0x5001_4050_0000_0001);
+        assert_eq!(name, "pr-5001405000000001.state");
+        assert!(load(&store, &name).unwrap().is_none());
+        save(&store, &name, &sample()).unwrap();
+        assert_eq!(load(&store, &name).unwrap(), Some(sample()));
         let mut st = sample();
         st.generation = 8;
-        save(&path, &st).unwrap();
-        assert_eq!(load(&path).unwrap().unwrap().generation, 8);
-        remove(&path).unwrap();
-        assert!(load(&path).unwrap().is_none());
-        remove(&path).unwrap();
-        // Garbage is refused with the file's name in the message.
-        fs::write(&path, "hello\n").unwrap();
-        let e = load(&path).unwrap_err();
-        assert!(e.to_string().contains("pr-5001405000000001.state"), "{e}");
+        save(&store, &name, &st).unwrap();
+        assert_eq!(load(&store, &name).unwrap().unwrap().generation, 8);
+        remove(&store, &name).unwrap();
+        assert!(load(&store, &name).unwrap().is_none());
+        // Garbage is refused with the state's location in the message.
+        store.put_raw(&name, b"hello\n".to_vec());
+        let e = load(&store, &name).unwrap_err();
+        assert!(
+            e.to_string().contains("memory:pr-5001405000000001.state"),
+            "{e}"
+        );
     }
 }

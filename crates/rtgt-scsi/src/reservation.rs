@@ -26,9 +26,9 @@
 //! The data path pays one atomic load per command while the LU has no
 //! reservation of either kind.
 
-use std::path::PathBuf;
+use crate::state_store::StateStore;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::fabric::Nexus;
 use crate::lu::{LogicalUnit, LuConfig};
@@ -139,25 +139,26 @@ pub(crate) struct Reservations {
     /// Live nexuses that see the LU, with their identities (to find the
     /// nexuses a unit attention or abort is for).
     nexuses: Mutex<Vec<(u64, Who)>>,
-    /// APTPL state file; `None` when APTPL is not supported.
-    path: Option<PathBuf>,
+    /// Where APTPL state is saved, and its name; `None` when APTPL is not
+    /// supported.
+    store: Option<(Arc<dyn StateStore>, String)>,
 }
 
 impl Reservations {
     /// The state for an LU: restored from its state file when the LU has a
     /// state directory and the file exists.
     pub fn open(config: &LuConfig) -> Result<Reservations, PrStateError> {
-        let path = config
-            .state_dir
+        let store = config
+            .state
             .as_ref()
-            .map(|d| pr_store::state_path(d, config.naa));
-        let pr = match &path {
-            Some(p) => pr_store::load(p)?.unwrap_or_default(),
+            .map(|s| (s.clone(), pr_store::state_name(config.naa)));
+        let pr = match &store {
+            Some((s, name)) => pr_store::load(s.as_ref(), name)?.unwrap_or_default(),
             None => PrState::default(),
         };
-        if let (Some(p), true) = (&path, !pr.regs.is_empty()) {
+        if let (Some((s, name)), true) = (&store, !pr.regs.is_empty()) {
             tracing::info!(
-                file = %p.display(),
+                state = %s.describe(name),
                 registrations = pr.regs.len(),
                 reserved = pr.res.is_some(),
                 "persistent reservations restored"
@@ -167,7 +168,7 @@ impl Reservations {
             active: AtomicBool::new(false),
             inner: Mutex::new(Inner { spc2: None, pr }),
             nexuses: Mutex::new(Vec::new()),
-            path,
+            store,
         };
         r.update_active(&r.lock());
         Ok(r)
@@ -188,7 +189,7 @@ impl Reservations {
 
     /// APTPL can be honoured (the LU has a state directory).
     pub fn aptpl_capable(&self) -> bool {
-        self.path.is_some()
+        self.store.is_some()
     }
 
     /// A nexus starts seeing the LU.
@@ -268,16 +269,16 @@ impl Reservations {
         let mut next = g.pr.clone();
         let effects = f(&mut next)?;
         if next != g.pr {
-            if let Some(path) = &self.path {
+            if let Some((store, name)) = &self.store {
                 let r = if next.aptpl {
-                    pr_store::save(path, &next)
+                    pr_store::save(store.as_ref(), name, &next)
                 } else if g.pr.aptpl {
-                    pr_store::remove(path)
+                    pr_store::remove(store.as_ref(), name)
                 } else {
                     Ok(())
                 };
                 if let Err(e) = r {
-                    tracing::error!(file = %path.display(), error = %e,
+                    tracing::error!(state = %store.describe(name), error = %e,
                         "cannot save persistent reservation state");
                     return Err(sense::INTERNAL_TARGET_FAILURE);
                 }

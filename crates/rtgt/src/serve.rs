@@ -114,13 +114,20 @@ pub async fn serve(
 ) -> Result<()> {
     // Persistent state (APTPL) needs a directory; without one the target
     // still runs, and refuses APTPL requests rather than lose them.
-    let state_dir = state_dir.and_then(|d| match std::fs::create_dir_all(&d) {
-        Ok(()) => Some(d),
-        Err(e) => {
-            tracing::warn!("state directory {}: {e}; persistent reservations will not survive a restart (APTPL refused)", d.display());
-            None
-        }
-    });
+    let state: Option<Arc<dyn rtgt_scsi::StateStore>> = match state_dir {
+        None => None,
+        Some(d) => match crate::state::DirStore::open(&d) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::warn!(
+                    "state directory {}: {e}; persistent reservations will not survive a restart (APTPL refused)",
+                    d.display()
+                );
+                None
+            }
+        },
+    };
+
     // Backstores and their logical units.
     let mut lus = HashMap::new();
     let mut stores = Vec::new();
@@ -128,7 +135,7 @@ pub async fn serve(
         let store = open_backstore(b)?;
         let mut lu = LuConfig::new(b.name.get_ref(), store.clone());
         lu.read_only = b.read_only;
-        lu.state_dir = state_dir.clone();
+        lu.state = state.clone();
         if let Some(thin) = b.thin {
             lu.thin = thin;
         }
