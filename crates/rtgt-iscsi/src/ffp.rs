@@ -223,6 +223,13 @@ impl Ffp {
         let _ = self.tx.send(Outgoing::Pdu { bhs, data });
     }
 
+    /// Wait until everything queued so far is on the wire.
+    async fn flush(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        let _ = self.tx.send(Outgoing::Flush(done_tx));
+        let _ = done_rx.await;
+    }
+
     fn send_reject(&self, rejected: &Bhs, reason: u8) {
         let mut b = Bhs::new(op::REJECT);
         b.set_flags(0x80);
@@ -591,9 +598,7 @@ impl Ffp {
         if function == 7 && response == 0 {
             // TARGET COLD RESET: after the response the target drops its
             // connections (RFC 7143 11.5.1).
-            let (done_tx, done_rx) = oneshot::channel();
-            let _ = self.tx.send(Outgoing::Flush(done_tx));
-            let _ = done_rx.await;
+            self.flush().await;
             return Err("target cold reset".into());
         }
         Ok(())
@@ -669,9 +674,7 @@ impl Ffp {
         };
         b.set_itt(bhs.itt());
         self.send(b, Bytes::new());
-        let (done_tx, done_rx) = oneshot::channel();
-        let _ = self.tx.send(Outgoing::Flush(done_tx));
-        let _ = done_rx.await;
+        self.flush().await;
         Ok(())
     }
 }

@@ -103,19 +103,7 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
     /// Read and throw away the data segment (data for a task that no
     /// longer exists, or beyond what a command needs).
     pub async fn skip_data(&mut self, inc: &Incoming) -> Result<(), ReadError> {
-        let mut left = inc.bhs.data_len();
-        let mut scratch = [0u8; 4096];
-        let check = self.digests.data.load(Ordering::Relaxed);
-        let mut crc = 0u32;
-        while left > 0 {
-            let n = left.min(scratch.len());
-            self.inner.read_exact(&mut scratch[..n]).await?;
-            if check {
-                crc = crc32c::crc32c_append(crc, &scratch[..n]);
-            }
-            left -= n;
-        }
-        self.finish_data_crc(inc, crc).await
+        self.read_data_prefix(inc, &mut []).await
     }
 
     /// Read the data segment, keeping its first `dst.len()` bytes in `dst`

@@ -17,6 +17,14 @@ use tokio::sync::watch;
 
 use crate::config::{self, BackstoreKind, Config};
 
+/// The configured path (validation made sure file kinds have one).
+fn path_of(b: &config::Backstore) -> PathBuf {
+    b.path
+        .as_ref()
+        .map(|p| p.get_ref().clone())
+        .unwrap_or_default()
+}
+
 /// Open one backstore as its config describes.
 pub fn open_backstore(b: &config::Backstore) -> Result<Arc<dyn Backstore>> {
     let name = b.name.get_ref();
@@ -24,14 +32,13 @@ pub fn open_backstore(b: &config::Backstore) -> Result<Arc<dyn Backstore>> {
     Ok(match b.kind {
         BackstoreKind::Ramdisk => {
             let size = b.size.as_ref().map(|s| s.get_ref().0).unwrap_or(0);
-            Arc::new(RamDisk::new(size, block_size))
+            Arc::new(
+                RamDisk::try_new(size, block_size)
+                    .with_context(|| format!("backstore {name:?}"))?,
+            )
         }
         BackstoreKind::Fileio => {
-            let path = b
-                .path
-                .as_ref()
-                .map(|p| p.get_ref().clone())
-                .unwrap_or_default();
+            let path = path_of(b);
             Arc::new(
                 FileIo::open(FileIoOptions {
                     path: path.clone(),
@@ -43,11 +50,7 @@ pub fn open_backstore(b: &config::Backstore) -> Result<Arc<dyn Backstore>> {
             )
         }
         BackstoreKind::Blockio => {
-            let path = b
-                .path
-                .as_ref()
-                .map(|p| p.get_ref().clone())
-                .unwrap_or_default();
+            let path = path_of(b);
             Arc::new(
                 BlockIo::open(&path).with_context(|| {
                     format!("backstore {name:?}: cannot open {}", path.display())
