@@ -149,7 +149,6 @@ async fn full_feature(
                 let idle = liveness.idle();
                 if idle < settings.nop_interval {
                     pinged_at = None;
-                    liveness.ping_outstanding.store(false, Ordering::Relaxed);
                     continue;
                 }
                 match pinged_at {
@@ -158,7 +157,6 @@ async fn full_feature(
                         b.set_flags(0x80);
                         b.set_itt(RESERVED_TAG);
                         b.set_u32_at(20, PING_TTT);
-                        liveness.ping_outstanding.store(true, Ordering::Relaxed);
                         let _ = tx.send(Outgoing::Pdu {
                             bhs: b,
                             data: Bytes::new(),

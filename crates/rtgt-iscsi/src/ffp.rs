@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,6 @@ pub struct Liveness {
     start: Instant,
     /// Milliseconds since `start` at the last received PDU.
     last_rx: AtomicU64,
-    /// A NOP-In ping is outstanding.
-    pub ping_outstanding: AtomicBool,
 }
 
 impl Default for Liveness {
@@ -61,7 +59,6 @@ impl Default for Liveness {
         Liveness {
             start: Instant::now(),
             last_rx: AtomicU64::new(0),
-            ping_outstanding: AtomicBool::new(false),
         }
     }
 }
@@ -249,31 +246,28 @@ impl Ffp {
         Ok(())
     }
 
-    /// CmdSN acceptance (RFC 7143 3.2.2.1). Returns false when the PDU
-    /// must be silently ignored.
-    fn accept_cmdsn(&self, bhs: &Bhs) -> bool {
-        let exp = self.window.exp_cmdsn.load(Ordering::Acquire);
-        let cmdsn = bhs.cmdsn();
+    /// CmdSN acceptance (RFC 7143 3.2.2.1): a non-immediate PDU must carry
+    /// ExpCmdSN, which it then moves on; `counts` when the PDU stays
+    /// outstanding (a SCSI command) until it completes. Returns false when
+    /// the PDU must be silently ignored.
+    fn admit(&self, bhs: &Bhs, counts: bool) -> bool {
         if bhs.immediate() {
             return true;
         }
-        if cmdsn != exp {
-            tracing::debug!(cmdsn, exp, "CmdSN outside the window; ignoring PDU");
+        let exp = self.window.exp_cmdsn.load(Ordering::Acquire);
+        if bhs.cmdsn() != exp {
+            tracing::debug!(
+                cmdsn = bhs.cmdsn(),
+                exp,
+                "CmdSN outside the window; ignoring PDU"
+            );
             return false;
-        }
-        true
-    }
-
-    /// Advance ExpCmdSN past a non-immediate PDU; `counts` when it stays
-    /// outstanding (a SCSI command) until it completes.
-    fn advance_cmdsn(&self, bhs: &Bhs, counts: bool) {
-        if bhs.immediate() {
-            return;
         }
         if counts {
             self.window.outstanding.fetch_add(1, Ordering::AcqRel);
         }
         self.window.exp_cmdsn.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     async fn on_command<R: AsyncRead + Unpin>(
@@ -282,7 +276,7 @@ impl Ffp {
         inc: Incoming,
     ) -> Result<(), String> {
         let bhs = inc.bhs;
-        if !self.accept_cmdsn(&bhs) {
+        if !self.admit(&bhs, true) {
             return read_skip(reader, &inc).await;
         }
         let flags = bhs.flags();
@@ -318,7 +312,6 @@ impl Ffp {
             expected_len: edtl,
             dir,
         };
-        self.advance_cmdsn(&bhs, true);
         let mut meta = CmdMeta {
             itt,
             lun: bhs.lun(),
@@ -501,18 +494,13 @@ impl Ffp {
         let bhs = inc.bhs;
         let data = read_vec(reader, &inc).await?;
         if bhs.itt() == RESERVED_TAG {
-            // The answer to our ping (or a NOP-Out that wants no answer).
-            if bhs.ttt() == PING_TTT {
-                self.liveness
-                    .ping_outstanding
-                    .store(false, Ordering::Relaxed);
-            }
+            // The answer to our ping (or a NOP-Out that wants no answer);
+            // receiving it already counted as activity.
             return Ok(());
         }
-        if !self.accept_cmdsn(&bhs) {
+        if !self.admit(&bhs, false) {
             return Ok(());
         }
-        self.advance_cmdsn(&bhs, false);
         let mut b = Bhs::new(op::NOP_IN);
         b.set_flags(0x80);
         b.set_lun(bhs.lun());
@@ -529,10 +517,9 @@ impl Ffp {
     ) -> Result<(), String> {
         let bhs = inc.bhs;
         read_skip(reader, &inc).await?;
-        if !self.accept_cmdsn(&bhs) {
+        if !self.admit(&bhs, false) {
             return Ok(());
         }
-        self.advance_cmdsn(&bhs, false);
         let lun = decode_lun(bhs.lun());
         let ref_tag = bhs.u32_at(20);
         let ref_cmdsn = bhs.u32_at(32);
@@ -611,10 +598,9 @@ impl Ffp {
     ) -> Result<(), String> {
         let bhs = inc.bhs;
         let data = read_vec(reader, &inc).await?;
-        if !self.accept_cmdsn(&bhs) {
+        if !self.admit(&bhs, false) {
             return Ok(());
         }
-        self.advance_cmdsn(&bhs, false);
         let req = TextRequest::from_bhs(&bhs, data);
         let max_send = self.limits.max_send_dsl.load(Ordering::Relaxed);
         let t = &mut self.text;
@@ -656,7 +642,8 @@ impl Ffp {
     ) -> Result<(), String> {
         let bhs = inc.bhs;
         read_skip(reader, &inc).await?;
-        self.advance_cmdsn(&bhs, false);
+        // Logout is answered even out of order: the initiator is leaving.
+        self.admit(&bhs, false);
         let reason = bhs.flags() & 0x7f;
         // Let running commands answer first, so that nothing follows the
         // Logout Response on the wire.
