@@ -17,8 +17,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{
-    block_size_problem, check_block_size, check_range, path_error, write_zeroes_by_writing,
-    Backstore, BackstoreError, Result,
+    block_size_problem, check_block_size, check_range, path_error, unsupported,
+    write_zeroes_by_writing, Backstore, BackstoreError, Result,
 };
 
 /// Bounce buffers are aligned to this, the largest logical block we accept.
@@ -283,10 +283,6 @@ fn ioctl_result(rc: libc::c_int) -> io::Result<()> {
     } else {
         Ok(())
     }
-}
-
-fn unsupported(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(libc::EOPNOTSUPP)
 }
 
 impl Backstore for BlockIo {

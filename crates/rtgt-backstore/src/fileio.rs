@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{
-    block_size_problem, check_block_size, check_range, path_error, write_zeroes_by_writing,
-    Allocation, Backstore, Result,
+    block_size_problem, check_block_size, check_range, path_error, unsupported,
+    write_zeroes_by_writing, Allocation, Backstore, Result,
 };
 
 /// How to open a [`FileIo`].
@@ -248,10 +248,6 @@ fn nowait_io(
         };
     }
     Some(Ok(()))
-}
-
-fn unsupported(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(libc::EOPNOTSUPP)
 }
 
 impl Backstore for FileIo {

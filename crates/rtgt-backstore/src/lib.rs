@@ -130,6 +130,12 @@ pub trait Backstore: Send + Sync + 'static {
     }
 }
 
+/// Whether an I/O error says the medium cannot do the operation at all
+/// (rather than that it failed).
+pub(crate) fn unsupported(err: &std::io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EOPNOTSUPP)
+}
+
 /// Check that `offset..offset+len` fits in `capacity`.
 pub fn check_range(offset: u64, len: u64, capacity: u64) -> Result<()> {
     match offset.checked_add(len) {

@@ -100,7 +100,7 @@ impl PreparedInner {
                 let h = self.task.expect("mapped LUNs have tasks");
                 let work = crate::read_write::execute(lu, io, data_out);
                 if lu.config.backstore.may_block() {
-                    match lu.tasks.run_abortable(h, work).await {
+                    match lu.tasks.run_abortable(h, self.epoch, work).await {
                         Some(r) => r,
                         None => {
                             self.finished = true;
@@ -166,7 +166,7 @@ pub(crate) fn prepare(nexus: &Arc<Nexus>, cmd: Command) -> Result<Prepared, Resp
     let fail = |s: Sense| check_condition(s, descriptor);
 
     match mapped {
-        None if !matches!(opcode, 0x12 | 0xa0 | 0x03) => return Err(fail(sense::LU_NOT_SUPPORTED)),
+        None if reports_ua(opcode) => return Err(fail(sense::LU_NOT_SUPPORTED)),
         Some(m) if reports_ua(opcode) => {
             if let Some(ua) = m.lu.ua.take(nexus.id()) {
                 return Err(fail(ua));
@@ -195,9 +195,6 @@ pub(crate) fn prepare(nexus: &Arc<Nexus>, cmd: Command) -> Result<Prepared, Resp
     let op = opcodes::lookup(&cmd.cdb).map_err(fail)?;
     if mapped.is_some_and(|m| m.lu.reservations.conflicts(nexus, &cmd.cdb)) {
         return Err(Response::status(status::RESERVATION_CONFLICT));
-    }
-    if mapped.is_none() && op.flags & flags::ANY_LUN == 0 {
-        return Err(fail(sense::LU_NOT_SUPPORTED));
     }
     if op.flags & flags::MEDIUM_WRITE != 0 {
         if let Some(s) = mapped.and_then(|m| m.lu.write_protect(m.read_only)) {
@@ -352,7 +349,6 @@ pub(crate) fn nexus_dropped(nexus: &Nexus) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use crate::fabric::{ExecOutcome, TaskAttr, TmfFunction, TmfResult};
@@ -612,7 +608,6 @@ mod tests {
             0,
             "refused commands do not enter the task set"
         );
-        let _keep = Arc::clone(&t.lu);
     }
 }
 

@@ -115,10 +115,13 @@ impl RangeLock {
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
         let mut e = self.lock.lock_entries();
+        // Someone can only be waiting on a conflict, and a conflict needs an
+        // exclusive holder on one side: shared-only lists wake nobody.
+        let mut waiters = false;
         if let Some(pos) = e.iter().position(|x| x.id == self.id) {
-            e.remove(pos);
+            let gone = e.remove(pos);
+            waiters = gone.exclusive || e.iter().any(|x| x.exclusive);
         }
-        let waiters = !e.is_empty();
         drop(e);
         if waiters {
             self.lock.released.notify_waiters();

@@ -43,11 +43,7 @@ fn plan(d: &Decode<'_>, ll: LbaLen, kind: Kind) -> Result<Plan, Sense> {
     match kind {
         Kind::Prefetch | Kind::Sync => {
             // Length 0 means "to the end of the medium".
-            if ll.len == 0 {
-                check_range(lu, ll.lba, 0)?;
-            } else {
-                check_range(lu, ll.lba, ll.len as u64)?;
-            }
+            check_range(lu, ll.lba, ll.len as u64)?;
             return Ok(if kind == Kind::Sync {
                 Plan::action(Action::Sync)
             } else {

@@ -250,12 +250,18 @@ impl TaskSet {
     /// Run `work` unless the task is aborted first; `None` when aborted.
     /// The work is dropped on abort (a blocking backstore call already
     /// handed to a worker thread finishes there, unobserved).
-    pub async fn run_abortable<F: Future>(&self, h: TaskHandle, work: F) -> Option<F::Output> {
+    pub async fn run_abortable<F: Future>(
+        &self,
+        h: TaskHandle,
+        epoch: u64,
+        work: F,
+    ) -> Option<F::Output> {
         let mut work = pin!(work);
         loop {
             let mut notified = pin!(self.abort.notified());
             notified.as_mut().enable();
-            if !self.is_present(h) {
+            // The epoch moves on every abort, so the common case needs no lock.
+            if self.aborted_since(h, epoch) {
                 return None;
             }
             tokio::select! {
@@ -328,6 +334,7 @@ mod tests {
     #[tokio::test]
     async fn abort_wakes_waiters_and_runners() {
         let ts = Arc::new(TaskSet::default());
+        let ep = ts.epoch();
         let (_a, _) = ts.register(7, 1, TaskAttr::Simple);
         let (o, _) = ts.register(7, 2, TaskAttr::Ordered);
         let ts2 = ts.clone();
@@ -335,7 +342,9 @@ mod tests {
         let (r, _) = ts.register(8, 1, TaskAttr::HeadOfQueue);
         let ts3 = ts.clone();
         let runner =
-            tokio::spawn(async move { ts3.run_abortable(r, std::future::pending::<()>()).await });
+            tokio::spawn(
+                async move { ts3.run_abortable(r, ep, std::future::pending::<()>()).await },
+            );
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(ts.abort(Scope::Nexus(7)), vec![7, 7]);
         assert!(!tokio::time::timeout(Duration::from_secs(2), waiter)
