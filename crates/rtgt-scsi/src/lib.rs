@@ -25,6 +25,7 @@
 //! Task attribute ACA is treated as SIMPLE (NACA is not supported, so no
 //! ACA condition ever exists). Aborted tasks get no response (TAS=0).
 
+pub mod access;
 mod atomic;
 mod capacity;
 mod cdb;
