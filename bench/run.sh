@@ -92,7 +92,7 @@ iqn = "$RTGT_IQN"
 [[target.tpg]]
 tag = 1
 portals = ["127.0.0.1:0"]
-open_access = true
+mode = "demo"
 
 [[target.tpg.lun]]
 lun = 0

@@ -323,7 +323,7 @@ def write_config(path, stores, names):
     for n in names:
         lines += ["[[target]]", 'iqn = "%s%s"' % (IQN_PREFIX, n), "",
                   # no portals: served on every --listen portal
-                  "[[target.tpg]]", "tag = 1", "open_access = true", "",
+                  "[[target.tpg]]", "tag = 1", 'mode = "demo"', "",
                   "[[target.tpg.lun]]", "lun = 0", 'backstore = "%s"' % n, ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))

@@ -21,6 +21,8 @@ use crate::wire::{Digests, Outgoing, PduReader, PduWriter, SendLimits, Window};
 
 /// What a successful login hands to the full feature phase.
 pub(crate) struct LoggedIn {
+    /// What the access model admitted (normal sessions).
+    pub admission: Option<rtgt_scsi::access::Admission>,
     pub discovery: bool,
     pub initiator: String,
     pub isid: [u8; 6],
@@ -99,15 +101,22 @@ async fn full_feature(
     } else {
         let target = targets.find(&l.target);
         let group = target.and_then(|t| t.groups.iter().find(|g| g.tag == l.tpg_tag));
-        let Some(group) = group else {
+        let (Some(group), Some(admission)) = (group, l.admission.as_ref()) else {
             return;
         };
         let initiator_port = format!("{},i,0x{}", l.initiator, hex(&l.isid));
-        Some(rtgt_scsi::Nexus::new(
+        match group.group.open_nexus(
+            &crate::target::initiator_key(&l.initiator),
             initiator_port,
-            group.port.clone(),
-            group.luns.clone(),
-        ))
+            admission,
+        ) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                // The configuration changed between login and now.
+                tracing::warn!(initiator = %l.initiator, "session refused: {e}");
+                return;
+            }
+        }
     };
     let text = TextService {
         session_type: if l.discovery {
@@ -177,10 +186,19 @@ async fn full_feature(
             None => std::future::pending::<()>().await,
         }
     };
+    // The access model ends the session when its ACL is removed or its
+    // authentication changes.
+    let revoked = async {
+        match &nexus {
+            Some(n) => n.revoked().await,
+            None => std::future::pending::<()>().await,
+        }
+    };
     let end = tokio::select! {
         e = ffp.run(&mut reader) => e,
         _ = watchdog => End::Error("initiator did not answer NOP-In ping".into()),
         _ = stopped => End::Error("session ended by the target (reinstatement or shutdown)".into()),
+        _ = revoked => End::Error("session ended: its access was revoked by a configuration change".into()),
     };
     match &end {
         End::Logout | End::Closed => {

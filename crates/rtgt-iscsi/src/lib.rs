@@ -1,3 +1,4 @@
+pub mod chap;
 mod conn;
 pub mod discovery;
 pub mod ffp;

@@ -8,25 +8,43 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::chap::Chap;
 use crate::conn::{session_key, LoggedIn};
 use crate::discovery::TargetPortals;
 use crate::ffp::FfpParams;
 use crate::login::{
-    Login, LoginConfig, LoginRequest, LoginResponse, Lookup, Step, TargetDirectory, TargetInfo,
+    AuthPolicy, Login, LoginConfig, LoginRequest, LoginResponse, Lookup, Step, TargetDirectory,
+    TargetInfo,
 };
 use crate::negotiation::{Digest, NegotiationConfig, SessionType};
 use crate::pdu::{op, reject, Bhs};
 use crate::server::Server;
-use crate::target::Targets;
+use crate::target::{initiator_key, Targets};
 use crate::text;
 use crate::wire::{encode_simple, PduReader};
+use rtgt_scsi::access::{Admission, ChapAuth};
 
 /// Answers the login state machine's questions from the target set, for a
-/// connection that arrived on `local`.
+/// connection that arrived on `local`; keeps what the core's access model
+/// admitted, for the nexus made when the login completes.
 struct Directory<'a> {
     server: &'a Server,
     targets: &'a Targets,
     local: SocketAddr,
+    admitted: std::sync::Mutex<Option<Admission>>,
+}
+
+impl Directory<'_> {
+    fn chap(&self, auth: Option<ChapAuth>, initiator_name: &str) -> AuthPolicy {
+        match auth {
+            None => AuthPolicy::None,
+            Some(a) => AuthPolicy::Required(Box::new(Chap::new(
+                a,
+                &self.targets.chap_algorithms,
+                initiator_name.to_string(),
+            ))),
+        }
+    }
 }
 
 impl TargetDirectory for Directory<'_> {
@@ -38,16 +56,24 @@ impl TargetDirectory for Directory<'_> {
         let Some(g) = t.group_for(self.local) else {
             return Lookup::NotFound;
         };
-        let allowed = g.open_access
-            || g.allowed_initiators
-                .iter()
-                .any(|i| i.eq_ignore_ascii_case(initiator_name));
-        if !allowed {
+        let Some(admission) = g.group.admit(&initiator_key(initiator_name)) else {
+            tracing::warn!(initiator = %initiator_name, target = %t.name, "login refused: no ACL for this initiator");
             return Lookup::NotAllowed;
+        };
+        let auth = self.chap(admission.auth().cloned(), initiator_name);
+        if let Ok(mut a) = self.admitted.lock() {
+            *a = Some(admission);
         }
         Lookup::Found(TargetInfo {
             alias: t.alias.clone(),
-            ..Default::default()
+            auth,
+        })
+    }
+
+    fn lookup_discovery(&self, initiator_name: &str) -> Lookup {
+        Lookup::Found(TargetInfo {
+            alias: None,
+            auth: self.chap(self.targets.discovery_auth.clone(), initiator_name),
         })
     }
 
@@ -60,8 +86,10 @@ impl TargetDirectory for Directory<'_> {
     }
 }
 
-/// Targets and portals an initiator may learn of through SendTargets.
+/// Targets and portals an initiator may learn of through SendTargets: only
+/// the groups it may log in to.
 pub(crate) fn visible_targets(targets: &Targets, initiator: &str) -> Vec<TargetPortals> {
+    let key = initiator_key(initiator);
     targets
         .targets
         .iter()
@@ -69,12 +97,7 @@ pub(crate) fn visible_targets(targets: &Targets, initiator: &str) -> Vec<TargetP
             let portals: Vec<(SocketAddr, u16)> = t
                 .groups
                 .iter()
-                .filter(|g| {
-                    g.open_access
-                        || g.allowed_initiators
-                            .iter()
-                            .any(|i| i.eq_ignore_ascii_case(initiator))
-                })
+                .filter(|g| g.group.admit(&key).is_some())
                 .flat_map(|g| g.portals.iter().map(move |p| (*p, g.tag)))
                 .collect();
             (!portals.is_empty()).then(|| TargetPortals {
@@ -140,6 +163,12 @@ where
     let mut machine: Option<Login> = None;
     // The initial StatSN is ours to choose.
     let mut stat_sn: u32 = 1;
+    let dir = Directory {
+        server,
+        targets: &targets,
+        local,
+        admitted: std::sync::Mutex::new(None),
+    };
     loop {
         let inc = reader.read_header().await.map_err(|e| e.to_string())?;
         if inc.bhs.opcode() != op::LOGIN_REQ {
@@ -174,11 +203,6 @@ where
                 negotiation,
             })
         });
-        let dir = Directory {
-            server,
-            targets: &targets,
-            local,
-        };
         let exp_cmdsn = req.cmdsn;
         match login.step(&req, &dir) {
             Step::Continue(resp) => {
@@ -215,7 +239,9 @@ where
                 let tpg_tag = group_tag_for(&targets, &target, local);
                 let s = &outcome.session;
                 let c = &outcome.connection;
+                let admission = dir.admitted.lock().ok().and_then(|mut a| a.take());
                 return Ok(LoggedIn {
+                    admission,
                     discovery,
                     initiator: outcome.initiator_name.clone(),
                     isid: outcome.isid,

@@ -1,24 +1,24 @@
 //! The iSCSI fabric's view of the configuration: targets, their portal
-//! groups, portals and LUN maps. Built by the daemon from its config model
-//! and swapped whole on live changes.
+//! groups and portals, discovery authentication. Built by the daemon from
+//! its model and swapped whole on live changes; who may use a group, and
+//! which LUNs each initiator sees, is the core's access model
+//! ([`rtgt_scsi::access::PortGroup`]), shared with every other fabric.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rtgt_scsi::{LunMap, TargetPort};
+use rtgt_scsi::access::{ChapAuth, PortGroup};
+use rtgt_scsi::TargetPort;
 
-/// A target portal group: a set of portals and what initiators see there.
+use crate::chap::{ChapAlgorithm, DEFAULT_ALGORITHMS};
+
+/// A target portal group: a set of portals and the core's port group
+/// behind them.
 #[derive(Clone)]
 pub struct PortalGroup {
     pub tag: u16,
     pub portals: Vec<SocketAddr>,
-    pub luns: Arc<LunMap>,
-    /// Any initiator may log in (no ACLs).
-    pub open_access: bool,
-    /// Initiator names allowed when `open_access` is false.
-    pub allowed_initiators: Vec<String>,
-    /// The SCSI target port this group forms.
-    pub port: Arc<TargetPort>,
+    pub group: Arc<PortGroup>,
 }
 
 /// One iSCSI target (an IQN).
@@ -42,10 +42,25 @@ impl Target {
     }
 }
 
-/// Every target the fabric serves.
-#[derive(Clone, Default)]
+/// Every target the fabric serves, and the fabric-wide settings that may
+/// change with them.
+#[derive(Clone)]
 pub struct Targets {
     pub targets: Vec<Target>,
+    /// CHAP required of discovery sessions.
+    pub discovery_auth: Option<ChapAuth>,
+    /// CHAP algorithms accepted, in the target's order of preference.
+    pub chap_algorithms: Vec<ChapAlgorithm>,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets {
+            targets: Vec::new(),
+            discovery_auth: None,
+            chap_algorithms: DEFAULT_ALGORITHMS.to_vec(),
+        }
+    }
 }
 
 impl Targets {
@@ -57,12 +72,18 @@ impl Targets {
     }
 }
 
+/// The name the core's access model knows an iSCSI initiator by: iSCSI
+/// names compare case-insensitively, the core compares exactly.
+pub fn initiator_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
 /// Build the SCSI target port of a portal group.
-pub fn target_port(target_name: &str, tag: u16, relative_port_id: u16) -> Arc<TargetPort> {
-    Arc::new(TargetPort {
+pub fn target_port(target_name: &str, tag: u16, relative_port_id: u16) -> TargetPort {
+    TargetPort {
         name: format!("{},t,0x{:04x}", target_name, tag),
         target_name: target_name.to_string(),
         relative_port_id,
         port_group: tag,
-    })
+    }
 }

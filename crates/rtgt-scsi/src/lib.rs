@@ -1,67 +1,61 @@
 //! rtgt's SCSI core: logical units, the SPC-4 / SBC-4 command set, sense
 //! data, unit attentions, task sets and the fabric API.
 //!
-//! A fabric (iSCSI today) talks to the core only through [`fabric`]:
-//! it creates a [`fabric::Nexus`] per I_T nexus, turns each received command
-//! into a [`fabric::Command`], calls [`fabric::Nexus::prepare`] (which answers
+//! A fabric (iSCSI today) talks to the core only through [`api`]:
+//! it creates a [`api::Nexus`] per I_T nexus, turns each received command
+//! into a [`api::Command`], calls [`api::Nexus::prepare`] (which answers
 //! at once when the command can be refused before any data moves, and
 //! otherwise tells how many Data-Out bytes the command needs), then awaits
-//! [`fabric::Prepared::execute`]. Task management goes through the same
+//! [`api::Prepared::execute`]. Task management goes through the same
 //! nexus. Nothing here knows about sockets, PDUs or iSCSI.
 //!
-//! Inside, one module per job:
-//! - `opcodes`: THE opcode table (decoder, CDB usage mask, flags per
-//!   opcode / service action); dispatches commands, drives the reserved-bit
-//!   check and answers REPORT SUPPORTED OPERATION CODES (`report_opcodes`).
-//! - `cdb`: CDB field decoding and the reserved-bit check.
-//! - `sense`: sense data, fixed and descriptor format.
-//! - command handlers: `inquiry` + `vpd`, `mode`, `capacity`,
-//!   `read_write`, `report_luns`, `request_sense`, `readiness` (removable
-//!   medium), `sanitize`, `defect` (READ DEFECT DATA).
-//! - `task_set`: task attributes and aborts per LU; `unit_attention`:
-//!   unit attentions per LU per nexus; `exec`: prepare / execute / task
-//!   management and the nexus lifecycle.
+//! Inside, one folder per layer (a module imports downwards where it can):
+//! - `api`: the fabric API ([`api`], also reachable as [`fabric`]):
+//!   commands and responses, the nexus and its LUN map, task management,
+//!   LUN encoding.
+//! - `core`: the handler contract (`core::handler`: decode and execute
+//!   contexts, plans, actions, flags), THE opcode table (`core::opcodes`:
+//!   decoder, CDB usage mask and flags per opcode / service action; the one
+//!   file that names every handler; it drives the reserved-bit check),
+//!   prepare / execute / task management and the nexus lifecycle
+//!   (`core::exec`), CDB field decoding (`core::cdb`) and sense data, fixed
+//!   and descriptor format ([`sense`]).
+//! - `lu`: the logical unit ([`lu`]), its task set (task attributes and
+//!   aborts), range locks, unit attentions per nexus, and the
+//!   [`state_store`] persistent state goes to.
+//! - `access`: targets, port groups, node ACLs, mapped LUNs, auth settings.
+//! - `spc`: INQUIRY + VPD, MODE, REPORT LUNS, REPORT SUPPORTED OPERATION
+//!   CODES, REQUEST SENSE, TEST UNIT READY / START STOP UNIT (removable
+//!   medium).
+//! - `sbc`: READ / WRITE / VERIFY, atomics, thin provisioning, capacity,
+//!   SANITIZE, READ DEFECT DATA.
+//! - `pr`: SPC-2 and persistent reservations, their store, TransportIDs.
+//! - `xcopy`: EXTENDED COPY and RECEIVE COPY RESULTS.
 //!
 //! Task attribute ACA is treated as SIMPLE (NACA is not supported, so no
 //! ACA condition ever exists). Aborted tasks get no response (TAS=0).
 
 pub mod access;
-mod atomic;
-mod capacity;
-mod cdb;
-mod defect;
-mod exec;
-mod extended_copy;
-pub mod fabric;
-mod inquiry;
+pub mod api;
+mod core;
 pub mod lu;
-mod mode;
-mod opcodes;
-mod persistent_reservation;
-mod pr_store;
-mod range_lock;
-mod read_write;
-mod readiness;
-mod report_luns;
-mod report_opcodes;
-mod request_sense;
-mod reservation;
-mod sanitize;
-pub mod sense;
-pub mod state_store;
-mod task_set;
+mod pr;
+mod sbc;
+mod spc;
 #[cfg(test)]
 mod testutil;
-mod thin;
-mod transport_id;
-mod unit_attention;
-mod vpd;
+mod xcopy;
 
-pub use fabric::{
+pub use crate::core::sense;
+/// The fabric API under its former name.
+pub use api as fabric;
+pub use lu::state_store;
+
+pub use api::{
     Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Prepared, Response, TargetPort,
     TaskAttr, TmfFunction, TmfResult,
 };
 pub use lu::{LogicalUnit, LuConfig, LuError};
-pub use pr_store::PrStateError;
+pub use pr::pr_store::PrStateError;
 pub use sense::Sense;
 pub use state_store::{MemoryStore, StateStore};

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use rtgt_backstore::{check_range, Allocation, Backstore, BackstoreError, Result as BsResult};
 
-use crate::fabric::{
+use crate::api::{
     Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Response, TargetPort, TaskAttr,
 };
+use crate::core::sense::Sense;
 use crate::lu::{LogicalUnit, LuConfig};
-use crate::sense::Sense;
 
 /// Sparse block store; blocks never written read as zeroes.
 pub struct MemStore {

@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use rtgt_scsi::access::{ChapAuth, Credential, Secret};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -21,9 +22,64 @@ pub const DEMO_IQN: &str = "iqn.2026-11.org.rtgt:demo";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
+    pub iscsi: Iscsi,
+    #[serde(default)]
     pub backstore: Vec<Backstore>,
     #[serde(default)]
     pub target: Vec<Target>,
+}
+
+/// Settings of the iSCSI fabric as a whole.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Iscsi {
+    /// CHAP algorithms the target accepts, in its order of preference
+    /// (default: SHA3-256, SHA256, SHA1, MD5). The initiator's order decides
+    /// among those.
+    pub chap_algorithms: Option<Spanned<Vec<String>>>,
+    /// CHAP required of discovery sessions (none: discovery is open).
+    pub discovery_auth: Option<Auth>,
+}
+
+/// CHAP credentials: the user name and secret the initiator must prove,
+/// and optionally (mutual CHAP) those the target proves back.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub userid: Spanned<String>,
+    pub password: Option<Spanned<String>>,
+    /// A file holding the secret (mode 0600 or stricter; one trailing
+    /// newline is ignored).
+    pub password_file: Option<Spanned<PathBuf>>,
+    pub mutual_userid: Option<Spanned<String>>,
+    pub mutual_password: Option<Spanned<String>>,
+    pub mutual_password_file: Option<Spanned<PathBuf>>,
+    /// The resolved settings (secrets read), filled in by validation.
+    #[serde(skip)]
+    pub resolved: Option<ChapAuth>,
+}
+
+impl fmt::Debug for Auth {
+    // Written out so that the inline passwords never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("userid", self.userid.get_ref())
+            .field(
+                "mutual_userid",
+                &self.mutual_userid.as_ref().map(|u| u.get_ref()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who may use a portal group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TpgMode {
+    /// Any initiator, seeing every LUN of the group.
+    Demo,
+    /// Only initiators with an `acl` entry, seeing their mapped LUNs.
+    Acl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -77,18 +133,24 @@ pub struct Tpg {
     pub tag: Spanned<u16>,
     #[serde(default)]
     pub portals: Vec<Spanned<String>>,
-    /// Any initiator may log in and sees every LUN of the group. When
-    /// false, only initiators with an `acl` entry may.
-    #[serde(default = "yes")]
-    pub open_access: bool,
+    /// `demo` (any initiator, every LUN of the group) or `acl` (only the
+    /// initiators of the `acl` entries, each with its mapped LUNs). Required:
+    /// opening a group to everyone is never a silent default.
+    pub mode: Option<Spanned<TpgMode>>,
+    /// Demo mode: every LUN is read-only for initiators without an ACL.
+    #[serde(default)]
+    pub demo_read_only: bool,
+    /// The relative target port identifier (1..65535) persistent
+    /// reservations are keyed on; by default derived from the target name
+    /// and tag, so it stays the same across restarts and config changes.
+    pub relative_port_id: Option<Spanned<u16>>,
+    /// CHAP for initiators of this group whose ACL sets none (and for
+    /// every initiator in demo mode).
+    pub auth: Option<Auth>,
     #[serde(default)]
     pub lun: Vec<Lun>,
     #[serde(default)]
     pub acl: Vec<Acl>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,12 +162,27 @@ pub struct Lun {
     pub read_only: bool,
 }
 
-/// Per-initiator access (the LUN masking of a later issue uses
-/// `mapped_lun`; today an ACL admits its initiator to the group's LUNs).
+/// A node ACL: one initiator, its CHAP settings and the LUNs it sees.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Acl {
     pub initiator: Spanned<String>,
+    pub auth: Option<Auth>,
+    #[serde(default)]
+    pub mapped_lun: Vec<MappedLun>,
+}
+
+/// A LUN of the group as one initiator sees it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappedLun {
+    /// The LUN number the initiator sees.
+    pub mapped_lun: Spanned<u64>,
+    /// The group's LUN it reaches.
+    pub tpg_lun: Spanned<u64>,
+    /// Write-protected for this initiator.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// A byte count written as `1073741824`, `"1G"`, `"512M"` ...
@@ -187,6 +264,13 @@ impl Lines<'_> {
             .count()
             + 1
     }
+    fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(self.line_of(span.start)),
+            message: message.into(),
+        }
+    }
     fn err<T>(
         &self,
         span: std::ops::Range<usize>,
@@ -217,6 +301,7 @@ iqn = "{DEMO_IQN}"
 [[target.tpg]]
 tag = 1
 portals = ["127.0.0.1:{ISCSI_PORT}"]
+mode = "demo"
 
 [[target.tpg.lun]]
 lun = 0
@@ -239,7 +324,7 @@ backstore = "ram0"
     /// Parse and validate config text; `file` names it in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let lines = Lines { file, text };
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| lines.line_of(s.start));
             ConfigError {
                 file: file.to_path_buf(),
@@ -251,7 +336,26 @@ backstore = "ram0"
         Ok(config)
     }
 
-    fn validate(&self, l: &Lines<'_>) -> Result<(), ConfigError> {
+    fn validate(&mut self, l: &Lines<'_>) -> Result<(), ConfigError> {
+        if let Some(algs) = &self.iscsi.chap_algorithms {
+            if algs.get_ref().is_empty() {
+                return l.err(
+                    algs.span(),
+                    "chap_algorithms must name at least one algorithm",
+                );
+            }
+            for a in algs.get_ref() {
+                if rtgt_iscsi::chap::ChapAlgorithm::from_name(a).is_none() {
+                    return l.err(
+                        algs.span(),
+                        format!("unknown CHAP algorithm {a:?} (SHA3-256, SHA256, SHA1 or MD5)"),
+                    );
+                }
+            }
+        }
+        if let Some(a) = &mut self.iscsi.discovery_auth {
+            a.resolve(l)?;
+        }
         let mut names = HashSet::new();
         for b in &self.backstore {
             let name = b.name.get_ref();
@@ -335,7 +439,8 @@ backstore = "ram0"
             }
         }
         let mut iqns = HashSet::new();
-        for t in &self.target {
+        let mut rtpis = HashSet::new();
+        for t in &mut self.target {
             let iqn = t.iqn.get_ref();
             if let Err(why) = check_iscsi_name(iqn) {
                 return l.err(t.iqn.span(), format!("target name {iqn:?}: {why}"));
@@ -344,7 +449,7 @@ backstore = "ram0"
                 return l.err(t.iqn.span(), format!("duplicate target {iqn:?}"));
             }
             let mut tags = HashSet::new();
-            for g in &t.tpg {
+            for g in &mut t.tpg {
                 let tag = *g.tag.get_ref();
                 if tag == 0 {
                     return l.err(g.tag.span(), "tpg tag must be 1..65535");
@@ -359,6 +464,32 @@ backstore = "ram0"
                     if let Err(why) = parse_portal(p.get_ref()) {
                         return l.err(p.span(), why);
                     }
+                }
+                let Some(mode) = &g.mode else {
+                    return l.err(
+                        g.tag.span(),
+                        format!("tpg {tag} of target {iqn:?} needs a mode: mode = \"acl\" (only initiators with an `acl` entry) or mode = \"demo\" (any initiator, every LUN)"),
+                    );
+                };
+                if g.demo_read_only && *mode.get_ref() != TpgMode::Demo {
+                    return l.err(
+                        mode.span(),
+                        "demo_read_only applies to mode = \"demo\" only",
+                    );
+                }
+                if let Some(r) = &g.relative_port_id {
+                    if *r.get_ref() == 0 {
+                        return l.err(r.span(), "relative_port_id must be 1..65535");
+                    }
+                    if !rtpis.insert(*r.get_ref()) {
+                        return l.err(
+                            r.span(),
+                            format!("relative_port_id {} is used by another tpg", r.get_ref()),
+                        );
+                    }
+                }
+                if let Some(a) = &mut g.auth {
+                    a.resolve(l)?;
                 }
                 let mut luns = HashSet::new();
                 for lun in &g.lun {
@@ -380,12 +511,43 @@ backstore = "ram0"
                         return l.err(lun.backstore.span(), format!("no backstore named {bs:?}"));
                     }
                 }
-                for acl in &g.acl {
-                    if let Err(why) = check_iscsi_name(acl.initiator.get_ref()) {
+                let mut initiators = HashSet::new();
+                for acl in &mut g.acl {
+                    let name = acl.initiator.get_ref();
+                    if let Err(why) = check_iscsi_name(name) {
                         return l.err(
                             acl.initiator.span(),
-                            format!("initiator name {:?}: {why}", acl.initiator.get_ref()),
+                            format!("initiator name {name:?}: {why}"),
                         );
+                    }
+                    if !initiators.insert(name.to_ascii_lowercase()) {
+                        return l.err(
+                            acl.initiator.span(),
+                            format!("initiator {name:?} has two ACLs in tpg {tag}"),
+                        );
+                    }
+                    let mut mapped = HashSet::new();
+                    for m in &acl.mapped_lun {
+                        let n = *m.mapped_lun.get_ref();
+                        if n >= 16384 {
+                            return l.err(
+                                m.mapped_lun.span(),
+                                format!("mapped_lun {n} is out of range (0..16383)"),
+                            );
+                        }
+                        if !mapped.insert(n) {
+                            return l.err(
+                                m.mapped_lun.span(),
+                                format!("mapped_lun {n} appears twice for initiator {name:?}"),
+                            );
+                        }
+                        let t = *m.tpg_lun.get_ref();
+                        if !luns.contains(&t) {
+                            return l.err(m.tpg_lun.span(), format!("tpg {tag} has no LUN {t}"));
+                        }
+                    }
+                    if let Some(a) = &mut acl.auth {
+                        a.resolve(l)?;
                     }
                 }
             }
@@ -404,6 +566,129 @@ backstore = "ram0"
             }
         }
     }
+}
+
+/// RFC 7143 12.1.3 wants CHAP secrets of at least 96 bits; open-iscsi and
+/// the Windows initiator refuse longer than 16 or 256 bytes respectively.
+const MIN_SECRET: usize = 12;
+const MAX_SECRET: usize = 255;
+
+impl Auth {
+    /// Read the secrets (inline or from their files) and check them.
+    fn resolve(&mut self, l: &Lines<'_>) -> Result<(), ConfigError> {
+        let user = self.userid.get_ref();
+        if user.is_empty() {
+            return l.err(self.userid.span(), "userid is empty");
+        }
+        let secret = read_secret(
+            l,
+            &self.userid,
+            &self.password,
+            &self.password_file,
+            "password",
+        )?;
+        let mutual = match (
+            &self.mutual_userid,
+            &self.mutual_password,
+            &self.mutual_password_file,
+        ) {
+            (None, None, None) => None,
+            (None, Some(p), _) => return l.err(p.span(), "mutual_password needs a mutual_userid"),
+            (None, None, Some(p)) => {
+                return l.err(p.span(), "mutual_password_file needs a mutual_userid")
+            }
+            (Some(u), p, f) => {
+                if u.get_ref().is_empty() {
+                    return l.err(u.span(), "mutual_userid is empty");
+                }
+                let s = read_secret(l, u, p, f, "mutual_password")?;
+                Some(Credential {
+                    user: u.get_ref().clone(),
+                    secret: s,
+                })
+            }
+        };
+        let auth = ChapAuth {
+            initiator: Credential {
+                user: user.clone(),
+                secret,
+            },
+            mutual,
+        };
+        if let Err(e) = auth.validate() {
+            let span = self
+                .mutual_userid
+                .as_ref()
+                .map(|u| u.span())
+                .unwrap_or(self.userid.span());
+            return l.err(span, e.to_string());
+        }
+        self.resolved = Some(auth);
+        Ok(())
+    }
+}
+
+/// One secret, given inline (`key`) or in a file (`key_file`); errors
+/// name the key, never the secret.
+fn read_secret(
+    l: &Lines<'_>,
+    user: &Spanned<String>,
+    inline: &Option<Spanned<String>>,
+    file: &Option<Spanned<PathBuf>>,
+    key: &str,
+) -> Result<Secret, ConfigError> {
+    let bytes = match (inline, file) {
+        (Some(_), Some(f)) => {
+            return l.err(
+                f.span(),
+                format!("give either {key} or {key}_file, not both"),
+            )
+        }
+        (None, None) => {
+            return l.err(
+                user.span(),
+                format!(
+                    "{key} (or {key}_file) is missing for user {:?}",
+                    user.get_ref()
+                ),
+            )
+        }
+        (Some(p), None) => (p.span(), p.get_ref().as_bytes().to_vec()),
+        (None, Some(f)) => {
+            use std::os::unix::fs::PermissionsExt;
+            let path = f.get_ref();
+            let meta = std::fs::metadata(path)
+                .map_err(|e| l.error(f.span(), format!("{key}_file {}: {e}", path.display())))?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return l.err(
+                    f.span(),
+                    format!(
+                        "{key}_file {} is readable by others (mode {mode:04o}): chmod 600 it",
+                        path.display()
+                    ),
+                );
+            }
+            let mut b = std::fs::read(path)
+                .map_err(|e| l.error(f.span(), format!("{key}_file {}: {e}", path.display())))?;
+            if b.last() == Some(&b'\n') {
+                b.pop();
+                if b.last() == Some(&b'\r') {
+                    b.pop();
+                }
+            }
+            (f.span(), b)
+        }
+    };
+    let (span, bytes) = bytes;
+    if bytes.len() < MIN_SECRET || bytes.len() > MAX_SECRET {
+        let n = bytes.len();
+        return l.err(
+            span,
+            format!("the {key} of user {:?} has {n} bytes; CHAP secrets need {MIN_SECRET} to {MAX_SECRET}", user.get_ref()),
+        );
+    }
+    Ok(Secret::new(bytes))
 }
 
 fn check_size(l: &Lines<'_>, size: &Spanned<Size>, block: u32) -> Result<(), ConfigError> {
@@ -493,9 +778,9 @@ mod tests {
 
     #[test]
     fn unknown_backstore_reference_names_line() {
-        let text = "[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\n\n[[target]]\niqn = \"iqn.2026-11.x:y\"\n[[target.tpg]]\ntag = 1\n[[target.tpg.lun]]\nlun = 0\nbackstore = \"b\"\n";
+        let text = "[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\n\n[[target]]\niqn = \"iqn.2026-11.x:y\"\n[[target.tpg]]\ntag = 1\nmode = \"acl\"\n[[target.tpg.lun]]\nlun = 0\nbackstore = \"b\"\n";
         let e = parse(text).unwrap_err();
-        assert_eq!(e.line, Some(12), "{e}");
+        assert_eq!(e.line, Some(13), "{e}");
         assert!(e.message.contains("no backstore named \"b\""), "{e}");
     }
 
@@ -537,6 +822,111 @@ mod tests {
         assert_eq!(e.line, Some(5), "{e}");
         let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nblock_size = 4096\nphysical_block_size = 512\n").unwrap_err();
         assert!(e.message.contains("physical_block_size 512"), "{e}");
+    }
+
+    const TPG: &str = "[[backstore]]\nname = \"x\"\ntype = \"ramdisk\"\nsize = \"1M\"\n\
+        [[target]]\niqn = \"iqn.2026-11.a:t\"\n[[target.tpg]]\ntag = 1\n";
+
+    #[test]
+    fn tpg_mode_is_required() {
+        let e = parse(TPG).unwrap_err();
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.message.contains("needs a mode"), "{e}");
+        parse(&format!("{TPG}mode = \"acl\"\n")).unwrap();
+        let e = parse(&format!("{TPG}mode = \"acl\"\ndemo_read_only = true\n")).unwrap_err();
+        assert!(e.message.contains("demo_read_only"), "{e}");
+        let e = parse(&format!("{TPG}mode = \"open\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(9), "{e}");
+    }
+
+    #[test]
+    fn acls_and_mapped_luns_are_checked() {
+        let head = format!("{TPG}mode = \"acl\"\n[[target.tpg.lun]]\nlun = 3\nbackstore = \"x\"\n");
+        let acl = "[[target.tpg.acl]]\ninitiator = \"iqn.2026-11.a:host\"\n";
+        parse(&format!("{head}{acl}[[target.tpg.acl.mapped_lun]]\nmapped_lun = 0\ntpg_lun = 3\nread_only = true\n")).unwrap();
+        let e = parse(&format!(
+            "{head}{acl}[[target.tpg.acl.mapped_lun]]\nmapped_lun = 0\ntpg_lun = 4\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("no LUN 4"), "{e}");
+        assert_eq!(e.line, Some(17), "{e}");
+        let e = parse(&format!("{head}{acl}{acl}")).unwrap_err();
+        assert!(e.message.contains("two ACLs"), "{e}");
+        let e = parse(&format!("{head}[[target.tpg.acl]]\ninitiator = \"host\"\n")).unwrap_err();
+        assert!(e.message.contains("iqn."), "{e}");
+    }
+
+    #[test]
+    fn chap_secrets() {
+        let head = format!("{TPG}mode = \"demo\"\n[target.tpg.auth]\nuserid = \"u\"\n");
+        let c = parse(&format!("{head}password = \"twelve chars\"\n")).unwrap();
+        let a = c.target[0].tpg[0]
+            .auth
+            .as_ref()
+            .unwrap()
+            .resolved
+            .clone()
+            .unwrap();
+        assert_eq!(a.initiator.secret.expose(), b"twelve chars");
+        // Errors name the line, never the secret.
+        let e = parse(&format!("{head}password = \"short\"\n")).unwrap_err();
+        assert!(
+            e.message.contains("12 to 255") && !e.to_string().contains("short\""),
+            "{e}"
+        );
+        assert!(
+            !format!("{c:?}").contains("twelve chars"),
+            "Debug leaks the secret"
+        );
+        let e = parse(&format!(
+            "{head}password = \"twelve chars\"\nmutual_userid = \"t\"\nmutual_password = \"twelve chars\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("must differ"), "{e}");
+        assert_eq!(e.line, Some(13), "{e}");
+        let e = parse(&format!("{head}")).unwrap_err();
+        assert!(
+            e.message.contains("password (or password_file) is missing"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{head}password = \"twelve chars\"\nmutual_password = \"another secret\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("needs a mutual_userid"), "{e}");
+        let e = parse(&format!(
+            "[iscsi]\nchap_algorithms = [\"SHA512\"]\n{TPG}mode = \"demo\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("SHA512") && e.line == Some(2), "{e}");
+    }
+
+    #[test]
+    fn password_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from a file 123\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "{TPG}mode = \"demo\"\n[target.tpg.auth]\nuserid = \"u\"\npassword_file = \"{}\"\n",
+            f.display()
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("chmod 600"), "{e}");
+        assert_eq!(e.line, Some(12), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = parse(&text).unwrap();
+        let a = c.target[0].tpg[0]
+            .auth
+            .as_ref()
+            .unwrap()
+            .resolved
+            .clone()
+            .unwrap();
+        assert_eq!(a.initiator.secret.expose(), b"from a file 123");
+        let e = parse(&text.replace("secret\"", "missing\"")).unwrap_err();
+        assert!(e.message.contains("password_file"), "{e}");
     }
 
     #[test]

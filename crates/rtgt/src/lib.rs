@@ -1,3 +1,4 @@
 pub mod config;
+pub mod model;
 pub mod serve;
 pub mod state;

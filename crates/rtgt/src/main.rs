@@ -20,7 +20,8 @@ enum Cmd {
     /// Without --config: target iqn.2026-11.org.rtgt:demo on 127.0.0.1:3260
     /// with LUN 0 a 1 GiB RAM disk, open to any initiator.
     Serve {
-        /// TOML configuration file.
+        /// TOML configuration file; SIGHUP re-reads it and applies what
+        /// changed.
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Listen on HOST:PORT instead of the configured portals
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
                 nop_timeout: std::time::Duration::from_secs(nop_timeout.max(1)),
                 ..Default::default()
             };
-            match rt.block_on(rtgt::serve::serve(cfg, listen, state_dir, settings)) {
+            match rt.block_on(rtgt::serve::serve(cfg, config, listen, state_dir, settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rtgt: {e:#}");

@@ -1,7 +1,8 @@
-//! `rtgt serve`: open the backstores, bind the portals, run the fabric and
+//! `rtgt serve`: open the backstores, bind the portals, run the fabric,
+//! re-read the configuration on SIGHUP and apply only what changed, and
 //! shut down cleanly on SIGINT / SIGTERM.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,106 +12,305 @@ use anyhow::{bail, Context, Result};
 use rtgt_backstore::{Backstore, BlockIo, FileIo, FileIoOptions, RamDisk};
 use rtgt_iscsi::server::{self, Server, Settings};
 use rtgt_iscsi::target::{self, PortalGroup, Target, Targets};
-use rtgt_scsi::{LogicalUnit, LuConfig, LunMap, MappedLun};
+use rtgt_scsi::access::{LunMapping, NodeAcl, PortGroup, PortGroupConfig, TpgLun, TpgMode};
+use rtgt_scsi::{LogicalUnit, LuConfig};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::config::{self, BackstoreKind, Config};
+use crate::model::{self, BackstoreSpec, Model, TpgSpec};
 
-/// The configured path (validation made sure file kinds have one).
-fn path_of(b: &config::Backstore) -> PathBuf {
-    b.path
-        .as_ref()
-        .map(|p| p.get_ref().clone())
-        .unwrap_or_default()
-}
-
-/// Open one backstore as its config describes.
-pub fn open_backstore(b: &config::Backstore) -> Result<Arc<dyn Backstore>> {
-    let name = b.name.get_ref();
-    let block_size = b.block_size.as_ref().map(|s| *s.get_ref()).unwrap_or(512);
+/// Open one backstore as its spec describes.
+pub fn open_backstore(name: &str, b: &BackstoreSpec) -> Result<Arc<dyn Backstore>> {
+    let path = b.path.clone().unwrap_or_default();
     Ok(match b.kind {
-        BackstoreKind::Ramdisk => {
-            let size = b.size.as_ref().map(|s| s.get_ref().0).unwrap_or(0);
-            Arc::new(
-                RamDisk::try_new(size, block_size)
-                    .with_context(|| format!("backstore {name:?}"))?,
-            )
-        }
-        BackstoreKind::Fileio => {
-            let path = path_of(b);
-            Arc::new(
-                FileIo::open(FileIoOptions {
-                    path: path.clone(),
-                    size: b.size.as_ref().map(|s| s.get_ref().0),
-                    block_size,
-                    write_back: b.write_back.unwrap_or(true),
-                })
+        BackstoreKind::Ramdisk => Arc::new(
+            RamDisk::try_new(b.size.unwrap_or(0), b.block_size)
+                .with_context(|| format!("backstore {name:?}"))?,
+        ),
+        BackstoreKind::Fileio => Arc::new(
+            FileIo::open(FileIoOptions {
+                path: path.clone(),
+                size: b.size,
+                block_size: b.block_size,
+                write_back: b.write_back,
+            })
+            .with_context(|| format!("backstore {name:?}: cannot open {}", path.display()))?,
+        ),
+        BackstoreKind::Blockio => Arc::new(
+            BlockIo::open(&path)
                 .with_context(|| format!("backstore {name:?}: cannot open {}", path.display()))?,
-            )
-        }
-        BackstoreKind::Blockio => {
-            let path = path_of(b);
-            Arc::new(
-                BlockIo::open(&path).with_context(|| {
-                    format!("backstore {name:?}: cannot open {}", path.display())
-                })?,
-            )
-        }
+        ),
     })
 }
 
-/// Build the fabric's targets from the config (with the bound portals).
-pub fn build_targets(cfg: &Config, lus: &HashMap<String, Arc<LogicalUnit>>) -> Result<Targets> {
-    let mut targets = Vec::new();
-    let mut relative_port = 1u16;
-    for t in &cfg.target {
-        let name = t.iqn.get_ref().clone();
-        let mut groups = Vec::new();
-        for g in &t.tpg {
-            let tag = *g.tag.get_ref();
-            let mut luns = BTreeMap::new();
-            for l in &g.lun {
-                let lu = lus[l.backstore.get_ref()].clone();
-                luns.insert(
-                    *l.lun.get_ref(),
-                    MappedLun {
-                        lu,
-                        read_only: l.read_only,
-                    },
-                );
-            }
-            let portals = g
-                .portals
-                .iter()
-                .map(|p| config::parse_portal(p.get_ref()).map_err(anyhow::Error::msg))
-                .collect::<Result<Vec<_>>>()?;
-            groups.push(PortalGroup {
-                tag,
-                portals,
-                luns: Arc::new(LunMap { luns }),
-                open_access: g.open_access,
-                allowed_initiators: g
-                    .acl
-                    .iter()
-                    .map(|a| a.initiator.get_ref().clone())
-                    .collect(),
-                port: target::target_port(&name, tag, relative_port),
-            });
-            relative_port = relative_port.wrapping_add(1).max(1);
-        }
-        targets.push(Target {
-            name,
-            alias: t.alias.clone(),
-            groups,
-        });
-    }
-    Ok(Targets { targets })
+/// A backstore and the logical unit over it.
+struct Opened {
+    spec: BackstoreSpec,
+    store: Arc<dyn Backstore>,
+    lu: Arc<LogicalUnit>,
 }
 
-/// Run the daemon until SIGINT or SIGTERM.
+/// A bound portal and its accept loop.
+struct Listener {
+    actual: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The running target: what the applied model opened and bound.
+struct Running {
+    server: Arc<Server>,
+    state: Option<Arc<dyn rtgt_scsi::StateStore>>,
+    /// `--listen`: every group is served on these instead of its portals.
+    listen: Vec<SocketAddr>,
+    stores: BTreeMap<String, Opened>,
+    groups: BTreeMap<(String, u16), Arc<PortGroup>>,
+    relative_ports: BTreeMap<(String, u16), u16>,
+    /// By the address asked for (port 0 stays 0 here).
+    listeners: BTreeMap<SocketAddr, Listener>,
+}
+
+impl Running {
+    fn open_lu(&self, name: &str, spec: &BackstoreSpec) -> Result<Opened> {
+        let store = open_backstore(name, spec)?;
+        let mut lu = LuConfig::new(name, store.clone());
+        lu.read_only = spec.read_only;
+        lu.state = self.state.clone();
+        if let Some(thin) = spec.thin {
+            lu.thin = thin;
+        }
+        lu.removable = spec.removable;
+        lu.physical_block_size = spec.physical_block_size;
+        let lu = LogicalUnit::open(lu).with_context(|| format!("backstore {name:?}"))?;
+        Ok(Opened {
+            spec: spec.clone(),
+            store,
+            lu,
+        })
+    }
+
+    /// Make the running target serve `new`. Everything that can fail
+    /// (opening backstores, binding portals) is done first: a model that
+    /// cannot be served changes nothing.
+    async fn apply(&mut self, mut new: Model) -> Result<()> {
+        // Portals.
+        let overridden = !self.listen.is_empty();
+        let wanted = if overridden {
+            self.listen.clone()
+        } else {
+            new.portals()
+        };
+        if wanted.is_empty() {
+            bail!("no portals to listen on: give a target portal group a portal, or use --listen");
+        }
+        let mut fresh = BTreeMap::new();
+        for a in &wanted {
+            if !self.listeners.contains_key(a) && !fresh.contains_key(a) {
+                let l = server::bind(*a)
+                    .await
+                    .with_context(|| format!("cannot listen on {a}"))?;
+                fresh.insert(*a, l);
+            }
+        }
+        let mut bound = Vec::new();
+        for a in &wanted {
+            let actual = match (self.listeners.get(a), fresh.get(a)) {
+                (Some(l), _) => l.actual,
+                (None, Some(l)) => l.local_addr()?,
+                (None, None) => continue,
+            };
+            bound.push((*a, actual));
+        }
+        new.bind_portals(&bound, overridden);
+
+        // Backstores: keep those whose spec is unchanged, open the others.
+        let mut opened = BTreeMap::new();
+        for (name, spec) in &new.backstores {
+            match self.stores.get(name) {
+                Some(o) if o.spec == *spec => {}
+                Some(o) if o.spec.same_except_size(spec) => {
+                    tracing::warn!(
+                        "backstore {name:?}: a new size takes effect at the next restart"
+                    );
+                }
+                _ => {
+                    opened.insert(name.clone(), self.open_lu(name, spec)?);
+                }
+            }
+        }
+
+        // Nothing can fail from here on.
+        let mut old_stores = std::mem::take(&mut self.stores);
+        let mut dropped: Vec<(String, Opened)> = Vec::new();
+        for (name, o) in std::mem::take(&mut old_stores) {
+            if new.backstores.contains_key(&name) && !opened.contains_key(&name) {
+                self.stores.insert(name, o);
+            } else {
+                dropped.push((name, o));
+            }
+        }
+        self.stores.extend(opened);
+
+        self.relative_ports = model::assign_relative_ports(&new, &self.relative_ports);
+        let mut groups = BTreeMap::new();
+        let mut targets = Vec::new();
+        for (key, t) in &new.targets {
+            let mut portal_groups = Vec::new();
+            for (&tag, g) in &t.tpgs {
+                let id = (key.clone(), tag);
+                let rtpi = self.relative_ports.get(&id).copied().unwrap_or(tag);
+                let config = self.group_config(g);
+                let group = match self.groups.remove(&id) {
+                    Some(old) if old.port().relative_port_id == rtpi => {
+                        old.reconfigure(config);
+                        old
+                    }
+                    old => {
+                        if let Some(old) = old {
+                            old.remove();
+                        }
+                        PortGroup::new(target::target_port(&t.iqn, tag, rtpi), config)
+                    }
+                };
+                portal_groups.push(PortalGroup {
+                    tag,
+                    portals: g.portals.clone(),
+                    group: group.clone(),
+                });
+                groups.insert(id, group);
+            }
+            targets.push(Target {
+                name: t.iqn.clone(),
+                alias: t.alias.clone(),
+                groups: portal_groups,
+            });
+        }
+        // Groups (and targets) no longer configured end their sessions.
+        for (_, g) in std::mem::replace(&mut self.groups, groups) {
+            g.remove();
+        }
+        self.server.set_targets(Targets {
+            targets,
+            discovery_auth: new.discovery_auth.clone(),
+            chap_algorithms: new.chap_algorithms.clone(),
+        });
+
+        // Listeners: start the new ones, stop those no longer wanted.
+        for (a, l) in fresh {
+            let actual = l.local_addr()?;
+            let (stop, rx) = watch::channel(false);
+            let task = tokio::spawn(self.server.clone().serve(l, rx));
+            println!("rtgt: listening on {actual}");
+            self.listeners.insert(a, Listener { actual, stop, task });
+        }
+        let gone: Vec<SocketAddr> = self
+            .listeners
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        for a in gone {
+            if let Some(l) = self.listeners.remove(&a) {
+                let _ = l.stop.send(true);
+                let _ = l.task.await;
+                tracing::info!("stopped listening on {}", l.actual);
+            }
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+
+        // Backstores no longer used: flushed and closed once the commands
+        // still running on them are done (they hold their own references).
+        for (name, o) in dropped {
+            flush(&name, o.store).await;
+        }
+        Ok(())
+    }
+
+    /// The core's configuration of one portal group.
+    fn group_config(&self, g: &TpgSpec) -> PortGroupConfig {
+        let luns = g
+            .luns
+            .iter()
+            .filter_map(|(&n, l)| {
+                let o = self.stores.get(&l.backstore)?;
+                Some((
+                    n,
+                    TpgLun {
+                        lu: o.lu.clone(),
+                        read_only: l.read_only,
+                    },
+                ))
+            })
+            .collect();
+        let acls = g
+            .acls
+            .iter()
+            .map(|(key, a)| {
+                let luns = a
+                    .mapped
+                    .iter()
+                    .map(|(&m, s)| {
+                        (
+                            m,
+                            LunMapping {
+                                tpg_lun: s.tpg_lun,
+                                read_only: s.read_only,
+                            },
+                        )
+                    })
+                    .collect();
+                (
+                    key.clone(),
+                    NodeAcl {
+                        auth: a.auth.clone(),
+                        luns,
+                    },
+                )
+            })
+            .collect();
+        PortGroupConfig {
+            mode: match g.mode {
+                config::TpgMode::Demo => TpgMode::Demo {
+                    read_only: g.demo_read_only,
+                },
+                config::TpgMode::Acl => TpgMode::Acl,
+            },
+            auth: g.auth.clone(),
+            luns,
+            acls,
+        }
+    }
+
+    /// End every session, wait for in-flight commands, flush the backstores.
+    async fn shutdown(mut self) {
+        for (_, l) in std::mem::take(&mut self.listeners) {
+            let _ = l.stop.send(true);
+            let _ = l.task.await;
+        }
+        self.server.shutdown(Duration::from_secs(10)).await;
+        for (name, o) in std::mem::take(&mut self.stores) {
+            flush(&name, o.store).await;
+        }
+    }
+}
+
+async fn flush(name: &str, store: Arc<dyn Backstore>) {
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("flushing backstore {name}: {e}"),
+        Err(e) => tracing::error!("flushing backstore {name}: {e}"),
+    }
+}
+
+/// Run the daemon until SIGINT or SIGTERM. With `config_path`, SIGHUP
+/// re-reads that file and applies the difference; a file that does not
+/// validate changes nothing.
 pub async fn serve(
-    mut cfg: Config,
+    cfg: Config,
+    config_path: Option<PathBuf>,
     listen: Vec<SocketAddr>,
     state_dir: Option<PathBuf>,
     settings: Settings,
@@ -130,115 +330,48 @@ pub async fn serve(
             }
         },
     };
-
-    // Backstores and their logical units.
-    let mut lus = HashMap::new();
-    let mut stores = Vec::new();
-    for b in &cfg.backstore {
-        let store = open_backstore(b)?;
-        let mut lu = LuConfig::new(b.name.get_ref(), store.clone());
-        lu.read_only = b.read_only;
-        lu.state = state.clone();
-        if let Some(thin) = b.thin {
-            lu.thin = thin;
-        }
-        lu.removable = b.removable;
-        lu.physical_block_size = b.physical_block_size.as_ref().map(|p| *p.get_ref());
-        let lu =
-            LogicalUnit::open(lu).with_context(|| format!("backstore {:?}", b.name.get_ref()))?;
-        lus.insert(b.name.get_ref().clone(), lu);
-        stores.push((b.name.get_ref().clone(), store));
-    }
-
-    // Bind every distinct portal; `--listen` replaces them all.
-    let overridden = !listen.is_empty();
-    let wanted: Vec<SocketAddr> = if listen.is_empty() {
-        let mut v = Vec::new();
-        for t in &cfg.target {
-            for g in &t.tpg {
-                for p in &g.portals {
-                    let a = config::parse_portal(p.get_ref()).map_err(anyhow::Error::msg)?;
-                    if !v.contains(&a) {
-                        v.push(a);
-                    }
-                }
-            }
-        }
-        v
-    } else {
-        listen
+    let mut running = Running {
+        server: Server::new(Targets::default(), settings),
+        state,
+        listen,
+        stores: BTreeMap::new(),
+        groups: BTreeMap::new(),
+        relative_ports: BTreeMap::new(),
+        listeners: BTreeMap::new(),
     };
-    if wanted.is_empty() {
-        bail!("no portals to listen on: give a target portal group a portal, or use --listen");
-    }
-    let mut listeners = Vec::new();
-    let mut bound = Vec::new();
-    for a in &wanted {
-        let l = server::bind(*a)
-            .await
-            .with_context(|| format!("cannot listen on {a}"))?;
-        let actual = l.local_addr()?;
-        bound.push((*a, actual));
-        listeners.push(l);
-    }
-    // Portals with port 0 become the port actually bound.
-    for t in &mut cfg.target {
-        for g in &mut t.tpg {
-            if overridden
-                || g.portals.is_empty()
-                || !bound.iter().any(|(w, _)| {
-                    g.portals
-                        .iter()
-                        .any(|p| config::parse_portal(p.get_ref()).ok() == Some(*w))
-                })
-            {
-                // Under --listen, and for a group without a bound portal,
-                // the group is served on every bound portal.
-                g.portals = bound
-                    .iter()
-                    .map(|(_, a)| toml::Spanned::new(0..0, a.to_string()))
-                    .collect();
-            } else {
-                for p in &mut g.portals {
-                    let a = config::parse_portal(p.get_ref()).ok();
-                    if let Some((_, actual)) = bound.iter().find(|(w, _)| Some(*w) == a) {
-                        *p = toml::Spanned::new(0..0, actual.to_string());
-                    }
-                }
-            }
-        }
-    }
-    let targets = build_targets(&cfg, &lus)?;
-    let server = Server::new(targets, settings);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut accept_tasks = Vec::new();
-    for l in listeners {
-        let addr = l.local_addr()?;
-        println!("rtgt: listening on {addr}");
-        accept_tasks.push(tokio::spawn(server.clone().serve(l, stop_rx.clone())));
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    running.apply(Model::from_config(&cfg)).await?;
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    for t in accept_tasks {
-        let _ = t.await;
-    }
-    server.shutdown(Duration::from_secs(10)).await;
-    for (name, store) in stores {
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("flushing backstore {name}: {e}"),
-            Err(e) => tracing::error!("flushing backstore {name}: {e}"),
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&mut running, config_path.as_deref()).await,
         }
     }
+    tracing::info!("shutting down");
+    running.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP: re-read the file and apply it, or say why not (on stderr, which
+/// is where an administrator watching the daemon looks).
+async fn reload(running: &mut Running, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        eprintln!("rtgt: SIGHUP ignored: serving the built-in default, no file to re-read");
+        return;
+    };
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rtgt: reload refused, configuration unchanged: {e}");
+            return;
+        }
+    };
+    match running.apply(Model::from_config(&cfg)).await {
+        Ok(()) => eprintln!("rtgt: reloaded {}", path.display()),
+        Err(e) => eprintln!("rtgt: reload refused, configuration unchanged: {e:#}"),
+    }
 }

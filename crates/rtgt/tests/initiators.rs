@@ -115,7 +115,7 @@ iqn = "{FILE_IQN}"
 [[target.tpg]]
 tag = 1
 portals = ["127.0.0.1:0"]
-open_access = true
+mode = "demo"
 
 [[target.tpg.lun]]
 lun = 0
@@ -202,7 +202,7 @@ fn blockio_on_a_loop_device() {
         format!(
             "[[backstore]]\nname = \"blk0\"\ntype = \"blockio\"\npath = \"{}\"\n\n\
              [[target]]\niqn = \"{iqn}\"\n\n[[target.tpg]]\ntag = 1\nportals = [\"127.0.0.1:0\"]\n\
-             open_access = true\n\n[[target.tpg.lun]]\nlun = 0\nbackstore = \"blk0\"\n",
+             mode = \"demo\"\n\n[[target.tpg.lun]]\nlun = 0\nbackstore = \"blk0\"\n",
             lo.dev
         ),
     )

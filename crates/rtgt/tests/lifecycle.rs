@@ -163,7 +163,7 @@ fn bad_config_bad_size() {
 fn bad_config_lun_names_missing_backstore() {
     let cfg = format!(
         "{GOOD_HEAD}\n[[target]]\niqn = \"iqn.2026-11.org.rtgt:t\"\n\n[[target.tpg]]\ntag = 1\n\
-         portals = [\"127.0.0.1:0\"]\nopen_access = true\n\n[[target.tpg.lun]]\nlun = 0\nbackstore = \"nope\"\n"
+         portals = [\"127.0.0.1:0\"]\nmode = \"demo\"\n\n[[target.tpg.lun]]\nlun = 0\nbackstore = \"nope\"\n"
     );
     let line = cfg.lines().position(|l| l.contains("\"nope\"")).unwrap() + 1;
     refused(&cfg, line);

@@ -124,7 +124,10 @@ mod tests {
             mutual: Some(cred("tgt", "othersecret456")),
         };
         let dbg = format!("{a:?} {}", a.initiator.secret);
-        assert!(!dbg.contains("topsecret123") && !dbg.contains("othersecret456"), "{dbg}");
+        assert!(
+            !dbg.contains("topsecret123") && !dbg.contains("othersecret456"),
+            "{dbg}"
+        );
         assert!(dbg.contains("alice"));
     }
 

@@ -445,3 +445,5 @@ impl Drop for LoopDev {
         let _ = Command::new("losetup").args(["-d", &self.dev]).status();
     }
 }
+
+pub mod iscsi_login;

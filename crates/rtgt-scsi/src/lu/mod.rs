@@ -1,0 +1,12 @@
+//! Logical units and their per-LU state: the logical unit itself
+//! (`logical_unit`), its task set (`task_set`), range locks (`range_lock`),
+//! unit attentions (`unit_attention`) and the store persistent state goes
+//! to (`state_store`).
+
+mod logical_unit;
+pub(crate) mod range_lock;
+pub mod state_store;
+pub(crate) mod task_set;
+pub(crate) mod unit_attention;
+
+pub use logical_unit::{LogicalUnit, LuConfig, LuError, DEFAULT_SANITIZE_BYTES_PER_SEC};
