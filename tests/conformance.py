@@ -2,9 +2,11 @@
 """Conformance run of rtgt against libiscsi's iscsi-test-cu.
 
 Starts `rtgt serve` with one target per LUN kind, LUN 0 each: the three
-backstores (ramdisk, fileio, blockio) and three LUN options on ramdisks
+backstores (ramdisk, fileio, blockio), three LUN options on ramdisks
 (removable: removable medium; readonly: write-protected; pbs4k: 4096-byte
-physical blocks over 512-byte logical ones), listening on two ephemeral
+physical blocks over 512-byte logical ones) and a ramdisk in an ACL-mode
+portal group (acl: the group's LUN 7, mapped as LUN 0 for both initiators
+of the run), listening on two ephemeral
 loopback portals (so SCSI.MultipathIO gets a second path to the same LUN
 through the other portal). Runs every SCSI.* and iSCSI.* suite of
 iscsi-test-cu in its own process with a timeout (the option LUNs skip
@@ -54,9 +56,14 @@ OPTION_LUNS = {
     "readonly": ["read_only = true"],
     "pbs4k": ["physical_block_size = 4096"],
 }
-LABELS = BACKSTORES + list(OPTION_LUNS)
+# A ramdisk behind an ACL-mode portal group: both initiators of the run have
+# a node ACL mapping the group's LUN 7 as their LUN 0 (LUN masking with a
+# remapped number must be invisible to a well-behaved initiator).
+ACL_LUNS = {"acl": []}
+ACL_TPG_LUN = 7
+LABELS = BACKSTORES + list(OPTION_LUNS) + list(ACL_LUNS)
 # Suites not run on a label (globs).
-NOT_RUN = {label: ["SCSI.Sanitize"] for label in OPTION_LUNS}
+NOT_RUN = {label: ["SCSI.Sanitize"] for label in list(OPTION_LUNS) + list(ACL_LUNS)}
 # Suites that alone run on a label (globs): the write-protected LUN runs what
 # does not write (a write fails there with DATA PROTECT by design; that every
 # write-type command does is what SCSI.ReadOnly checks).
@@ -285,7 +292,7 @@ def make_backing(workdir, names, size):
     stores, skipped, loop = {}, {}, None
     nbytes = parse_size(size)
     stores["ramdisk"] = ['type = "ramdisk"', 'size = "%s"' % size, "block_size = 512"]
-    for label, extra in OPTION_LUNS.items():
+    for label, extra in list(OPTION_LUNS.items()) + list(ACL_LUNS.items()):
         stores[label] = stores["ramdisk"] + extra
     path = os.path.join(workdir, "fileio.img")
     stores["fileio"] = ['type = "fileio"', 'path = "%s"' % path, 'size = "%s"' % size,
@@ -321,10 +328,17 @@ def write_config(path, stores, names):
     for n in names:
         lines += ["[[backstore]]", 'name = "%s"' % n] + stores[n] + [""]
     for n in names:
+        acl = n in ACL_LUNS
         lines += ["[[target]]", 'iqn = "%s%s"' % (IQN_PREFIX, n), "",
                   # no portals: served on every --listen portal
-                  "[[target.tpg]]", "tag = 1", 'mode = "demo"', "",
-                  "[[target.tpg.lun]]", "lun = 0", 'backstore = "%s"' % n, ""]
+                  "[[target.tpg]]", "tag = 1", 'mode = "%s"' % ("acl" if acl else "demo"), "",
+                  "[[target.tpg.lun]]", "lun = %d" % (ACL_TPG_LUN if acl else 0),
+                  'backstore = "%s"' % n, ""]
+        if acl:
+            for initiator in (INITIATOR, INITIATOR2):
+                lines += ["[[target.tpg.acl]]", 'initiator = "%s"' % initiator, "",
+                          "[[target.tpg.acl.mapped_lun]]", "mapped_lun = 0",
+                          "tpg_lun = %d" % ACL_TPG_LUN, ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 

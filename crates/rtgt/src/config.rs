@@ -884,7 +884,7 @@ mod tests {
         .unwrap_err();
         assert!(e.message.contains("must differ"), "{e}");
         assert_eq!(e.line, Some(13), "{e}");
-        let e = parse(&format!("{head}")).unwrap_err();
+        let e = parse(&head).unwrap_err();
         assert!(
             e.message.contains("password (or password_file) is missing"),
             "{e}"

@@ -268,7 +268,7 @@ impl Qemu {
         q
     }
 
-    fn cmd(&self, name: &str) -> Command {
+    pub fn cmd(&self, name: &str) -> Command {
         let mut c = Command::new(self.bin.join(name));
         c.env("QEMU_MODULE_DIR", &self.modules);
         c
@@ -447,3 +447,4 @@ impl Drop for LoopDev {
 }
 
 pub mod iscsi_login;
+pub mod scsi_client;
