@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::{
     block_size_problem, check_block_size, check_range, path_error, unsupported,
@@ -50,7 +50,8 @@ pub struct FileIo {
     path: PathBuf,
     file: File,
     dsync: File,
-    capacity: u64,
+    /// Grows (never shrinks) while the LU runs; see [`Backstore::grow`].
+    capacity: AtomicU64,
     block_size: u32,
     write_back: AtomicBool,
     /// Cleared once the file system refuses `FALLOC_FL_ZERO_RANGE` (tmpfs).
@@ -139,7 +140,7 @@ impl FileIo {
         Ok(FileIo {
             path: opts.path,
             dsync,
-            capacity,
+            capacity: AtomicU64::new(capacity),
             block_size: opts.block_size,
             write_back: AtomicBool::new(opts.write_back),
             zero_range: AtomicBool::new(true),
@@ -256,7 +257,27 @@ impl Backstore for FileIo {
     }
 
     fn capacity(&self) -> u64 {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    fn grow(&self, new_capacity: u64) -> Result<()> {
+        let cur = self.capacity();
+        let bs = u64::from(self.block_size);
+        if new_capacity < cur || new_capacity % bs != 0 {
+            return Err(path_error(
+                &self.path,
+                io::ErrorKind::InvalidInput,
+                format_args!(
+                    "cannot resize from {cur} to {new_capacity} bytes: a LU only grows, by whole {bs}-byte blocks"
+                ),
+            ));
+        }
+        let len = self.file.metadata()?.len();
+        if len < new_capacity {
+            self.file.set_len(new_capacity)?;
+        }
+        self.capacity.store(new_capacity, Ordering::Relaxed);
+        Ok(())
     }
 
     fn block_size(&self) -> u32 {
@@ -281,7 +302,7 @@ impl Backstore for FileIo {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        check_range(offset, buf.len() as u64, self.capacity)?;
+        check_range(offset, buf.len() as u64, self.capacity())?;
         // read_exact_at retries short reads and EINTR; EOF inside the
         // capacity means the file was truncated behind our back.
         self.file.read_exact_at(buf, offset)?;
@@ -289,14 +310,14 @@ impl Backstore for FileIo {
     }
 
     fn write_at(&self, offset: u64, buf: &[u8], fua: bool) -> Result<()> {
-        check_range(offset, buf.len() as u64, self.capacity)?;
+        check_range(offset, buf.len() as u64, self.capacity())?;
         let file = self.writer(fua);
         file.write_all_at(buf, offset)?;
         Ok(())
     }
 
     fn read_nowait(&self, offset: u64, buf: &mut [u8]) -> Option<Result<()>> {
-        if let Err(e) = check_range(offset, buf.len() as u64, self.capacity) {
+        if let Err(e) = check_range(offset, buf.len() as u64, self.capacity()) {
             return Some(Err(e));
         }
         if self.in_memory {
@@ -318,7 +339,7 @@ impl Backstore for FileIo {
         if !self.write_back.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        if let Err(e) = check_range(offset, buf.len() as u64, self.capacity) {
+        if let Err(e) = check_range(offset, buf.len() as u64, self.capacity()) {
             return Some(Err(e));
         }
         if self.in_memory {
@@ -343,7 +364,7 @@ impl Backstore for FileIo {
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<()> {
-        check_range(offset, len, self.capacity)?;
+        check_range(offset, len, self.capacity())?;
         if len == 0 {
             return Ok(());
         }
@@ -369,7 +390,7 @@ impl Backstore for FileIo {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        check_range(offset, len, self.capacity)?;
+        check_range(offset, len, self.capacity())?;
         if len == 0 {
             return Ok(());
         }
@@ -388,7 +409,7 @@ impl Backstore for FileIo {
         true
     }
     fn allocation(&self, offset: u64, len: u64) -> Result<(Allocation, u64)> {
-        check_range(offset, len, self.capacity)?;
+        check_range(offset, len, self.capacity())?;
         if len == 0 {
             return Ok((Allocation::Mapped, 0));
         }

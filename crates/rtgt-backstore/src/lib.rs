@@ -58,6 +58,11 @@ pub trait Backstore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Size in bytes; always a multiple of `block_size()`.
     fn capacity(&self) -> u64;
+    /// Grow the medium to `new_capacity` bytes (whole blocks) while it is
+    /// in use. Shrinking is refused: it would drop what initiators wrote.
+    fn grow(&self, _new_capacity: u64) -> Result<()> {
+        Err(BackstoreError::Unsupported)
+    }
     /// Logical block size in bytes (512 or 4096).
     fn block_size(&self) -> u32;
     /// Physical block size in bytes (>= `block_size()`, a power-of-two multiple).

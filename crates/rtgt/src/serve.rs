@@ -125,15 +125,28 @@ impl Running {
         }
         new.bind_portals(&bound, overridden);
 
-        // Backstores: keep those whose spec is unchanged, open the others.
+        // Backstores: keep those whose spec is unchanged, grow those that
+        // only grew, open the others.
         let mut opened = BTreeMap::new();
+        let mut grown = Vec::new();
         for (name, spec) in &new.backstores {
             match self.stores.get(name) {
                 Some(o) if o.spec == *spec => {}
                 Some(o) if o.spec.same_except_size(spec) => {
-                    tracing::warn!(
-                        "backstore {name:?}: a new size takes effect at the next restart"
-                    );
+                    let want = spec.size.unwrap_or(0);
+                    if want < o.store.capacity() {
+                        bail!(
+                            "backstore {name:?}: cannot shrink a LU in use from {} to {want} bytes (it would drop data); remove its LUNs first",
+                            o.store.capacity()
+                        );
+                    }
+                    let store = o.store.clone();
+                    tokio::task::spawn_blocking(move || store.grow(want))
+                        .await?
+                        .with_context(|| {
+                            format!("backstore {name:?}: cannot grow to {want} bytes")
+                        })?;
+                    grown.push(name.clone());
                 }
                 _ => {
                     opened.insert(name.clone(), self.open_lu(name, spec)?);
@@ -142,9 +155,15 @@ impl Running {
         }
 
         // Nothing can fail from here on.
-        let mut old_stores = std::mem::take(&mut self.stores);
+        for name in grown {
+            if let (Some(o), Some(spec)) = (self.stores.get_mut(&name), new.backstores.get(&name)) {
+                o.spec = spec.clone();
+                // CAPACITY DATA HAS CHANGED for every nexus that reaches it.
+                o.lu.capacity_changed();
+            }
+        }
         let mut dropped: Vec<(String, Opened)> = Vec::new();
-        for (name, o) in std::mem::take(&mut old_stores) {
+        for (name, o) in std::mem::take(&mut self.stores) {
             if new.backstores.contains_key(&name) && !opened.contains_key(&name) {
                 self.stores.insert(name, o);
             } else {

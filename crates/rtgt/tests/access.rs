@@ -713,3 +713,53 @@ fn sighup_changes_a_live_map_without_disturbing_others() {
 fn opts_for(initiator: &str) -> LoginOptions {
     opts(initiator, Some(T), None)
 }
+
+#[test]
+fn sighup_grows_a_fileio_lun_and_refuses_to_shrink_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("grow.img");
+    let config = |size: &str| {
+        format!(
+            "[[backstore]]\nname = \"f\"\ntype = \"fileio\"\npath = \"{}\"\nsize = \"{size}\"\n\n\
+             [[target]]\niqn = \"{T}\"\n[[target.tpg]]\ntag = 1\nmode = \"demo\"\n\
+             [[target.tpg.lun]]\nlun = 0\nbackstore = \"f\"\n",
+            img.display()
+        )
+    };
+    let cfg = write_config(dir.path(), &config("16M"));
+    let d = Daemon::with_config(&cfg);
+    let mut s = session(&d, A, None);
+    s.clear_unit_attentions(0);
+    let read_capacity = |s: &mut Session| {
+        let r = s
+            .command(0, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 8)
+            .unwrap();
+        assert_eq!(r.status, 0, "{r:?}");
+        u32::from_be_bytes(r.data[0..4].try_into().unwrap()) as u64 + 1
+    };
+    assert_eq!(read_capacity(&mut s), (16 << 20) / 512);
+    std::fs::write(&cfg, config("24M")).unwrap();
+    reload(&d, 1);
+    let r = s.command(0, &[0; 6], &[], 0).unwrap();
+    assert_eq!(
+        r.sense_code(),
+        Some((0x06, 0x2a, 0x09)),
+        "CAPACITY DATA HAS CHANGED: {r:?}"
+    );
+    assert_eq!(read_capacity(&mut s), (24 << 20) / 512);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 24 << 20);
+    // The new end is writable.
+    let mut w = vec![0x8a, 0];
+    w.extend_from_slice(&((24u64 << 20) / 512 - 1).to_be_bytes());
+    w.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
+    assert_eq!(s.command(0, &w, &[0x77; 512], 0).unwrap().status, 0);
+    // Shrinking would drop data: refused, nothing changes.
+    std::fs::write(&cfg, config("8M")).unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.stderr().contains("cannot shrink") {
+        assert!(Instant::now() < deadline, "{}", d.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read_capacity(&mut s), (24 << 20) / 512);
+}
