@@ -263,7 +263,7 @@ impl Backstore for FileIo {
     fn grow(&self, new_capacity: u64) -> Result<()> {
         let cur = self.capacity();
         let bs = u64::from(self.block_size);
-        if new_capacity < cur || new_capacity % bs != 0 {
+        if new_capacity < cur || !new_capacity.is_multiple_of(bs) {
             return Err(path_error(
                 &self.path,
                 io::ErrorKind::InvalidInput,
