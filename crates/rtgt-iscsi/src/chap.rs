@@ -531,7 +531,7 @@ impl Chap {
             ));
         }
         self.state = State::Succeeded;
-        tracing::debug!(
+        tracing::info!(
             initiator = %self.peer,
             algorithm = alg.name(),
             mutual = self.auth.mutual.is_some(),
