@@ -52,6 +52,13 @@ struct Opened {
     lu: Arc<LogicalUnit>,
 }
 
+/// Where a wanted portal address is served from.
+enum Slot {
+    /// The listener at this index of `Running::listeners`.
+    Running(usize),
+    Fresh(tokio::net::TcpListener),
+}
+
 /// A bound portal and its accept loop.
 struct Listener {
     actual: SocketAddr,
@@ -68,8 +75,9 @@ struct Running {
     stores: BTreeMap<String, Opened>,
     groups: BTreeMap<(String, u16), Arc<PortGroup>>,
     relative_ports: BTreeMap<(String, u16), u16>,
-    /// By the address asked for (port 0 stays 0 here).
-    listeners: BTreeMap<SocketAddr, Listener>,
+    /// With the address asked for (port 0 stays 0 here; `--listen` may
+    /// ask for the same one twice).
+    listeners: Vec<(SocketAddr, Listener)>,
 }
 
 impl Running {
@@ -105,22 +113,31 @@ impl Running {
         if wanted.is_empty() {
             bail!("no portals to listen on: give a target portal group a portal, or use --listen");
         }
-        let mut fresh = BTreeMap::new();
-        for a in &wanted {
-            if !self.listeners.contains_key(a) && !fresh.contains_key(a) {
-                let l = server::bind(*a)
-                    .await
-                    .with_context(|| format!("cannot listen on {a}"))?;
-                fresh.insert(*a, l);
-            }
-        }
+        // Each wanted address keeps a running listener asked for with it,
+        // or gets a new one.
+        let mut claimed = vec![false; self.listeners.len()];
+        let mut slots: Vec<(SocketAddr, Slot)> = Vec::new();
         let mut bound = Vec::new();
         for a in &wanted {
-            let actual = match (self.listeners.get(a), fresh.get(a)) {
-                (Some(l), _) => l.actual,
-                (None, Some(l)) => l.local_addr()?,
-                (None, None) => continue,
+            let running = self
+                .listeners
+                .iter()
+                .enumerate()
+                .position(|(i, (w, _))| !claimed[i] && w == a);
+            let (slot, actual) = match running {
+                Some(i) => {
+                    claimed[i] = true;
+                    (Slot::Running(i), self.listeners[i].1.actual)
+                }
+                None => {
+                    let l = server::bind(*a)
+                        .await
+                        .with_context(|| format!("cannot listen on {a}"))?;
+                    let actual = l.local_addr()?;
+                    (Slot::Fresh(l), actual)
+                }
             };
+            slots.push((*a, slot));
             bound.push((*a, actual));
         }
         new.bind_portals(&bound, overridden);
@@ -217,25 +234,30 @@ impl Running {
         });
 
         // Listeners: start the new ones, stop those no longer wanted.
-        for (a, l) in fresh {
-            let actual = l.local_addr()?;
-            let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(self.server.clone().serve(l, rx));
-            println!("rtgt: listening on {actual}");
-            self.listeners.insert(a, Listener { actual, stop, task });
-        }
-        let gone: Vec<SocketAddr> = self
-            .listeners
-            .keys()
-            .filter(|a| !wanted.contains(a))
-            .copied()
+        let mut old: Vec<Option<(SocketAddr, Listener)>> = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .map(Some)
             .collect();
-        for a in gone {
-            if let Some(l) = self.listeners.remove(&a) {
-                let _ = l.stop.send(true);
-                let _ = l.task.await;
-                tracing::info!("stopped listening on {}", l.actual);
+        for (a, slot) in slots {
+            match slot {
+                Slot::Running(i) => {
+                    if let Some(l) = old.get_mut(i).and_then(Option::take) {
+                        self.listeners.push(l);
+                    }
+                }
+                Slot::Fresh(l) => {
+                    let actual = l.local_addr()?;
+                    let (stop, rx) = watch::channel(false);
+                    let task = tokio::spawn(self.server.clone().serve(l, rx));
+                    println!("rtgt: listening on {actual}");
+                    self.listeners.push((a, Listener { actual, stop, task }));
+                }
             }
+        }
+        for (_, l) in old.into_iter().flatten() {
+            let _ = l.stop.send(true);
+            let _ = l.task.await;
+            tracing::info!("stopped listening on {}", l.actual);
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -356,7 +378,7 @@ pub async fn serve(
         stores: BTreeMap::new(),
         groups: BTreeMap::new(),
         relative_ports: BTreeMap::new(),
-        listeners: BTreeMap::new(),
+        listeners: Vec::new(),
     };
     running.apply(Model::from_config(&cfg)).await?;
 

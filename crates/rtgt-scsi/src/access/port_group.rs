@@ -613,4 +613,76 @@ mod tests {
         drop(anyone);
         assert_eq!(g.nexus_count(), 1);
     }
+
+    #[tokio::test]
+    async fn removing_a_lun_with_io_in_flight_completes_the_io() {
+        use crate::testutil::MemStore;
+        let store = Arc::new(MemStore::new(64, 512, 512, true));
+        let lu = LogicalUnit::new(crate::LuConfig::new("gated", store.clone()));
+        let luns: BTreeMap<u64, TpgLun> = [(
+            0,
+            TpgLun {
+                lu: lu.clone(),
+                read_only: false,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let g = PortGroup::new(test_port(), PortGroupConfig::demo(luns));
+        let n = open(&g, "a");
+        clear_ua(&n, 0).await;
+        // A READ held inside the backstore...
+        let (tx, rx) = std::sync::mpsc::channel();
+        *store.gate.lock().unwrap() = Some(rx);
+        let p = n.prepare(cmd(0, &READ1)).map_err(|_| ()).unwrap();
+        let running = tokio::spawn(p.execute(Vec::new()));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // ...while the LUN is removed from the group.
+        g.reconfigure(PortGroupConfig::demo(BTreeMap::new()));
+        drop(lu);
+        assert!(n.luns().luns.is_empty());
+        tx.send(()).unwrap();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(2), running)
+            .await
+            .expect("the READ completes")
+            .unwrap();
+        assert!(
+            matches!(r, crate::api::ExecOutcome::Done(ref r) if r.status == 0 && r.data.len() == 512)
+        );
+        // New commands find no LUN.
+        assert_eq!(sense(&run(&n, 0, &READ1, &[]).await), (0x05, 0x2500));
+    }
+
+    #[test]
+    fn which_authentication_applies() {
+        let mut cfg = PortGroupConfig::demo(BTreeMap::new());
+        cfg.auth = Some(chap("group"));
+        cfg.acls.insert(
+            "own".into(),
+            NodeAcl {
+                auth: Some(chap("own")),
+                luns: BTreeMap::new(),
+            },
+        );
+        cfg.acls.insert(
+            "plain".into(),
+            NodeAcl {
+                auth: None,
+                luns: BTreeMap::new(),
+            },
+        );
+        let user = |who: &str, c: &PortGroupConfig| {
+            c.admission(who)
+                .map(|a| a.auth().map(|a| a.initiator.user.clone()))
+        };
+        // Demo mode: the group's CHAP for anyone without an ACL; an ACL's
+        // own CHAP wins; an ACL without one falls back to the group's.
+        assert_eq!(user("anyone", &cfg), Some(Some("group".into())));
+        assert_eq!(user("own", &cfg), Some(Some("own".into())));
+        assert_eq!(user("plain", &cfg), Some(Some("group".into())));
+        cfg.mode = TpgMode::Acl;
+        assert_eq!(user("anyone", &cfg), None);
+        cfg.auth = None;
+        assert_eq!(user("plain", &cfg), Some(None));
+    }
 }
