@@ -763,3 +763,52 @@ fn sighup_grows_a_fileio_lun_and_refuses_to_shrink_it() {
     }
     assert_eq!(read_capacity(&mut s), (24 << 20) / 512);
 }
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn sighup_binds_new_portals_and_closes_removed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let config = |ports: &[u16]| {
+        let portals: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        format!(
+            "[[backstore]]\nname = \"r\"\ntype = \"ramdisk\"\nsize = \"1M\"\n\n\
+             [[target]]\niqn = \"{T}\"\n[[target.tpg]]\ntag = 1\nmode = \"demo\"\nportals = [{}]\n\
+             [[target.tpg.lun]]\nlun = 0\nbackstore = \"r\"\n",
+            portals.join(", ")
+        )
+    };
+    let cfg = write_config(dir.path(), &config(&[p1]));
+    let d = Daemon::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(d.ports, [p1]);
+    let logs_in = |port: u16| {
+        login(port, &opts(A, Some(T), None))
+            .map(|r| r.succeeded())
+            .unwrap_or(false)
+    };
+    assert!(logs_in(p1) && !logs_in(p2));
+    std::fs::write(&cfg, config(&[p1, p2])).unwrap();
+    reload(&d, 1);
+    assert!(logs_in(p1) && logs_in(p2), "new portal served");
+    // A session on the portal that stays is not disturbed.
+    let mut s = session_on(p2);
+    s.clear_unit_attentions(0);
+    std::fs::write(&cfg, config(&[p2])).unwrap();
+    reload(&d, 2);
+    assert!(!logs_in(p1), "removed portal still accepts logins");
+    assert_eq!(s.command(0, &[0; 6], &[], 0).unwrap().status, 0);
+}
+
+fn session_on(port: u16) -> Session {
+    let r = login(port, &opts(A, Some(T), None)).unwrap();
+    assert!(r.succeeded());
+    Session::new(r.stream.unwrap())
+}
