@@ -85,7 +85,7 @@ async fn full_feature(
 ) {
     digests.header.store(l.header_digest, Ordering::Relaxed);
     digests.data.store(l.data_digest, Ordering::Relaxed);
-    let window = Arc::new(Window::new(l.exp_cmdsn, server.settings.cmd_window));
+    let window = Window::new(l.exp_cmdsn, server.settings.cmd_window);
     let limits = Arc::new(SendLimits {
         max_send_dsl: l.max_send_dsl.into(),
         max_burst: l.max_burst.into(),

@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::discovery::{answer_text, TargetPortals, TextContext, TextExchange, TextRequest};
 use crate::negotiation::SessionType;
 use crate::pdu::{op, reject, Bhs, RESERVED_TAG};
-use crate::wire::{sn_lt, Incoming, Outgoing, PduReader, ReadError, ScsiReply, SendLimits, Window};
+use crate::window::{Admit, Slot, Window};
+use crate::wire::{sn_lt, Incoming, Outgoing, PduReader, ReadError, ScsiReply, SendLimits};
 
 /// What the negotiation settled that the full feature phase needs.
 #[derive(Debug, Clone)]
@@ -104,7 +105,6 @@ struct CmdMeta {
     write: bool,
     /// Data-Out bytes the CDB called for.
     needed: u32,
-    immediate: bool,
 }
 
 /// An outstanding R2T.
@@ -119,6 +119,9 @@ struct R2tState {
 /// A write command collecting its Data-Out.
 struct WriteXfer {
     prepared: Prepared,
+    /// Its place in the command window: dropping the transfer (abort,
+    /// reset, connection loss) gives it back.
+    slot: Option<Slot>,
     meta: CmdMeta,
     buf: Vec<u8>,
     received: usize,
@@ -246,28 +249,23 @@ impl Ffp {
         Ok(())
     }
 
-    /// CmdSN acceptance (RFC 7143 3.2.2.1): a non-immediate PDU must carry
-    /// ExpCmdSN, which it then moves on; `counts` when the PDU stays
-    /// outstanding (a SCSI command) until it completes. Returns false when
-    /// the PDU must be silently ignored.
-    fn admit(&self, bhs: &Bhs, counts: bool) -> bool {
-        if bhs.immediate() {
-            return true;
+    /// CmdSN acceptance (RFC 7143 3.2.2.1): `None` when the PDU must be
+    /// silently ignored (out of order, or past MaxCmdSN); otherwise the
+    /// window slot a SCSI command (`holds_slot`) keeps until it ends.
+    fn admit(&self, bhs: &Bhs, holds_slot: bool) -> Option<Option<Slot>> {
+        match self.window.admit(bhs.cmdsn(), bhs.immediate(), holds_slot) {
+            Admit::Immediate => Some(None),
+            Admit::InOrder(slot) => Some(slot),
+            Admit::Ignore => {
+                tracing::debug!(
+                    cmdsn = bhs.cmdsn(),
+                    exp = self.window.exp_cmdsn(),
+                    max = self.window.max_cmdsn(),
+                    "CmdSN outside the window; ignoring PDU"
+                );
+                None
+            }
         }
-        let exp = self.window.exp_cmdsn.load(Ordering::Acquire);
-        if bhs.cmdsn() != exp {
-            tracing::debug!(
-                cmdsn = bhs.cmdsn(),
-                exp,
-                "CmdSN outside the window; ignoring PDU"
-            );
-            return false;
-        }
-        if counts {
-            self.window.outstanding.fetch_add(1, Ordering::AcqRel);
-        }
-        self.window.exp_cmdsn.fetch_add(1, Ordering::AcqRel);
-        true
     }
 
     async fn on_command<R: AsyncRead + Unpin>(
@@ -276,9 +274,9 @@ impl Ffp {
         inc: Incoming,
     ) -> Result<(), String> {
         let bhs = inc.bhs;
-        if !self.admit(&bhs, true) {
+        let Some(slot) = self.admit(&bhs, true) else {
             return read_skip(reader, &inc).await;
-        }
+        };
         let flags = bhs.flags();
         let read = flags & 0x40 != 0;
         let write = flags & 0x20 != 0;
@@ -303,7 +301,6 @@ impl Ffp {
             (true, true) => DataDirection::Bidirectional,
         };
         let itt = bhs.itt();
-        let immediate = bhs.immediate();
         let cmd = Command {
             lun: decode_lun(bhs.lun()),
             cdb,
@@ -319,14 +316,13 @@ impl Ffp {
             read,
             write,
             needed: 0,
-            immediate,
         };
         let nexus = self.nexus.as_ref().expect("normal session");
         let prepared = match nexus.prepare(cmd) {
             Ok(p) => p,
             Err(resp) => {
                 read_skip(reader, &inc).await?;
-                complete(&self.tx, &self.window, meta, resp);
+                complete(&self.tx, slot, meta, resp);
                 return Ok(());
             }
         };
@@ -337,8 +333,8 @@ impl Ffp {
         if imm > 0 && !self.params.immediate_data {
             // Immediate data that was not negotiated.
             read_skip(reader, &inc).await?;
+            drop(slot);
             self.send_reject(&bhs, reject::PROTOCOL_ERROR);
-            self.window.outstanding.fetch_sub(1, Ordering::AcqRel);
             return Ok(());
         }
         let keep = imm.min(xfer_len);
@@ -347,7 +343,7 @@ impl Ffp {
             .await
             .map_err(|e| e.to_string())?;
         if keep == xfer_len {
-            spawn_exec(&self.tx, &self.window, prepared, buf, meta);
+            spawn_exec(&self.tx, slot, prepared, buf, meta);
             return Ok(());
         }
         let unsolicited_end = if self.params.initial_r2t {
@@ -357,6 +353,7 @@ impl Ffp {
         };
         let mut x = WriteXfer {
             prepared,
+            slot,
             meta,
             buf,
             received: keep,
@@ -462,7 +459,7 @@ impl Ffp {
             tracing::debug!(itt, "Data-Out error: {why}");
             read_skip(reader, &inc).await?;
             let resp = x.prepared.fail(sense);
-            complete(&self.tx, &self.window, x.meta, resp);
+            complete(&self.tx, x.slot, x.meta, resp);
             return Ok(());
         }
         let total = x.buf.len();
@@ -478,7 +475,7 @@ impl Ffp {
             x.r2ts.pop_front();
         }
         if x.received >= total {
-            spawn_exec(&self.tx, &self.window, x.prepared, x.buf, x.meta);
+            spawn_exec(&self.tx, x.slot, x.prepared, x.buf, x.meta);
         } else {
             self.solicit(&mut x);
             self.writes.insert(itt, x);
@@ -498,7 +495,7 @@ impl Ffp {
             // receiving it already counted as activity.
             return Ok(());
         }
-        if !self.admit(&bhs, false) {
+        if self.admit(&bhs, false).is_none() {
             return Ok(());
         }
         let mut b = Bhs::new(op::NOP_IN);
@@ -517,7 +514,7 @@ impl Ffp {
     ) -> Result<(), String> {
         let bhs = inc.bhs;
         read_skip(reader, &inc).await?;
-        if !self.admit(&bhs, false) {
+        if self.admit(&bhs, false).is_none() {
             return Ok(());
         }
         let lun = decode_lun(bhs.lun());
@@ -562,7 +559,7 @@ impl Ffp {
                         // received (its CmdSN still inside the window and
                         // before this request's) counts as aborted; one
                         // that already completed does not exist.
-                        let exp = self.window.exp_cmdsn.load(Ordering::Acquire);
+                        let exp = self.window.exp_cmdsn();
                         let max = self.window.max_cmdsn();
                         let in_window = !sn_lt(ref_cmdsn, exp) && !sn_lt(max, ref_cmdsn);
                         if in_window && sn_lt(ref_cmdsn, bhs.cmdsn()) {
@@ -598,7 +595,7 @@ impl Ffp {
     ) -> Result<(), String> {
         let bhs = inc.bhs;
         let data = read_vec(reader, &inc).await?;
-        if !self.admit(&bhs, false) {
+        if self.admit(&bhs, false).is_none() {
             return Ok(());
         }
         let req = TextRequest::from_bhs(&bhs, data);
@@ -643,13 +640,13 @@ impl Ffp {
         let bhs = inc.bhs;
         read_skip(reader, &inc).await?;
         // Logout is answered even out of order: the initiator is leaving.
-        self.admit(&bhs, false);
+        let _ = self.admit(&bhs, false);
         let reason = bhs.flags() & 0x7f;
         // Let running commands answer first, so that nothing follows the
         // Logout Response on the wire.
         self.writes.clear();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.window.outstanding.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        while self.window.outstanding() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let mut b = Bhs::new(op::LOGOUT_RSP);
@@ -682,21 +679,17 @@ async fn read_vec<R: AsyncRead + Unpin>(
 
 fn spawn_exec(
     tx: &mpsc::UnboundedSender<Outgoing>,
-    window: &Arc<Window>,
+    slot: Option<Slot>,
     prepared: Prepared,
     buf: Vec<u8>,
     meta: CmdMeta,
 ) {
     let tx = tx.clone();
-    let window = window.clone();
     let mut fut = Box::pin(async move {
         match prepared.execute(buf).await {
-            ExecOutcome::Done(resp) => complete(&tx, &window, meta, resp),
-            ExecOutcome::Aborted => {
-                if !meta.immediate {
-                    window.outstanding.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
+            ExecOutcome::Done(resp) => complete(&tx, slot, meta, resp),
+            // No response (TAS=0); the slot goes with it.
+            ExecOutcome::Aborted => drop(slot),
         }
     });
     // Most commands on a RAM disk (and every refused one) finish without
@@ -710,11 +703,14 @@ fn spawn_exec(
 }
 
 /// Queue a command's reply, with residuals (RFC 7143 11.4.5).
-fn complete(tx: &mpsc::UnboundedSender<Outgoing>, window: &Window, meta: CmdMeta, resp: Response) {
-    if !meta.immediate {
-        // Open the window before the reply goes out so the reply carries it.
-        window.outstanding.fetch_sub(1, Ordering::AcqRel);
-    }
+fn complete(
+    tx: &mpsc::UnboundedSender<Outgoing>,
+    slot: Option<Slot>,
+    meta: CmdMeta,
+    resp: Response,
+) {
+    // Open the window before the reply goes out so the reply carries it.
+    drop(slot);
     let (flags, residual, data) = if meta.write && !meta.read {
         // Residuals of a write compare what the CDB needed with what the
         // initiator expected to send.

@@ -10,4 +10,5 @@ pub mod server;
 pub mod session;
 pub mod target;
 pub mod text;
+pub mod window;
 pub mod wire;

@@ -168,34 +168,7 @@ impl<R: AsyncRead + Unpin> PduReader<R> {
     }
 }
 
-/// The session's command window, stamped into every outgoing PDU.
-///
-/// MaxCmdSN is ExpCmdSN - 1 + (depth - outstanding): receiving a command
-/// moves ExpCmdSN and the outstanding count together, so the window only
-/// opens as commands complete, and never shrinks.
-#[derive(Debug)]
-pub struct Window {
-    pub exp_cmdsn: AtomicU32,
-    /// Non-immediate commands received and not yet completed.
-    pub outstanding: AtomicU32,
-    pub depth: u32,
-}
-
-impl Window {
-    pub fn new(exp_cmdsn: u32, depth: u32) -> Self {
-        Window {
-            exp_cmdsn: AtomicU32::new(exp_cmdsn),
-            outstanding: AtomicU32::new(0),
-            depth,
-        }
-    }
-
-    pub fn max_cmdsn(&self) -> u32 {
-        let exp = self.exp_cmdsn.load(Ordering::Acquire);
-        let out = self.outstanding.load(Ordering::Acquire).min(self.depth);
-        exp.wrapping_add(self.depth - out).wrapping_sub(1)
-    }
-}
+pub use crate::window::Window;
 
 /// Serial-number comparison (RFC 1982) for 32-bit sequence numbers.
 pub fn sn_lt(a: u32, b: u32) -> bool {
@@ -323,7 +296,7 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         if bhs.advances_statsn() {
             self.stat_sn = self.stat_sn.wrapping_add(1);
         }
-        let exp = self.window.exp_cmdsn.load(Ordering::Acquire);
+        let exp = self.window.exp_cmdsn();
         let mut max = self.window.max_cmdsn();
         // The two counters are read without a lock; never let a torn read
         // make MaxCmdSN go backwards.
@@ -471,7 +444,7 @@ mod tests {
         let d = Arc::new(Digests::default());
         d.header.store(digests, Ordering::Relaxed);
         d.data.store(digests, Ordering::Relaxed);
-        let window = Arc::new(Window::new(10, 128));
+        let window = Window::new(10, 128);
         let limits = Arc::new(SendLimits {
             max_send_dsl: 1000.into(),
             max_burst: 2500.into(),
@@ -548,9 +521,19 @@ mod tests {
     fn window_never_exceeds_depth() {
         let w = Window::new(100, 128);
         assert_eq!(w.max_cmdsn(), 227);
-        w.outstanding.store(128, Ordering::Relaxed);
-        w.exp_cmdsn.store(228, Ordering::Relaxed);
+        let slots: Vec<_> = (100..228u32)
+            .map(|sn| match w.admit(sn, false, true) {
+                crate::window::Admit::InOrder(Some(s)) => s,
+                other => panic!("{sn}: {other:?}"),
+            })
+            .collect();
         assert_eq!(w.max_cmdsn(), 227, "full window stays closed");
+        assert!(matches!(
+            w.admit(228, false, true),
+            crate::window::Admit::Ignore
+        ));
+        drop(slots);
+        assert_eq!(w.max_cmdsn(), 355);
         assert!(sn_lt(0xffff_fff0, 5));
         assert!(!sn_lt(5, 0xffff_fff0));
     }

@@ -51,6 +51,50 @@ impl Session {
         }
     }
 
+    /// The CmdSN the next non-immediate PDU takes (and count it).
+    pub fn take_cmdsn(&mut self) -> u32 {
+        let sn = self.cmdsn;
+        self.cmdsn = self.cmdsn.wrapping_add(1);
+        sn
+    }
+
+    /// The CmdSN the next non-immediate PDU would take.
+    pub fn cmdsn(&self) -> u32 {
+        self.cmdsn
+    }
+
+    /// A fresh initiator task tag.
+    pub fn take_itt(&mut self) -> u32 {
+        let itt = self.itt;
+        self.itt = self.itt.wrapping_add(1);
+        itt
+    }
+
+    /// Send one PDU as it is (data padded), with ExpStatSN filled in.
+    pub fn send_raw(&mut self, mut bhs: [u8; 48], data: &[u8]) -> io::Result<()> {
+        bhs[28..32].copy_from_slice(&self.exp_statsn.to_be_bytes());
+        bhs[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        let mut pdu = bhs.to_vec();
+        pdu.extend_from_slice(data);
+        pdu.resize(48 + data.len().div_ceil(4) * 4, 0);
+        self.stream.write_all(&pdu)
+    }
+
+    /// Read one PDU (BHS, data segment); StatSN bookkeeping done.
+    pub fn recv_raw(&mut self) -> io::Result<([u8; 48], Vec<u8>)> {
+        let (bhs, data) = self.read_pdu()?;
+        // Responses that carry StatSN: SCSI Response, TMF/Text/Logout
+        // Response, Data-In with S, NOP-In with a real ITT.
+        let op = bhs[0] & 0x3f;
+        let has_statsn = matches!(op, 0x21 | 0x22 | 0x24 | 0x26)
+            || (op == 0x25 && bhs[1] & 0x01 != 0)
+            || (op == 0x20 && bhs[16..20] != [0xff; 4]);
+        if has_statsn {
+            self.exp_statsn = u32::from_be_bytes(bhs[24..28].try_into().unwrap()).wrapping_add(1);
+        }
+        Ok((bhs, data))
+    }
+
     fn read_pdu(&mut self) -> io::Result<([u8; 48], Vec<u8>)> {
         let mut bhs = [0u8; 48];
         self.stream.read_exact(&mut bhs)?;

@@ -1,0 +1,161 @@
+//! A hostile or unlucky initiator, played with this suite's raw client:
+//! whatever it sends, the command window stays an invariant and the
+//! daemon keeps serving others.
+
+mod common;
+
+use common::iscsi_login::{login, LoginOptions};
+use common::scsi_client::Session;
+use common::*;
+use std::time::Duration;
+
+fn session(d: &Daemon, isid_tail: u8) -> Session {
+    let r = login(
+        d.port(),
+        &LoginOptions {
+            initiator: INITIATOR.into(),
+            target: Some(DEMO_IQN.into()),
+            chap: None,
+            isid: [0x80, 0, 0, 0x77, 0x01, isid_tail],
+        },
+    )
+    .unwrap();
+    assert!(r.succeeded(), "login {:?}", (r.class, r.detail));
+    let mut s = Session::new(r.stream.unwrap());
+    s.clear_unit_attentions(0);
+    s
+}
+
+/// A WRITE(10) of one block announced with no data and none sent: the
+/// target waits for it (unsolicited, or after an R2T, as negotiated).
+/// Returns (ITT, CmdSN).
+fn stalled_write(s: &mut Session) -> (u32, u32) {
+    let itt = s.take_itt();
+    let sn = s.take_cmdsn();
+    let mut b = [0u8; 48];
+    b[0] = 0x01;
+    b[1] = 0x80 | 0x20 | 0x01; // F, W, SIMPLE
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[20..24].copy_from_slice(&512u32.to_be_bytes());
+    b[24..28].copy_from_slice(&sn.to_be_bytes());
+    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 9, 0, 0, 1, 0]);
+    s.send_raw(b, &[]).unwrap();
+    (itt, sn)
+}
+
+/// An immediate task management request; returns its response code and
+/// the MaxCmdSN - ExpCmdSN + 1 it announced.
+fn tmf(s: &mut Session, function: u8, ref_itt: u32, ref_cmdsn: u32) -> (u8, u32) {
+    let itt = s.take_itt();
+    let mut b = [0u8; 48];
+    b[0] = 0x40 | 0x02; // immediate TMF
+    b[1] = 0x80 | function;
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[20..24].copy_from_slice(&ref_itt.to_be_bytes());
+    b[24..28].copy_from_slice(&s.cmdsn().to_be_bytes());
+    b[32..36].copy_from_slice(&ref_cmdsn.to_be_bytes());
+    s.send_raw(b, &[]).unwrap();
+    loop {
+        let (r, _) = s.recv_raw().unwrap();
+        if r[0] & 0x3f == 0x22 {
+            assert_eq!(&r[16..20], &itt.to_be_bytes());
+            return (r[2], window_of(&r));
+        }
+    }
+}
+
+/// MaxCmdSN - ExpCmdSN + 1 of a response.
+fn window_of(bhs: &[u8; 48]) -> u32 {
+    let exp = u32::from_be_bytes(bhs[28..32].try_into().unwrap());
+    let max = u32::from_be_bytes(bhs[32..36].try_into().unwrap());
+    max.wrapping_sub(exp).wrapping_add(1)
+}
+
+/// TEST UNIT READY answered GOOD, and the window it announces.
+fn tur_window(s: &mut Session) -> u32 {
+    let itt = s.take_itt();
+    let sn = s.take_cmdsn();
+    let mut b = [0u8; 48];
+    b[0] = 0x01;
+    b[1] = 0x81;
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[24..28].copy_from_slice(&sn.to_be_bytes());
+    s.send_raw(b, &[]).unwrap();
+    let r = reply_to(s, itt);
+    assert_eq!((r[0] & 0x3f, r[3]), (0x21, 0), "TUR: {:02x?}", &r[..4]);
+    window_of(&r)
+}
+
+/// The next PDU answering `itt`, skipping others (R2Ts).
+fn reply_to(s: &mut Session, itt: u32) -> [u8; 48] {
+    loop {
+        let (r, _) = s.recv_raw().unwrap();
+        if r[16..20] == itt.to_be_bytes() && r[0] & 0x3f != 0x31 {
+            return r;
+        }
+    }
+}
+
+#[test]
+fn ended_writes_give_their_window_slot_back() {
+    let d = Daemon::default_target();
+    let mut s = session(&d, 1);
+    let full = tur_window(&mut s);
+    assert_eq!(full, 128);
+    // 3 x 128 writes that never send data, each ended by another TMF.
+    for i in 0..384u32 {
+        let (itt, sn) = stalled_write(&mut s);
+        let (resp, _) = match i % 3 {
+            0 => tmf(&mut s, 1, itt, sn),        // ABORT TASK
+            1 => tmf(&mut s, 2, 0xffff_ffff, 0), // ABORT TASK SET
+            _ => tmf(&mut s, 5, 0xffff_ffff, 0), // LOGICAL UNIT RESET
+        };
+        assert_eq!(resp, 0, "TMF {i}");
+        if i % 3 == 2 {
+            // The LU reset's unit attention.
+            s.clear_unit_attentions(0);
+        }
+    }
+    assert_eq!(tur_window(&mut s), full, "the window leaked");
+}
+
+#[test]
+fn commands_past_max_cmdsn_are_ignored() {
+    let d = Daemon::default_target();
+    let mut s = session(&d, 2);
+    assert_eq!(tur_window(&mut s), 128);
+    // Fill the window with writes waiting for data.
+    let held: Vec<(u32, u32)> = (0..128).map(|_| stalled_write(&mut s)).collect();
+    // One more command, past MaxCmdSN: no answer, not executed.
+    let itt = s.take_itt();
+    let sn = s.take_cmdsn();
+    let mut b = [0u8; 48];
+    b[0] = 0x01;
+    b[1] = 0x81;
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[24..28].copy_from_slice(&sn.to_be_bytes());
+    s.send_raw(b, &[]).unwrap();
+    s.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok((r, _)) = s.recv_raw() {
+        assert_ne!(
+            &r[16..20],
+            &itt.to_be_bytes(),
+            "a command past MaxCmdSN was answered"
+        );
+    }
+    s.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Ending one held write opens one place; the initiator resends.
+    let (resp, window) = tmf(&mut s, 1, held[0].0, held[0].1);
+    assert_eq!((resp, window), (0, 1));
+    s.send_raw(b, &[]).unwrap();
+    let r = reply_to(&mut s, itt);
+    assert_eq!((r[0] & 0x3f, r[3]), (0x21, 0));
+    // A LUN reset ends the rest.
+    assert_eq!(tmf(&mut s, 5, 0xffff_ffff, 0).0, 0);
+    s.clear_unit_attentions(0);
+    assert_eq!(tur_window(&mut s), 128);
+}
