@@ -9,11 +9,11 @@ use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use crate::discovery::TextExchange;
 use crate::ffp::{End, Ffp, FfpParams, Liveness, TextService, PING_TTT};
 use crate::negotiation::SessionType;
+use crate::outbox::Outbox;
 use crate::pdu::{op, Bhs, RESERVED_TAG};
 use crate::server::Server;
 use crate::session::SessionKey;
@@ -90,10 +90,11 @@ async fn full_feature(
         max_send_dsl: l.max_send_dsl.into(),
         max_burst: l.max_burst.into(),
     });
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = Outbox::new(server.settings.reply_backlog);
     let mut writer = PduWriter::new(wr, digests.clone(), window.clone(), limits.clone());
     writer.stat_sn = l.stat_sn;
-    let writer_task = tokio::spawn(writer.run(rx));
+    writer.send_timeout = server.settings.send_timeout;
+    let mut writer_task = tokio::spawn(writer.run(rx, tx.backlog().clone()));
 
     let targets = server.targets();
     let nexus = if l.discovery {
@@ -150,11 +151,28 @@ async fn full_feature(
         let tx = tx.clone();
         let liveness = liveness.clone();
         async move {
-            // Ping a quiet connection; give up on one that stays silent.
-            let tick = settings.nop_interval.min(settings.nop_timeout) / 2;
+            // Ping a quiet connection; give up on one that stays silent,
+            // and on one that leaves a write without its Data-Out.
+            let tick = settings
+                .nop_interval
+                .min(settings.nop_timeout)
+                .min(settings.data_out_timeout)
+                / 4;
             let mut pinged_at = None;
             loop {
-                tokio::time::sleep(tick.max(std::time::Duration::from_millis(100))).await;
+                tokio::time::sleep(tick.max(std::time::Duration::from_millis(50))).await;
+                if liveness
+                    .data_out_wait()
+                    .is_some_and(|w| w >= settings.data_out_timeout)
+                {
+                    // ERL 0: the data cannot be recovered; dropping the
+                    // connection ends its commands (and the task-set
+                    // barriers an ORDERED one holds).
+                    return format!(
+                        "no Data-Out for a write within {:?}",
+                        settings.data_out_timeout
+                    );
+                }
                 let idle = liveness.idle();
                 if idle < settings.nop_interval {
                     pinged_at = None;
@@ -166,13 +184,15 @@ async fn full_feature(
                         b.set_flags(0x80);
                         b.set_itt(RESERVED_TAG);
                         b.set_u32_at(20, PING_TTT);
-                        let _ = tx.send(Outgoing::Pdu {
+                        tx.send(Outgoing::Pdu {
                             bhs: b,
                             data: Bytes::new(),
                         });
                         pinged_at = Some(std::time::Instant::now());
                     }
-                    Some(t) if t.elapsed() >= settings.nop_timeout => return,
+                    Some(t) if t.elapsed() >= settings.nop_timeout => {
+                        return "initiator did not answer NOP-In ping".to_string()
+                    }
                     Some(_) => {}
                 }
             }
@@ -194,9 +214,18 @@ async fn full_feature(
             None => std::future::pending::<()>().await,
         }
     };
+    let mut writer_done = false;
     let end = tokio::select! {
         e = ffp.run(&mut reader) => e,
-        _ = watchdog => End::Error("initiator did not answer NOP-In ping".into()),
+        why = watchdog => End::Error(why),
+        r = &mut writer_task => {
+            writer_done = true;
+            End::Error(match r {
+                Ok(Ok(())) => "writer ended".into(),
+                Ok(Err(e)) => format!("sending: {e}"),
+                Err(e) => format!("writer: {e}"),
+            })
+        }
         _ = stopped => End::Error("session ended by the target (reinstatement or shutdown)".into()),
         _ = revoked => End::Error("session ended: its access was revoked by a configuration change".into()),
     };
@@ -212,7 +241,9 @@ async fn full_feature(
         n.close();
     }
     drop(tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer_task).await;
+    if !writer_done {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer_task).await;
+    }
     drop(l.registration);
 }
 

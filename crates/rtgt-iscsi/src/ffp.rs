@@ -4,7 +4,7 @@
 //! none of it needs a lock; command execution runs in spawned tasks that
 //! report back through the writer's channel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +18,11 @@ use rtgt_scsi::{
     TmfResult,
 };
 use tokio::io::AsyncRead;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::discovery::{answer_text, TargetPortals, TextContext, TextExchange, TextRequest};
 use crate::negotiation::SessionType;
+use crate::outbox::Outbox;
 use crate::pdu::{op, reject, Bhs, RESERVED_TAG};
 use crate::window::{Admit, Slot, Window};
 use crate::wire::{sn_lt, Incoming, Outgoing, PduReader, ReadError, ScsiReply, SendLimits};
@@ -53,6 +54,9 @@ pub struct Liveness {
     start: Instant,
     /// Milliseconds since `start` at the last received PDU.
     last_rx: AtomicU64,
+    /// Milliseconds since `start` at which the write that has waited
+    /// longest for its Data-Out last made progress; `u64::MAX`: none waits.
+    data_wait_since: AtomicU64,
 }
 
 impl Default for Liveness {
@@ -60,6 +64,7 @@ impl Default for Liveness {
         Liveness {
             start: Instant::now(),
             last_rx: AtomicU64::new(0),
+            data_wait_since: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -69,6 +74,22 @@ impl Liveness {
         self.last_rx
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
+    fn set_data_wait(&self, since: Option<Instant>) {
+        let ms = since.map_or(u64::MAX, |t| {
+            t.duration_since(self.start).as_millis() as u64
+        });
+        self.data_wait_since.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long the write that waits longest has had no Data-Out.
+    pub fn data_out_wait(&self) -> Option<Duration> {
+        let since = self.data_wait_since.load(Ordering::Relaxed);
+        (since != u64::MAX).then(|| {
+            let now = self.start.elapsed().as_millis() as u64;
+            Duration::from_millis(now.saturating_sub(since))
+        })
+    }
+
     /// Time since the last PDU arrived.
     pub fn idle(&self) -> Duration {
         let now = self.start.elapsed().as_millis() as u64;
@@ -123,8 +144,14 @@ struct WriteXfer {
     /// reset, connection loss) gives it back.
     slot: Option<Slot>,
     meta: CmdMeta,
+    /// Data-Out received so far: grows as data arrives, never sized from
+    /// the announced length alone.
     buf: Vec<u8>,
+    /// Bytes the command will take.
+    total: usize,
     received: usize,
+    /// Last time data for it arrived (or it was received).
+    since: Instant,
     /// Unsolicited data the initiator may still send (bytes, from offset 0).
     unsolicited_end: u32,
     unsolicited_datasn: u32,
@@ -138,12 +165,14 @@ pub struct Ffp {
     /// None in a discovery session, which carries no SCSI.
     pub nexus: Option<Arc<Nexus>>,
     pub window: Arc<Window>,
-    pub tx: mpsc::UnboundedSender<Outgoing>,
+    pub tx: Outbox,
     pub params: FfpParams,
     pub liveness: Arc<Liveness>,
     pub text: TextService,
     pub limits: Arc<SendLimits>,
     writes: HashMap<u32, WriteXfer>,
+    /// (last progress, ITT) of every write waiting for Data-Out.
+    waiting: BTreeSet<(Instant, u32)>,
     next_ttt: u32,
 }
 
@@ -151,7 +180,7 @@ impl Ffp {
     pub fn new(
         nexus: Option<Arc<Nexus>>,
         window: Arc<Window>,
-        tx: mpsc::UnboundedSender<Outgoing>,
+        tx: Outbox,
         params: FfpParams,
         liveness: Arc<Liveness>,
         text: TextService,
@@ -166,6 +195,7 @@ impl Ffp {
             text,
             limits,
             writes: HashMap::new(),
+            waiting: BTreeSet::new(),
             next_ttt: 1,
         }
     }
@@ -174,6 +204,8 @@ impl Ffp {
     pub async fn run<R: AsyncRead + Unpin>(&mut self, reader: &mut PduReader<R>) -> End {
         reader.max_data = self.params.max_recv_dsl as usize;
         loop {
+            // Replies the initiator has not taken yet hold back new work.
+            self.tx.backlog().wait_for_room().await;
             let inc = match reader.read_header().await {
                 Ok(i) => i,
                 Err(ReadError::Closed) => return End::Closed,
@@ -216,17 +248,43 @@ impl Ffp {
             if let Err(e) = res {
                 return End::Error(e);
             }
+            self.liveness
+                .set_data_wait(self.waiting.first().map(|(t, _)| *t));
         }
     }
 
+    /// Park a write that waits for Data-Out.
+    fn park(&mut self, mut x: WriteXfer) {
+        // A reused task tag replaces the write it named (whose slot and
+        // task go with it).
+        self.unpark(x.meta.itt);
+        x.since = Instant::now();
+        self.waiting.insert((x.since, x.meta.itt));
+        self.writes.insert(x.meta.itt, x);
+    }
+
+    /// Take a parked write out.
+    fn unpark(&mut self, itt: u32) -> Option<WriteXfer> {
+        let x = self.writes.remove(&itt)?;
+        self.waiting.remove(&(x.since, itt));
+        Some(x)
+    }
+
+    /// Forget parked writes that task management ended.
+    fn drop_writes(&mut self, keep: impl Fn(&WriteXfer) -> bool) {
+        self.writes.retain(|_, x| keep(x));
+        let writes = &self.writes;
+        self.waiting.retain(|(_, itt)| writes.contains_key(itt));
+    }
+
     fn send(&self, bhs: Bhs, data: Bytes) {
-        let _ = self.tx.send(Outgoing::Pdu { bhs, data });
+        self.tx.send(Outgoing::Pdu { bhs, data });
     }
 
     /// Wait until everything queued so far is on the wire.
     async fn flush(&self) {
         let (done_tx, done_rx) = oneshot::channel();
-        let _ = self.tx.send(Outgoing::Flush(done_tx));
+        self.tx.send(Outgoing::Flush(done_tx));
         let _ = done_rx.await;
     }
 
@@ -328,7 +386,6 @@ impl Ffp {
         };
         meta.needed = prepared.data_out_len();
         let xfer_len = if write { meta.needed.min(edtl) } else { 0 } as usize;
-        let mut buf = vec![0u8; xfer_len];
         let imm = bhs.data_len();
         if imm > 0 && !self.params.immediate_data {
             // Immediate data that was not negotiated.
@@ -338,8 +395,9 @@ impl Ffp {
             return Ok(());
         }
         let keep = imm.min(xfer_len);
+        let mut buf = vec![0u8; keep];
         reader
-            .read_data_prefix(&inc, &mut buf[..keep])
+            .read_data_prefix(&inc, &mut buf)
             .await
             .map_err(|e| e.to_string())?;
         if keep == xfer_len {
@@ -356,7 +414,9 @@ impl Ffp {
             slot,
             meta,
             buf,
+            total: xfer_len,
             received: keep,
+            since: Instant::now(),
             unsolicited_end,
             unsolicited_datasn: 0,
             next_solicit: unsolicited_end.min(xfer_len as u32),
@@ -364,13 +424,13 @@ impl Ffp {
             r2ts: VecDeque::new(),
         };
         self.solicit(&mut x);
-        self.writes.insert(itt, x);
+        self.park(x);
         Ok(())
     }
 
     /// Send R2Ts up to MaxOutstandingR2T for data not yet solicited.
     fn solicit(&mut self, x: &mut WriteXfer) {
-        let total = x.buf.len() as u32;
+        let total = x.total as u32;
         while x.next_solicit < total
             && (x.r2ts.len() as u32) < self.params.max_outstanding_r2t.max(1)
         {
@@ -408,7 +468,7 @@ impl Ffp {
     ) -> Result<(), String> {
         let bhs = inc.bhs;
         let itt = bhs.itt();
-        let Some(mut x) = self.writes.remove(&itt) else {
+        let Some(mut x) = self.unpark(itt) else {
             // Data for a task that completed or was aborted: drop it.
             return read_skip(reader, &inc).await;
         };
@@ -462,9 +522,12 @@ impl Ffp {
             complete(&self.tx, x.slot, x.meta, resp);
             return Ok(());
         }
-        let total = x.buf.len();
+        let total = x.total;
         let start = (offset as usize).min(total);
         let keep = (end as usize).min(total) - start;
+        if x.buf.len() < start + keep {
+            x.buf.resize(start + keep, 0);
+        }
         reader
             .read_data_prefix(&inc, &mut x.buf[start..start + keep])
             .await
@@ -475,10 +538,11 @@ impl Ffp {
             x.r2ts.pop_front();
         }
         if x.received >= total {
+            x.buf.resize(total, 0);
             spawn_exec(&self.tx, x.slot, x.prepared, x.buf, x.meta);
         } else {
             self.solicit(&mut x);
-            self.writes.insert(itt, x);
+            self.park(x);
         }
         Ok(())
     }
@@ -543,13 +607,13 @@ impl Ffp {
                 match f {
                     TmfFunction::AbortTask { .. } => {
                         if r == TmfResult::Complete {
-                            self.writes.remove(&ref_tag);
+                            self.unpark(ref_tag);
                         }
                     }
-                    TmfFunction::TargetReset => self.writes.clear(),
+                    TmfFunction::TargetReset => self.drop_writes(|_| false),
                     _ => {
                         let raw = bhs.lun();
-                        self.writes.retain(|_, x| x.meta.lun != raw);
+                        self.drop_writes(|x| x.meta.lun != raw);
                     }
                 }
                 match r {
@@ -644,7 +708,7 @@ impl Ffp {
         let reason = bhs.flags() & 0x7f;
         // Let running commands answer first, so that nothing follows the
         // Logout Response on the wire.
-        self.writes.clear();
+        self.drop_writes(|_| false);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.window.outstanding() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -677,13 +741,7 @@ async fn read_vec<R: AsyncRead + Unpin>(
     reader.read_data_vec(inc).await.map_err(|e| e.to_string())
 }
 
-fn spawn_exec(
-    tx: &mpsc::UnboundedSender<Outgoing>,
-    slot: Option<Slot>,
-    prepared: Prepared,
-    buf: Vec<u8>,
-    meta: CmdMeta,
-) {
+fn spawn_exec(tx: &Outbox, slot: Option<Slot>, prepared: Prepared, buf: Vec<u8>, meta: CmdMeta) {
     let tx = tx.clone();
     let mut fut = Box::pin(async move {
         match prepared.execute(buf).await {
@@ -703,12 +761,7 @@ fn spawn_exec(
 }
 
 /// Queue a command's reply, with residuals (RFC 7143 11.4.5).
-fn complete(
-    tx: &mpsc::UnboundedSender<Outgoing>,
-    slot: Option<Slot>,
-    meta: CmdMeta,
-    resp: Response,
-) {
+fn complete(tx: &Outbox, slot: Option<Slot>, meta: CmdMeta, resp: Response) {
     // Open the window before the reply goes out so the reply carries it.
     drop(slot);
     let (flags, residual, data) = if meta.write && !meta.read {
@@ -727,7 +780,7 @@ fn complete(
         }
         (f, r, data)
     };
-    let _ = tx.send(Outgoing::Scsi(ScsiReply {
+    tx.send(Outgoing::Scsi(ScsiReply {
         itt: meta.itt,
         lun: meta.lun,
         status: resp.status,

@@ -5,6 +5,7 @@ pub mod ffp;
 pub mod login;
 mod login_phase;
 pub mod negotiation;
+pub mod outbox;
 pub mod pdu;
 pub mod server;
 pub mod session;

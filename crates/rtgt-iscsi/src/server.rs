@@ -27,6 +27,15 @@ pub struct Settings {
     pub nop_timeout: Duration,
     /// Time allowed for a login to complete.
     pub login_timeout: Duration,
+    /// A write waiting this long for Data-Out that does not come ends its
+    /// connection (error recovery level 0), as LIO's dataout_timeout.
+    pub data_out_timeout: Duration,
+    /// A connection whose initiator does not read its socket for this long
+    /// is dropped.
+    pub send_timeout: Duration,
+    /// Bytes of replies a connection may have waiting to be sent before
+    /// its reader stops taking new PDUs.
+    pub reply_backlog: usize,
 }
 
 impl Default for Settings {
@@ -43,6 +52,9 @@ impl Default for Settings {
             nop_interval: Duration::from_secs(30),
             nop_timeout: Duration::from_secs(60),
             login_timeout: Duration::from_secs(15),
+            data_out_timeout: Duration::from_secs(3),
+            send_timeout: Duration::from_secs(60),
+            reply_backlog: 4 << 20,
         }
     }
 }

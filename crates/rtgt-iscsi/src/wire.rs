@@ -218,6 +218,9 @@ pub struct PduWriter<W> {
     window: Arc<Window>,
     limits: Arc<SendLimits>,
     pub stat_sn: u32,
+    /// A write that makes no progress for this long ends the connection
+    /// (a peer that stopped reading its socket).
+    pub send_timeout: std::time::Duration,
     last_max: u32,
     scratch: Vec<u8>,
     pieces: Vec<Piece>,
@@ -243,24 +246,36 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
             window,
             limits,
             stat_sn: 0,
+            send_timeout: std::time::Duration::from_secs(60),
             last_max: 0,
             scratch: Vec::with_capacity(8192),
             pieces: Vec::with_capacity(64),
         }
     }
 
-    /// Run until the channel closes or the socket fails.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Outgoing>) -> io::Result<()> {
+    /// Run until the channel closes or the socket fails (or stalls for
+    /// `send_timeout`). What it writes leaves `backlog`.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Outgoing>,
+        backlog: Arc<crate::outbox::Backlog>,
+    ) -> io::Result<()> {
         while let Some(first) = rx.recv().await {
             let mut flushes = Vec::new();
+            let mut counted = crate::outbox::accounted(&first);
             let mut queued = self.encode(first, &mut flushes);
             while queued < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(m) => queued += self.encode(m, &mut flushes),
+                    Ok(m) => {
+                        counted += crate::outbox::accounted(&m);
+                        queued += self.encode(m, &mut flushes);
+                    }
                     Err(_) => break,
                 }
             }
-            self.write_batch().await?;
+            let written = self.write_batch().await;
+            backlog.sent(counted);
+            written?;
             for f in flushes {
                 let _ = f.send(());
             }
@@ -405,7 +420,14 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         }
         let mut bufs: &mut [IoSlice<'_>] = &mut slices;
         while !bufs.is_empty() {
-            let n = self.inner.write_vectored(bufs).await?;
+            let n = tokio::time::timeout(self.send_timeout, self.inner.write_vectored(bufs))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the initiator has not read its socket for the send timeout",
+                    )
+                })??;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -461,7 +483,7 @@ mod tests {
     async fn scsi_reply_segments_and_digests() {
         for digests in [false, true] {
             let (w, mut r) = pipe(digests);
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = crate::outbox::Outbox::new(1 << 20);
             let data: Vec<u8> = (0..3001u32).map(|i| i as u8).collect();
             tx.send(Outgoing::Scsi(ScsiReply {
                 itt: 7,
@@ -471,10 +493,10 @@ mod tests {
                 data: Bytes::from(data.clone()),
                 residual_flags: 0x02,
                 residual: 99,
-            }))
-            .unwrap();
+            }));
+            let backlog = tx.backlog().clone();
             drop(tx);
-            let task = tokio::spawn(w.run(rx));
+            let task = tokio::spawn(w.run(rx, backlog.clone()));
             let mut got = Vec::new();
             let mut flags = Vec::new();
             loop {
@@ -495,6 +517,7 @@ mod tests {
             // 1000 + 1000 + 500 (burst ends, F) + 501 (last, F|U|S).
             assert_eq!(flags, vec![0x00, 0x00, 0x80, 0x83]);
             task.await.unwrap().unwrap();
+            assert_eq!(backlog.bytes(), 0, "what was written left the backlog");
         }
     }
 

@@ -42,6 +42,14 @@ enum Cmd {
         /// ...and drop it when the ping stays unanswered this long.
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         nop_timeout: u64,
+        /// Drop a connection that leaves a write without its Data-Out this
+        /// long (its commands end; LIO's dataout_timeout).
+        #[arg(long, value_name = "SECS", default_value_t = 3)]
+        data_out_timeout: u64,
+        /// Drop a connection whose initiator does not read its socket this
+        /// long.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        send_timeout: u64,
     },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
@@ -98,6 +106,8 @@ fn main() -> ExitCode {
             state_dir,
             nop_interval,
             nop_timeout,
+            data_out_timeout,
+            send_timeout,
         } => {
             let state_dir = state_dir.or_else(default_state_dir);
             let cfg = match &config {
@@ -136,6 +146,8 @@ fn main() -> ExitCode {
             let settings = rtgt_iscsi::server::Settings {
                 nop_interval: std::time::Duration::from_secs(nop_interval.max(1)),
                 nop_timeout: std::time::Duration::from_secs(nop_timeout.max(1)),
+                data_out_timeout: std::time::Duration::from_secs(data_out_timeout.max(1)),
+                send_timeout: std::time::Duration::from_secs(send_timeout.max(1)),
                 ..Default::default()
             };
             match rt.block_on(rtgt::serve::serve(cfg, config, listen, state_dir, settings)) {

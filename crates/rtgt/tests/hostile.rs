@@ -159,3 +159,124 @@ fn commands_past_max_cmdsn_are_ignored() {
     s.clear_unit_attentions(0);
     assert_eq!(tur_window(&mut s), 128);
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// READ(10) of `blocks` 512-byte blocks at LBA 0, as a raw PDU.
+fn read10(s: &mut Session, blocks: u16) -> [u8; 48] {
+    let itt = s.take_itt();
+    let sn = s.take_cmdsn();
+    let mut b = [0u8; 48];
+    b[0] = 0x01;
+    b[1] = 0x80 | 0x40 | 0x01; // F, R, SIMPLE
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[20..24].copy_from_slice(&(blocks as u32 * 512).to_be_bytes());
+    b[24..28].copy_from_slice(&sn.to_be_bytes());
+    let n = blocks.to_be_bytes();
+    b[32..42].copy_from_slice(&[0x28, 0, 0, 0, 0, 0, 0, n[0], n[1], 0]);
+    b
+}
+
+#[test]
+fn an_initiator_that_never_reads_cannot_grow_memory_and_is_dropped() {
+    let d = Daemon::start(&["serve", "--listen", "127.0.0.1:0", "--send-timeout", "3"]);
+    let base = rss_kib(d.pid());
+    let mut s = session(&d, 3);
+    // 128 pipelined 8 MiB READs (1 GiB of replies), and never read.
+    s.stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut sent = 0;
+    for _ in 0..128 {
+        let b = read10(&mut s, 16384);
+        if s.send_raw(b, &[]).is_err() {
+            break; // the target stopped reading, and our socket is full
+        }
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let held = rss_kib(d.pid());
+    eprintln!("non-reading initiator: {sent} READs of 8 MiB sent, daemon RSS {base} -> {held} KiB");
+    assert!(
+        held < base + 64 * 1024,
+        "{sent} unread 8 MiB READs took the daemon from {base} to {held} KiB"
+    );
+    // Meanwhile another initiator is served.
+    let mut other = session(&d, 4);
+    assert_eq!(tur_window(&mut other), 128);
+    // After the send timeout the stalled connection is dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !d.stderr().contains("has not read its socket") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dropped:\n{}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(tur_window(&mut other), 128);
+}
+
+#[test]
+fn a_stalled_ordered_write_does_not_hold_other_initiators_hostage() {
+    let d = Daemon::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-out-timeout",
+        "1",
+    ]);
+    let mut staller = session(&d, 5);
+    let mut victim = session(&d, 6);
+    // An ORDERED WRITE whose data never comes: a barrier in the task set.
+    let itt = staller.take_itt();
+    let sn = staller.take_cmdsn();
+    let mut b = [0u8; 48];
+    b[0] = 0x01;
+    b[1] = 0x80 | 0x20 | 0x02; // F, W, ORDERED
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[20..24].copy_from_slice(&512u32.to_be_bytes());
+    b[24..28].copy_from_slice(&sn.to_be_bytes());
+    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 9, 0, 0, 1, 0]);
+    staller.send_raw(b, &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The staller keeps its connection alive (it answers pings), but the
+    // victim's READ completes once the Data-Out timeout ends the staller's
+    // connection.
+    let start = std::time::Instant::now();
+    let r = victim
+        .command(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[], 512)
+        .unwrap();
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(d.stderr().contains("no Data-Out"), "{}", d.stderr());
+    // The staller's connection is gone.
+    staller
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..8 {
+        match staller.recv_raw() {
+            Ok(_) => continue,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed);
+}
