@@ -764,10 +764,13 @@ fn spawn_exec(tx: &Outbox, slot: Option<Slot>, prepared: Prepared, buf: Vec<u8>,
 fn complete(tx: &Outbox, slot: Option<Slot>, meta: CmdMeta, resp: Response) {
     // Open the window before the reply goes out so the reply carries it.
     drop(slot);
-    let (flags, residual, data) = if meta.write && !meta.read {
+    let (flags, residual, data) = if (meta.write || meta.needed > 0) && !meta.read {
         // Residuals of a write compare what the CDB needed with what the
-        // initiator expected to send.
-        let (f, r) = residual(meta.needed as usize, meta.edtl as usize);
+        // initiator expected to send: nothing at all without the W bit
+        // (RFC 7143 11.4.5), so a data-out CDB sent without it overflows
+        // by all it needed, never a plain GOOD.
+        let announced = if meta.write { meta.edtl } else { 0 };
+        let (f, r) = residual(meta.needed as usize, announced as usize);
         (f, r, Bytes::new())
     } else {
         let produced = resp.data.len();

@@ -280,3 +280,49 @@ fn a_stalled_ordered_write_does_not_hold_other_initiators_hostage() {
     }
     assert!(closed);
 }
+
+/// A WRITE(10) of one block sent with `flags`, EDTL `edtl` and `data`:
+/// (status, residual flags byte, residual count) of its SCSI Response.
+fn write_with(s: &mut Session, w_bit: bool, edtl: u32, data: &[u8]) -> (u8, u8, u32) {
+    let itt = s.take_itt();
+    let sn = s.take_cmdsn();
+    let mut b = [0u8; 48];
+    b[0] = 0x01;
+    b[1] = 0x80 | if w_bit { 0x20 } else { 0 } | 0x01;
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[20..24].copy_from_slice(&edtl.to_be_bytes());
+    b[24..28].copy_from_slice(&sn.to_be_bytes());
+    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 20, 0, 0, 1, 0]);
+    s.send_raw(b, data).unwrap();
+    let r = reply_to(s, itt);
+    assert_eq!(r[0] & 0x3f, 0x21, "SCSI Response");
+    (
+        r[3],
+        r[1] & 0x06,
+        u32::from_be_bytes(r[44..48].try_into().unwrap()),
+    )
+}
+
+#[test]
+fn a_write_without_announced_data_gets_residual_overflow() {
+    let d = Daemon::default_target();
+    let mut s = session(&d, 7);
+    let read_back = |s: &mut Session| {
+        s.command(0, &[0x28, 0, 0, 0, 0, 20, 0, 0, 1, 0], &[], 512)
+            .unwrap()
+            .data
+    };
+    for (w, edtl, data) in [
+        (false, 0u32, &[][..]),
+        (true, 0, &[][..]),
+        (false, 512, &[][..]),
+    ] {
+        let (status, flags, residual) = write_with(&mut s, w, edtl, data);
+        eprintln!("W={w} EDTL={edtl}: status {status:#x} flags {flags:#x} residual {residual}");
+        assert!(
+            status != 0 || (flags, residual) == (0x04, 512),
+            "W={w} EDTL={edtl}: GOOD without a residual overflow of the 512 bytes needed"
+        );
+    }
+    assert_eq!(read_back(&mut s), vec![0u8; 512], "nothing was written");
+}
