@@ -72,6 +72,7 @@ pub(crate) async fn run(
     };
     tracing::info!(%peer, initiator = %logged_in.initiator, target = %logged_in.target,
         discovery = logged_in.discovery, "login complete");
+    let _serving = server.serving();
     full_feature(server, reader, wr, digests, local, logged_in).await;
 }
 

@@ -254,6 +254,8 @@ pub enum Lookup {
     },
     /// Temporarily unable to serve: 03/01.
     Unavailable,
+    /// The initiator holds as many sessions as it may: 03/02.
+    OutOfResources,
 }
 
 /// Lookups the login needs from the driver's configuration and session
@@ -786,6 +788,12 @@ impl Login {
             }
             Lookup::Removed => return Err(fail(TARGET_REMOVED, "target removed")),
             Lookup::Unavailable => return Err(fail(SERVICE_UNAVAILABLE, "target unavailable")),
+            Lookup::OutOfResources => {
+                return Err(fail(
+                    OUT_OF_RESOURCES,
+                    format!("{initiator_name} has too many sessions"),
+                ))
+            }
             Lookup::Moved { address, permanent } => {
                 let st = if permanent {
                     TARGET_MOVED_PERMANENTLY

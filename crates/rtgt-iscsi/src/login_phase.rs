@@ -47,8 +47,23 @@ impl Directory<'_> {
     }
 }
 
+impl Directory<'_> {
+    /// Whether the initiator already has all the sessions it may.
+    fn at_session_limit(&self, initiator_name: &str) -> bool {
+        let n = self.server.sessions.count_for(initiator_name);
+        let max = self.server.settings.max_sessions_per_initiator;
+        if n >= max {
+            tracing::warn!(initiator = %initiator_name, "login refused: {n} sessions already (limit {max})");
+        }
+        n >= max
+    }
+}
+
 impl TargetDirectory for Directory<'_> {
     fn lookup(&self, target_name: &str, initiator_name: &str) -> Lookup {
+        if self.at_session_limit(initiator_name) {
+            return Lookup::OutOfResources;
+        }
         let Some(t) = self.targets.find(target_name) else {
             return Lookup::NotFound;
         };
@@ -71,6 +86,9 @@ impl TargetDirectory for Directory<'_> {
     }
 
     fn lookup_discovery(&self, initiator_name: &str) -> Lookup {
+        if self.at_session_limit(initiator_name) {
+            return Lookup::OutOfResources;
+        }
         Lookup::Found(TargetInfo {
             alias: None,
             auth: self.chap(self.targets.discovery_auth.clone(), initiator_name),

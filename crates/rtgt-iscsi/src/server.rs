@@ -1,8 +1,9 @@
 //! Accepting connections on the portals and running each one.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -36,6 +37,12 @@ pub struct Settings {
     /// Bytes of replies a connection may have waiting to be sent before
     /// its reader stops taking new PDUs.
     pub reply_backlog: usize,
+    /// Connections one source address may have open (in login or not);
+    /// more are closed at once.
+    pub max_connections_per_address: usize,
+    /// Sessions one initiator name may have (discovery included); a login
+    /// beyond gets 03/02 (out of resources).
+    pub max_sessions_per_initiator: usize,
 }
 
 impl Default for Settings {
@@ -55,6 +62,8 @@ impl Default for Settings {
             data_out_timeout: Duration::from_secs(3),
             send_timeout: Duration::from_secs(60),
             reply_backlog: 4 << 20,
+            max_connections_per_address: 256,
+            max_sessions_per_initiator: 64,
         }
     }
 }
@@ -64,8 +73,12 @@ pub struct Server {
     targets: RwLock<Arc<Targets>>,
     pub sessions: Arc<SessionTable>,
     pub settings: Settings,
+    /// Connections past login, which shutdown waits for (those still in
+    /// login are simply dropped).
     connections: AtomicUsize,
     idle: Notify,
+    /// Open connections per source address.
+    per_address: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Server {
@@ -76,6 +89,7 @@ impl Server {
             settings,
             connections: AtomicUsize::new(0),
             idle: Notify::new(),
+            per_address: Mutex::new(HashMap::new()),
         })
     }
 
@@ -98,15 +112,18 @@ impl Server {
             tokio::select! {
                 r = listener.accept() => match r {
                     Ok((stream, peer)) => {
+                        let Some(guard) = self.clone().admit_address(peer.ip()) else {
+                            tracing::warn!(%peer, "connection refused: {} connections from this address already",
+                                self.settings.max_connections_per_address);
+                            drop(stream);
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let local = stream.local_addr().unwrap_or(peer);
                         let me = self.clone();
-                        me.connections.fetch_add(1, Ordering::AcqRel);
                         tokio::spawn(async move {
-                            crate::conn::run(me.clone(), stream, local, peer).await;
-                            if me.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-                                me.idle.notify_waiters();
-                            }
+                            crate::conn::run(me, stream, local, peer).await;
+                            drop(guard);
                         });
                     }
                     Err(e) => {
@@ -142,6 +159,61 @@ impl Server {
 
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Count a connection from `ip`, unless it already has the most.
+    fn admit_address(self: Arc<Self>, ip: IpAddr) -> Option<AddressGuard> {
+        let mut m = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.settings.max_connections_per_address {
+            return None;
+        }
+        *n += 1;
+        drop(m);
+        Some(AddressGuard { server: self, ip })
+    }
+
+    /// A connection reached full feature phase: shutdown waits for it.
+    pub(crate) fn serving(self: &Arc<Self>) -> ServingGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        ServingGuard {
+            server: self.clone(),
+        }
+    }
+}
+
+/// One connection counted against its source address.
+struct AddressGuard {
+    server: Arc<Server>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        let mut m = self
+            .server
+            .per_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection in full feature phase.
+pub(crate) struct ServingGuard {
+    server: Arc<Server>,
+}
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        if self.server.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.server.idle.notify_waiters();
+        }
     }
 }
 

@@ -99,6 +99,17 @@ impl SessionTable {
         }
     }
 
+    /// Sessions of one initiator (its name as in the key).
+    pub fn count_for(&self, initiator: &str) -> usize {
+        let initiator = initiator.to_ascii_lowercase();
+        self.map
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.initiator == initiator)
+            .count()
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().unwrap().len()
     }

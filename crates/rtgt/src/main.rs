@@ -50,6 +50,12 @@ enum Cmd {
         /// long.
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         send_timeout: u64,
+        /// Connections one source address may have open.
+        #[arg(long, value_name = "N", default_value_t = 256)]
+        max_connections_per_address: usize,
+        /// Sessions one initiator name may have.
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        max_sessions_per_initiator: usize,
     },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
@@ -108,6 +114,8 @@ fn main() -> ExitCode {
             nop_timeout,
             data_out_timeout,
             send_timeout,
+            max_connections_per_address,
+            max_sessions_per_initiator,
         } => {
             let state_dir = state_dir.or_else(default_state_dir);
             let cfg = match &config {
@@ -148,6 +156,8 @@ fn main() -> ExitCode {
                 nop_timeout: std::time::Duration::from_secs(nop_timeout.max(1)),
                 data_out_timeout: std::time::Duration::from_secs(data_out_timeout.max(1)),
                 send_timeout: std::time::Duration::from_secs(send_timeout.max(1)),
+                max_connections_per_address: max_connections_per_address.max(1),
+                max_sessions_per_initiator: max_sessions_per_initiator.max(1),
                 ..Default::default()
             };
             match rt.block_on(rtgt::serve::serve(cfg, config, listen, state_dir, settings)) {

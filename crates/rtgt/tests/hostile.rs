@@ -326,3 +326,84 @@ fn a_write_without_announced_data_gets_residual_overflow() {
     }
     assert_eq!(read_back(&mut s), vec![0u8; 512], "nothing was written");
 }
+
+fn login_as(d: &Daemon, initiator: &str, isid_tail: u8) -> common::iscsi_login::LoginResult {
+    login(
+        d.port(),
+        &LoginOptions {
+            initiator: initiator.into(),
+            target: Some(DEMO_IQN.into()),
+            chap: None,
+            isid: [0x80, 0, 0, 0x42, 0x00, isid_tail],
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn sessions_per_initiator_are_bounded() {
+    let d = Daemon::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-sessions-per-initiator",
+        "2",
+    ]);
+    let a = login_as(&d, INITIATOR, 1);
+    let b = login_as(&d, INITIATOR, 2);
+    assert!(a.succeeded() && b.succeeded());
+    let c = login_as(&d, INITIATOR, 3);
+    assert_eq!((c.class, c.detail), (3, 2), "out of resources");
+    // Another initiator is not affected.
+    assert!(login_as(&d, "iqn.2026-11.org.rtgt:someone-else", 1).succeeded());
+    // Once a session ends, the initiator may log in again.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if login_as(&d, INITIATOR, 4).succeeded() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a slot never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn connections_per_address_are_bounded_and_logins_do_not_hold_up_shutdown() {
+    use std::io::Read;
+    let mut d = Daemon::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-connections-per-address",
+        "3",
+    ]);
+    // Three connections that never log in...
+    let idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", d.port())).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ...and the fourth from the same address is closed at once.
+    let mut fourth = std::net::TcpStream::connect(("127.0.0.1", d.port())).unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(
+        fourth.read(&mut [0u8; 1]).unwrap_or(0),
+        0,
+        "fourth connection kept"
+    );
+    // Shutdown does not wait for connections still in login.
+    let start = std::time::Instant::now();
+    let st = d.stop_with("TERM", 10).expect("rtgt did not exit");
+    assert!(st.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?}",
+        start.elapsed()
+    );
+    drop(idle);
+}
