@@ -12,10 +12,12 @@
 //! allocated per I/O and each implementation stays a plain, testable struct.
 
 mod blockio;
+mod faulty;
 mod fileio;
 mod ramdisk;
 
 pub use blockio::BlockIo;
+pub use faulty::{FaultOp, FaultRule, Faulty};
 pub use fileio::{FileIo, FileIoOptions};
 pub use ramdisk::RamDisk;
 

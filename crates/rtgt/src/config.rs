@@ -116,6 +116,48 @@ pub struct Backstore {
     /// Thin provisioning (UNMAP, WRITE SAME with UNMAP): default on where
     /// the backstore can give space back.
     pub thin: Option<bool>,
+    /// Fault injection, for test rigs: errors on chosen blocks, latency.
+    pub faults: Option<Faults>,
+}
+
+/// Faults a backstore injects (as SPDK's error bdev or dm-flakey do).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every read and write.
+    #[serde(default)]
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub rule: Vec<FaultRule>,
+}
+
+/// `op`s touching blocks `lba .. lba + blocks` fail with `error`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    pub op: FaultOp,
+    pub lba: u64,
+    pub blocks: Spanned<u64>,
+    pub error: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultOp {
+    Read,
+    Write,
+    Any,
+}
+
+/// The errors a fault rule may inject, by name.
+pub fn fault_errno(name: &str) -> Option<i32> {
+    Some(match name {
+        "EIO" => libc::EIO,
+        "ENOSPC" => libc::ENOSPC,
+        "ENXIO" => libc::ENXIO,
+        "ENODEV" => libc::ENODEV,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -429,6 +471,22 @@ backstore = "ram0"
                         pbs.span(),
                         format!("physical_block_size {p} must be a power of two from the block size ({logical}) to 65536"),
                     );
+                }
+            }
+            if let Some(f) = &b.faults {
+                for r in &f.rule {
+                    if fault_errno(r.error.get_ref()).is_none() {
+                        return l.err(
+                            r.error.span(),
+                            format!(
+                                "unknown error {:?} (EIO, ENOSPC, ENXIO or ENODEV)",
+                                r.error.get_ref()
+                            ),
+                        );
+                    }
+                    if *r.blocks.get_ref() == 0 {
+                        return l.err(r.blocks.span(), "blocks must be at least 1");
+                    }
                 }
             }
             if b.write_back.is_some() && b.kind != BackstoreKind::Fileio {

@@ -27,7 +27,7 @@ pub struct Model {
     pub targets: BTreeMap<String, TargetSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackstoreSpec {
     pub kind: BackstoreKind,
     pub size: Option<u64>,
@@ -38,6 +38,8 @@ pub struct BackstoreSpec {
     pub removable: bool,
     pub physical_block_size: Option<u32>,
     pub thin: Option<bool>,
+    /// Fault injection.
+    pub faults: Option<config::Faults>,
 }
 
 impl BackstoreSpec {
@@ -116,6 +118,7 @@ impl Model {
                     removable: b.removable,
                     physical_block_size: b.physical_block_size.as_ref().map(|p| *p.get_ref()),
                     thin: b.thin,
+                    faults: b.faults.clone(),
                 };
                 (b.name.get_ref().clone(), spec)
             })

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rtgt_backstore::{Backstore, BlockIo, FileIo, FileIoOptions, RamDisk};
+use rtgt_backstore::{
+    Backstore, BlockIo, FaultOp, FaultRule, Faulty, FileIo, FileIoOptions, RamDisk,
+};
 use rtgt_iscsi::server::{self, Server, Settings};
 use rtgt_iscsi::target::{self, PortalGroup, Target, Targets};
 use rtgt_scsi::access::{LunMapping, NodeAcl, PortGroup, PortGroupConfig, TpgLun, TpgMode};
@@ -24,7 +26,7 @@ use crate::model::{self, BackstoreSpec, Model, TpgSpec};
 /// Open one backstore as its spec describes.
 pub fn open_backstore(name: &str, b: &BackstoreSpec) -> Result<Arc<dyn Backstore>> {
     let path = b.path.clone().unwrap_or_default();
-    Ok(match b.kind {
+    let store: Arc<dyn Backstore> = match b.kind {
         BackstoreKind::Ramdisk => Arc::new(
             RamDisk::try_new(b.size.unwrap_or(0), b.block_size)
                 .with_context(|| format!("backstore {name:?}"))?,
@@ -42,7 +44,35 @@ pub fn open_backstore(name: &str, b: &BackstoreSpec) -> Result<Arc<dyn Backstore
             BlockIo::open(&path)
                 .with_context(|| format!("backstore {name:?}: cannot open {}", path.display()))?,
         ),
-    })
+    };
+    let Some(f) = &b.faults else {
+        return Ok(store);
+    };
+    tracing::warn!(
+        "backstore {name:?} injects faults ({} rules, {} ms latency)",
+        f.rule.len(),
+        f.latency_ms
+    );
+    let bs = store.block_size() as u64;
+    let rules = f
+        .rule
+        .iter()
+        .map(|r| FaultRule {
+            op: match r.op {
+                config::FaultOp::Read => FaultOp::Read,
+                config::FaultOp::Write => FaultOp::Write,
+                config::FaultOp::Any => FaultOp::Any,
+            },
+            offset: r.lba.saturating_mul(bs),
+            len: r.blocks.get_ref().saturating_mul(bs),
+            errno: config::fault_errno(r.error.get_ref()).unwrap_or(libc::EIO),
+        })
+        .collect();
+    Ok(Arc::new(Faulty::new(
+        store,
+        rules,
+        Duration::from_millis(f.latency_ms),
+    )))
 }
 
 /// A backstore and the logical unit over it.

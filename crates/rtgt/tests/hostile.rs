@@ -407,3 +407,137 @@ fn connections_per_address_are_bounded_and_logins_do_not_hold_up_shutdown() {
     );
     drop(idle);
 }
+
+/// The INFORMATION field of fixed-format sense data, when VALID.
+fn sense_info(sense: &[u8]) -> Option<u32> {
+    (sense.len() >= 7 && sense[0] & 0x80 != 0)
+        .then(|| u32::from_be_bytes(sense[3..7].try_into().unwrap()))
+}
+
+#[test]
+fn backstore_errors_become_the_right_sense_and_the_daemon_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("shrinks.img");
+    let cfg = dir.path().join("faults.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[[backstore]]
+name = "flaky"
+type = "ramdisk"
+size = "1M"
+
+[backstore.faults]
+[[backstore.faults.rule]]
+op = "read"
+lba = 100
+blocks = 8
+error = "EIO"
+[[backstore.faults.rule]]
+op = "write"
+lba = 200
+blocks = 10
+error = "ENOSPC"
+[[backstore.faults.rule]]
+op = "any"
+lba = 300
+blocks = 1
+error = "ENXIO"
+[[backstore.faults.rule]]
+op = "write"
+lba = 400
+blocks = 4
+error = "EIO"
+
+[[backstore]]
+name = "slow"
+type = "ramdisk"
+size = "1M"
+[backstore.faults]
+latency_ms = 300
+
+[[backstore]]
+name = "file"
+type = "fileio"
+path = "{}"
+size = "1M"
+
+[[target]]
+iqn = "{DEMO_IQN}"
+[[target.tpg]]
+tag = 1
+mode = "demo"
+[[target.tpg.lun]]
+lun = 0
+backstore = "flaky"
+[[target.tpg.lun]]
+lun = 1
+backstore = "slow"
+[[target.tpg.lun]]
+lun = 2
+backstore = "file"
+"#,
+            img.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::with_config(&cfg);
+    let mut s = session(&d, 8);
+    s.clear_unit_attentions(1);
+    s.clear_unit_attentions(2);
+    let rw10 = |op: u8, lba: u32, n: u16| {
+        let l = lba.to_be_bytes();
+        let n = n.to_be_bytes();
+        [op, 0, l[0], l[1], l[2], l[3], 0, n[0], n[1], 0]
+    };
+    // EIO on read: MEDIUM ERROR / UNRECOVERED READ ERROR at the first bad
+    // block of the range.
+    let r = s.command(0, &rw10(0x28, 96, 16), &[], 16 * 512).unwrap();
+    assert_eq!(r.sense_code(), Some((0x03, 0x11, 0x00)), "{r:?}");
+    assert_eq!(sense_info(&r.sense), Some(100));
+    // ENOSPC on write: SPACE ALLOCATION FAILED WRITE PROTECT.
+    let r = s.command(0, &rw10(0x2a, 205, 1), &[1; 512], 0).unwrap();
+    assert_eq!(r.sense_code(), Some((0x07, 0x27, 0x07)), "{r:?}");
+    // The device gone: NOT READY.
+    let r = s.command(0, &rw10(0x28, 300, 1), &[], 512).unwrap();
+    assert_eq!(r.sense_code().map(|c| c.0), Some(0x02), "{r:?}");
+    // EIO on write: MEDIUM ERROR / WRITE ERROR naming the LBA.
+    let r = s.command(0, &rw10(0x2a, 400, 2), &[2; 1024], 0).unwrap();
+    assert_eq!(r.sense_code(), Some((0x03, 0x0c, 0x00)), "{r:?}");
+    assert_eq!(sense_info(&r.sense), Some(400));
+    // Blocks outside the rules work.
+    assert_eq!(
+        s.command(0, &rw10(0x2a, 10, 1), &[3; 512], 0)
+            .unwrap()
+            .status,
+        0
+    );
+    assert_eq!(
+        s.command(0, &rw10(0x28, 10, 1), &[], 512).unwrap().data,
+        vec![3; 512]
+    );
+    // Latency delays, nothing else.
+    let start = std::time::Instant::now();
+    assert_eq!(s.command(1, &rw10(0x28, 0, 1), &[], 512).unwrap().status, 0);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    // A fileio file truncated behind the target's back: a read past the
+    // new end is a medium error, not a crash or a short GOOD.
+    assert_eq!(
+        s.command(2, &rw10(0x2a, 1000, 1), &[4; 512], 0)
+            .unwrap()
+            .status,
+        0
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let r = s.command(2, &rw10(0x28, 1000, 1), &[], 512).unwrap();
+    assert_eq!(r.sense_code().map(|c| c.0), Some(0x03), "{r:?}");
+    // Still serving.
+    assert_eq!(tur_window(&mut s), 128);
+    assert_eq!(s.command(2, &rw10(0x28, 0, 1), &[], 512).unwrap().status, 0);
+}

@@ -139,10 +139,39 @@ pub(crate) fn decode_sync16(d: &Decode<'_>) -> Result<Plan, Sense> {
 pub(crate) fn io_sense(e: BackstoreError, write: bool) -> Sense {
     match e {
         BackstoreError::OutOfRange { .. } => sense::LBA_OUT_OF_RANGE,
-        BackstoreError::Io(_) if write => sense::WRITE_ERROR,
-        BackstoreError::Io(_) => sense::UNRECOVERED_READ_ERROR,
         BackstoreError::Unsupported => sense::INTERNAL_TARGET_FAILURE,
+        BackstoreError::Io(e) => match e.raw_os_error() {
+            // The file system (or thin pool) under the LU is full.
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => sense::SPACE_ALLOCATION_FAILED,
+            // The device under the LU went away.
+            Some(libc::ENODEV) | Some(libc::ENXIO) | Some(libc::ENOMEDIUM) => {
+                sense::NOT_READY_MANUAL_INTERVENTION
+            }
+            _ if write => sense::WRITE_ERROR,
+            _ => sense::UNRECOVERED_READ_ERROR,
+        },
     }
+}
+
+/// [`io_sense`] for an I/O starting at `lba`: a medium error names the
+/// LBA in the INFORMATION field.
+pub(crate) fn io_sense_at(e: BackstoreError, write: bool, lba: u64) -> Sense {
+    let s = io_sense(e, write);
+    if s.key == sense::key::MEDIUM_ERROR {
+        s.with_info(lba)
+    } else {
+        s
+    }
+}
+
+/// The first LBA of `r` that fails to read, for a read of the whole range
+/// that failed with a medium error (block by block: errors are rare, and
+/// the initiator's error handling wants the exact block).
+fn first_bad_lba(b: &dyn Backstore, r: BlockRange, block_size: u32) -> u64 {
+    let mut one = vec![0u8; block_size as usize];
+    (r.lba..r.lba + r.blocks as u64)
+        .find(|lba| b.read_at(lba * block_size as u64, &mut one).is_err())
+        .unwrap_or(r.lba)
 }
 
 /// Run `f` on the backstore: inline when it does not block, else on a
@@ -181,20 +210,28 @@ pub(crate) async fn read(
     let flush = r.fua && bs.write_cache();
     if !flush && bs.may_block() {
         // A cache hit needs no blocking thread.
-        if let Some(res) = bs.read_nowait(off, &mut buf) {
-            res.map_err(|e| io_sense(e, false))?;
+        if let Some(Ok(())) = bs.read_nowait(off, &mut buf) {
             return Ok(buf);
         }
+        // A miss, or an error: the blocking path says which block.
     }
-    let (res, buf) = on_backstore(bs, move |b| {
+    let res = on_backstore(bs, move |b| {
         // READ with FUA: make cached writes reach the medium first.
         let res = if flush { b.flush() } else { Ok(()) };
-        let res = res.and_then(|_| b.read_at(off, &mut buf));
-        (res, buf)
+        match res.and_then(|_| b.read_at(off, &mut buf)) {
+            Ok(()) => Ok(buf),
+            Err(e) => {
+                let s = io_sense(e, false);
+                Err(if s.key == sense::key::MEDIUM_ERROR {
+                    s.with_info(first_bad_lba(b, r, block_size))
+                } else {
+                    s
+                })
+            }
+        }
     })
     .await?;
-    res.map_err(|e| io_sense(e, false))?;
-    Ok(buf)
+    res
 }
 
 /// Carry out an I/O action. Returns the Data-In.
@@ -239,7 +276,7 @@ pub(crate) async fn execute(
                     .await?
                 }
             };
-            res.map_err(|e| io_sense(e, true))?;
+            res.map_err(|e| io_sense_at(e, true, r.lba))?;
             if verify && r.bytchk == 1 {
                 let written = BlockRange {
                     blocks: (data_out.len() / block_size as usize) as u32,
