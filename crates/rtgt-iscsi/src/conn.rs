@@ -144,7 +144,8 @@ async fn full_feature(
         liveness.clone(),
         text,
         limits,
-    );
+    )
+    .with_budget(server.budget.clone());
 
     let mut stop = l.registration.as_ref().map(|r| r.stop.clone());
     let settings = server.settings.clone();

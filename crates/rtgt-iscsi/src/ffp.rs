@@ -20,6 +20,7 @@ use rtgt_scsi::{
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 
+use crate::budget::{Budget, Charge};
 use crate::discovery::{answer_text, TargetPortals, TextContext, TextExchange, TextRequest};
 use crate::negotiation::SessionType;
 use crate::outbox::Outbox;
@@ -128,6 +129,14 @@ struct CmdMeta {
     needed: u32,
 }
 
+/// What a command holds until it ends: its place in the command window
+/// and its share of the data budget (both given back when dropped).
+#[derive(Default)]
+struct Held {
+    slot: Option<Slot>,
+    charge: Charge,
+}
+
 /// An outstanding R2T.
 struct R2tState {
     ttt: u32,
@@ -140,9 +149,9 @@ struct R2tState {
 /// A write command collecting its Data-Out.
 struct WriteXfer {
     prepared: Prepared,
-    /// Its place in the command window: dropping the transfer (abort,
-    /// reset, connection loss) gives it back.
-    slot: Option<Slot>,
+    /// Its place in the command window and its data budget: dropping the
+    /// transfer (abort, reset, connection loss) gives them back.
+    held: Held,
     meta: CmdMeta,
     /// Data-Out received so far: grows as data arrives, never sized from
     /// the announced length alone.
@@ -173,6 +182,8 @@ pub struct Ffp {
     writes: HashMap<u32, WriteXfer>,
     /// (last progress, ITT) of every write waiting for Data-Out.
     waiting: BTreeSet<(Instant, u32)>,
+    /// The process-wide data budget commands are charged against.
+    budget: Option<Arc<Budget>>,
     next_ttt: u32,
 }
 
@@ -196,8 +207,16 @@ impl Ffp {
             limits,
             writes: HashMap::new(),
             waiting: BTreeSet::new(),
+            budget: None,
             next_ttt: 1,
         }
+    }
+
+    /// Charge every READ and WRITE against `budget` before it enters a
+    /// task set.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Process PDUs until logout, close or error.
@@ -335,6 +354,16 @@ impl Ffp {
         let Some(slot) = self.admit(&bhs, true) else {
             return read_skip(reader, &inc).await;
         };
+        // The data it may move, charged before it enters a task set. No
+        // command moves more than the largest transfer the LU allows.
+        let charge = match (&self.budget, bhs.u32_at(20)) {
+            (Some(b), edtl) if edtl > 0 => {
+                b.charge(u64::from(edtl).min(rtgt_scsi::MAX_TRANSFER_BYTES as u64))
+                    .await
+            }
+            _ => Charge::default(),
+        };
+        let held = Held { slot, charge };
         let flags = bhs.flags();
         let read = flags & 0x40 != 0;
         let write = flags & 0x20 != 0;
@@ -380,7 +409,7 @@ impl Ffp {
             Ok(p) => p,
             Err(resp) => {
                 read_skip(reader, &inc).await?;
-                complete(&self.tx, slot, meta, resp);
+                complete(&self.tx, held, meta, resp);
                 return Ok(());
             }
         };
@@ -390,7 +419,7 @@ impl Ffp {
         if imm > 0 && !self.params.immediate_data {
             // Immediate data that was not negotiated.
             read_skip(reader, &inc).await?;
-            drop(slot);
+            drop(held);
             self.send_reject(&bhs, reject::PROTOCOL_ERROR);
             return Ok(());
         }
@@ -401,7 +430,7 @@ impl Ffp {
             .await
             .map_err(|e| e.to_string())?;
         if keep == xfer_len {
-            spawn_exec(&self.tx, slot, prepared, buf, meta);
+            spawn_exec(&self.tx, held, prepared, buf, meta);
             return Ok(());
         }
         let unsolicited_end = if self.params.initial_r2t {
@@ -411,7 +440,7 @@ impl Ffp {
         };
         let mut x = WriteXfer {
             prepared,
-            slot,
+            held,
             meta,
             buf,
             total: xfer_len,
@@ -519,7 +548,7 @@ impl Ffp {
             tracing::debug!(itt, "Data-Out error: {why}");
             read_skip(reader, &inc).await?;
             let resp = x.prepared.fail(sense);
-            complete(&self.tx, x.slot, x.meta, resp);
+            complete(&self.tx, x.held, x.meta, resp);
             return Ok(());
         }
         let total = x.total;
@@ -539,7 +568,7 @@ impl Ffp {
         }
         if x.received >= total {
             x.buf.resize(total, 0);
-            spawn_exec(&self.tx, x.slot, x.prepared, x.buf, x.meta);
+            spawn_exec(&self.tx, x.held, x.prepared, x.buf, x.meta);
         } else {
             self.solicit(&mut x);
             self.park(x);
@@ -741,13 +770,13 @@ async fn read_vec<R: AsyncRead + Unpin>(
     reader.read_data_vec(inc).await.map_err(|e| e.to_string())
 }
 
-fn spawn_exec(tx: &Outbox, slot: Option<Slot>, prepared: Prepared, buf: Vec<u8>, meta: CmdMeta) {
+fn spawn_exec(tx: &Outbox, held: Held, prepared: Prepared, buf: Vec<u8>, meta: CmdMeta) {
     let tx = tx.clone();
     let mut fut = Box::pin(async move {
         match prepared.execute(buf).await {
-            ExecOutcome::Done(resp) => complete(&tx, slot, meta, resp),
-            // No response (TAS=0); the slot goes with it.
-            ExecOutcome::Aborted => drop(slot),
+            ExecOutcome::Done(resp) => complete(&tx, held, meta, resp),
+            // No response (TAS=0); what it held goes with it.
+            ExecOutcome::Aborted => drop(held),
         }
     });
     // Most commands on a RAM disk (and every refused one) finish without
@@ -761,9 +790,10 @@ fn spawn_exec(tx: &Outbox, slot: Option<Slot>, prepared: Prepared, buf: Vec<u8>,
 }
 
 /// Queue a command's reply, with residuals (RFC 7143 11.4.5).
-fn complete(tx: &Outbox, slot: Option<Slot>, meta: CmdMeta, resp: Response) {
-    // Open the window before the reply goes out so the reply carries it.
-    drop(slot);
+fn complete(tx: &Outbox, held: Held, meta: CmdMeta, resp: Response) {
+    // Open the window before the reply goes out so the reply carries it;
+    // the data budget goes back once the writer has sent the data.
+    drop(held.slot);
     let (flags, residual, data) = if (meta.write || meta.needed > 0) && !meta.read {
         // Residuals of a write compare what the CDB needed with what the
         // initiator expected to send: nothing at all without the W bit
@@ -791,6 +821,7 @@ fn complete(tx: &Outbox, slot: Option<Slot>, meta: CmdMeta, resp: Response) {
         data,
         residual_flags: flags,
         residual,
+        charge: held.charge,
     }));
 }
 

@@ -1,4 +1,5 @@
 pub mod chap;
+pub mod budget;
 mod conn;
 pub mod discovery;
 pub mod ffp;

@@ -43,6 +43,9 @@ pub struct Settings {
     /// Sessions one initiator name may have (discovery included); a login
     /// beyond gets 03/02 (out of resources).
     pub max_sessions_per_initiator: usize,
+    /// Bytes of command data (READ and WRITE buffers) all sessions together
+    /// may have in flight; beyond it, readers wait for data to drain.
+    pub data_budget: u64,
 }
 
 impl Default for Settings {
@@ -64,6 +67,7 @@ impl Default for Settings {
             reply_backlog: 4 << 20,
             max_connections_per_address: 256,
             max_sessions_per_initiator: 64,
+            data_budget: 1 << 30,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct Server {
     targets: RwLock<Arc<Targets>>,
     pub sessions: Arc<SessionTable>,
     pub settings: Settings,
+    /// The data budget every connection charges its commands against.
+    pub budget: Arc<crate::budget::Budget>,
     /// Connections past login, which shutdown waits for (those still in
     /// login are simply dropped).
     connections: AtomicUsize,
@@ -86,6 +92,7 @@ impl Server {
         Arc::new(Server {
             targets: RwLock::new(Arc::new(targets)),
             sessions: Arc::new(SessionTable::default()),
+            budget: crate::budget::Budget::new(settings.data_budget),
             settings,
             connections: AtomicUsize::new(0),
             idle: Notify::new(),

@@ -187,6 +187,8 @@ pub struct ScsiReply {
     /// Residual flags byte (O/U bits, as in the SCSI Response) and count.
     pub residual_flags: u8,
     pub residual: u32,
+    /// The command's data budget, given back once the data is sent.
+    pub charge: crate::budget::Charge,
 }
 
 /// Something for the writer to send.
@@ -224,6 +226,8 @@ pub struct PduWriter<W> {
     last_max: u32,
     scratch: Vec<u8>,
     pieces: Vec<Piece>,
+    /// Budget of the replies in the batch being written.
+    charges: Vec<crate::budget::Charge>,
 }
 
 enum Piece {
@@ -250,6 +254,7 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
             last_max: 0,
             scratch: Vec::with_capacity(8192),
             pieces: Vec::with_capacity(64),
+            charges: Vec::new(),
         }
     }
 
@@ -354,7 +359,8 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         BHS_LEN + len
     }
 
-    fn push_scsi(&mut self, r: ScsiReply) -> usize {
+    fn push_scsi(&mut self, mut r: ScsiReply) -> usize {
+        self.charges.push(std::mem::take(&mut r.charge));
         let max_dsl = self.limits.max_send_dsl.load(Ordering::Relaxed).max(512) as usize;
         let max_burst = self.limits.max_burst.load(Ordering::Relaxed).max(512) as usize;
         // Phase collapse: GOOD status without sense rides in the last Data-In.
@@ -436,6 +442,7 @@ impl<W: AsyncWrite + Unpin> PduWriter<W> {
         drop(slices);
         self.scratch.clear();
         self.pieces.clear();
+        self.charges.clear();
         Ok(())
     }
 }
@@ -493,6 +500,7 @@ mod tests {
                 data: Bytes::from(data.clone()),
                 residual_flags: 0x02,
                 residual: 99,
+                charge: Default::default(),
             }));
             let backlog = tx.backlog().clone();
             drop(tx);

@@ -38,6 +38,8 @@
 pub mod access;
 pub mod api;
 mod core;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod lu;
 mod pr;
 mod sbc;
@@ -58,4 +60,6 @@ pub use api::{
 pub use lu::{LogicalUnit, LuConfig, LuError};
 pub use pr::pr_store::PrStateError;
 pub use sense::Sense;
+/// The largest transfer one command may ask for (VPD B0h), in bytes.
+pub use spc::vpd::MAX_TRANSFER_BYTES;
 pub use state_store::{MemoryStore, StateStore};

@@ -56,9 +56,17 @@ enum Cmd {
         /// Sessions one initiator name may have.
         #[arg(long, value_name = "N", default_value_t = 64)]
         max_sessions_per_initiator: usize,
+        /// Memory for command data in flight, all sessions together
+        /// (K/M/G); beyond it, new commands wait for data to drain.
+        #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+        data_budget: u64,
     },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    rtgt::config::parse_size(s)
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -116,6 +124,7 @@ fn main() -> ExitCode {
             send_timeout,
             max_connections_per_address,
             max_sessions_per_initiator,
+            data_budget,
         } => {
             let state_dir = state_dir.or_else(default_state_dir);
             let cfg = match &config {
@@ -158,6 +167,7 @@ fn main() -> ExitCode {
                 send_timeout: std::time::Duration::from_secs(send_timeout.max(1)),
                 max_connections_per_address: max_connections_per_address.max(1),
                 max_sessions_per_initiator: max_sessions_per_initiator.max(1),
+                data_budget,
                 ..Default::default()
             };
             match rt.block_on(rtgt::serve::serve(cfg, config, listen, state_dir, settings)) {

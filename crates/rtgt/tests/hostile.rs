@@ -541,3 +541,71 @@ backstore = "file"
     assert_eq!(tur_window(&mut s), 128);
     assert_eq!(s.command(2, &rw10(0x28, 0, 1), &[], 512).unwrap().status, 0);
 }
+
+/// Sessions that pipeline 8 MiB READs on a LUN whose reads block (a
+/// RAM disk with injected latency: each read runs on a worker thread into
+/// its own buffer, many at once) and never read the answers: what the
+/// daemon holds is capped by the data budget, whatever the windows allow.
+fn unread_blocking_reads(budget: &str, sessions: u8) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("f.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[backstore]]\nname = \"f\"\ntype = \"ramdisk\"\nsize = \"64M\"\n\
+             [backstore.faults]\nlatency_ms = 200\n\n\
+             [[target]]\niqn = \"{DEMO_IQN}\"\n[[target.tpg]]\ntag = 1\nmode = \"demo\"\n\
+             [[target.tpg.lun]]\nlun = 0\nbackstore = \"f\"\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--data-budget",
+        budget,
+        "--send-timeout",
+        "4",
+    ]);
+    let base = rss_kib(d.pid());
+    let mut stallers = Vec::new();
+    for i in 0..sessions {
+        let mut s = session(&d, 0x40 + i);
+        s.stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        for _ in 0..128 {
+            let b = read10(&mut s, 16384);
+            if s.send_raw(b, &[]).is_err() {
+                break;
+            }
+        }
+        stallers.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let held = rss_kib(d.pid());
+    eprintln!(
+        "{sessions} non-reading sessions x 128 blocking READs of 8 MiB, budget {budget}: RSS {base} -> {held} KiB"
+    );
+    // Another initiator gets its READ once the stallers are dropped (the
+    // send timeout), not never.
+    let mut other = session(&d, 0x7f);
+    let r = other
+        .command(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], &[], 4096)
+        .unwrap();
+    assert_eq!(r.status, 0);
+    drop(stallers);
+    (base, held)
+}
+
+#[test]
+fn the_data_budget_caps_what_many_stalled_sessions_hold() {
+    let (base, held) = unread_blocking_reads("64M", 4);
+    assert!(
+        held < base + 64 * 1024 + 4 * 16 * 1024,
+        "RSS {base} -> {held} KiB with a 64 MiB budget"
+    );
+}
