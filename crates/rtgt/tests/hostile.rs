@@ -609,3 +609,56 @@ fn the_data_budget_caps_what_many_stalled_sessions_hold() {
         "RSS {base} -> {held} KiB with a 64 MiB budget"
     );
 }
+
+#[test]
+fn a_hundred_hostile_sessions_stay_within_the_budget() {
+    let d = Daemon::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-budget",
+        "64M",
+        "--max-sessions-per-initiator",
+        "200",
+        "--data-out-timeout",
+        "30",
+    ]);
+    let base = rss_kib(d.pid());
+    let mut hostile = Vec::new();
+    for i in 0..100u8 {
+        let mut s = session(&d, i);
+        s.stream
+            .set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        for _ in 0..128 {
+            // Half pipeline 8 MiB READs and never read the answers; half
+            // announce 8 MiB WRITEs and never send the data.
+            let b = if i % 2 == 0 {
+                read10(&mut s, 16384)
+            } else {
+                let itt = s.take_itt();
+                let sn = s.take_cmdsn();
+                let mut b = [0u8; 48];
+                b[0] = 0x01;
+                b[1] = 0x80 | 0x20 | 0x01;
+                b[16..20].copy_from_slice(&itt.to_be_bytes());
+                b[20..24].copy_from_slice(&(8u32 << 20).to_be_bytes());
+                b[24..28].copy_from_slice(&sn.to_be_bytes());
+                b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 0, 0, 0x40, 0, 0]);
+                b
+            };
+            if s.send_raw(b, &[]).is_err() {
+                break;
+            }
+        }
+        hostile.push(s);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let held = rss_kib(d.pid());
+    eprintln!("100 hostile sessions (50 unread READs, 50 WRITEs without data), budget 64 MiB: RSS {base} -> {held} KiB");
+    assert!(
+        held < base + 64 * 1024 + 100 * 512,
+        "RSS {base} -> {held} KiB"
+    );
+    drop(hostile);
+}
