@@ -1,8 +1,10 @@
-pub mod chap;
 pub mod budget;
+pub mod chap;
 mod conn;
 pub mod discovery;
 pub mod ffp;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod login;
 mod login_phase;
 pub mod negotiation;

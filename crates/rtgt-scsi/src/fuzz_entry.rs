@@ -48,13 +48,17 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 pub const INITIATOR_A: &str = "iqn.1994-05.com.redhat:fuzz-a,i,0x23d000000001";
 pub const INITIATOR_B: &str = "iqn.1994-05.com.redhat:fuzz-b,i,0x23d000000002";
 
-/// A current-thread runtime with I/O and timers, as a fabric would run the
-/// core on.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+/// Run `fut` to completion on this thread's current-thread runtime (with
+/// timers), as a fabric would run the core. The runtime is made once per
+/// thread and kept: building one per run would cost more than most runs.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    thread_local! {
+        static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    }
+    RT.with(|rt| rt.block_on(fut))
 }
 
 /// A RAM logical unit of `bytes` (`block_size` 512 or 4096) with an
@@ -248,7 +252,7 @@ pub fn cdb(data: &[u8]) {
     let ctl = data[0];
     let len = ((ctl & 0x1f) as usize + 1).min(data.len() - 1);
     let (cdb, rest) = data[1..].split_at(len);
-    runtime().block_on(async {
+    block_on(async {
         let lu = ram_lu(LU_BYTES, BLOCK);
         let nexus = nexus_for(INITIATOR_A, &[(0, &lu, ctl & 0x80 != 0)]);
         clear_ua(&nexus).await;
@@ -385,7 +389,7 @@ pub fn param_list(data: &[u8]) {
     if data.len() < 3 || data.len() > MAX_INPUT {
         return;
     }
-    runtime().block_on(async {
+    block_on(async {
         let lu = ram_lu(LU_BYTES, BLOCK);
         let a = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
         let b = nexus_for(INITIATOR_B, &[(0, &lu, false)]);
