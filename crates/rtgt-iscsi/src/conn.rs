@@ -241,6 +241,9 @@ async fn full_feature(
     drop(ffp);
     if let Some(n) = &nexus {
         n.close();
+        // Before the session's registration goes (letting a reinstating
+        // login in): nothing of this session may land after its writes.
+        n.quiesce().await;
     }
     drop(tx);
     if !writer_done {

@@ -27,6 +27,8 @@ pub struct MemStore {
     fail: AtomicBool,
     /// Makes reads wait until released (abort tests).
     pub gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// The same for the next write.
+    pub write_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl MemStore {
@@ -42,6 +44,7 @@ impl MemStore {
             flushes: AtomicUsize::new(0),
             fail: AtomicBool::new(false),
             gate: Mutex::new(None),
+            write_gate: Mutex::new(None),
         }
     }
     pub fn fua_writes(&self) -> usize {
@@ -104,6 +107,9 @@ impl Backstore for MemStore {
         Ok(())
     }
     fn write_at(&self, offset: u64, buf: &[u8], fua: bool) -> BsResult<()> {
+        if let Some(rx) = self.write_gate.lock().unwrap().take() {
+            let _ = rx.recv();
+        }
         self.check(offset, buf.len() as u64)?;
         if fua {
             self.fua_writes.fetch_add(1, Ordering::Relaxed);

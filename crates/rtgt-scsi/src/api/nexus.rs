@@ -187,6 +187,17 @@ impl Nexus {
     pub fn close(self: &Arc<Self>) {
         crate::core::exec::nexus_lost(self)
     }
+
+    /// After [`Nexus::close`]: wait until writes its aborted commands left
+    /// running on worker threads have returned, so that nothing of the old
+    /// nexus lands after a new one (the same initiator reconnecting)
+    /// writes.
+    pub async fn quiesce(&self) {
+        let map = self.luns();
+        for lu in map.distinct_lus() {
+            lu.fence.wait_past().await;
+        }
+    }
 }
 
 impl Drop for Nexus {

@@ -57,7 +57,22 @@ impl PreparedInner {
         self.plan.data_out_len
     }
 
-    pub async fn execute(mut self, data_out: Vec<u8>) -> ExecOutcome {
+    pub async fn execute(self, data_out: Vec<u8>) -> ExecOutcome {
+        // Its blocking writes enter the LU's fence (see `lu::fence`).
+        match (&self.mapped, self.task) {
+            (Some(m), Some(task)) => {
+                let ctx = crate::sbc::read_write::IoContext {
+                    lu: m.lu.clone(),
+                    task,
+                    epoch: self.epoch,
+                };
+                crate::sbc::read_write::with_io_context(ctx, self.run(data_out)).await
+            }
+            _ => self.run(data_out).await,
+        }
+    }
+
+    async fn run(mut self, data_out: Vec<u8>) -> ExecOutcome {
         let lu: Option<&LogicalUnit> = self.mapped.as_ref().map(|m| m.lu.as_ref());
         let read_only = self.mapped.as_ref().is_some_and(|m| m.read_only);
 
@@ -263,6 +278,8 @@ pub(crate) async fn task_management(nexus: &Arc<Nexus>, f: TmfFunction) -> TmfRe
             if lu.tasks.abort(Scope::Task { nexus: me, tag }).is_empty() {
                 TmfResult::TaskNotFound
             } else {
+                // The task has ceased only once its writes have returned.
+                lu.fence.wait_past().await;
                 TmfResult::Complete
             }
         }
@@ -271,6 +288,7 @@ pub(crate) async fn task_management(nexus: &Arc<Nexus>, f: TmfFunction) -> TmfRe
                 return TmfResult::LunNotFound;
             };
             lu.tasks.abort(Scope::Nexus(me));
+            lu.fence.wait_past().await;
             TmfResult::Complete
         }
         TmfFunction::ClearTaskSet { lun } => {
@@ -284,6 +302,7 @@ pub(crate) async fn task_management(nexus: &Arc<Nexus>, f: TmfFunction) -> TmfRe
                     others.contains(&n)
                 });
             }
+            lu.fence.wait_past().await;
             TmfResult::Complete
         }
         TmfFunction::LogicalUnitReset { lun } => {
@@ -291,11 +310,15 @@ pub(crate) async fn task_management(nexus: &Arc<Nexus>, f: TmfFunction) -> TmfRe
                 return TmfResult::LunNotFound;
             };
             reset_lu(&lu, sense::UA_LUN_RESET);
+            lu.fence.wait_past().await;
             TmfResult::Complete
         }
         TmfFunction::TargetReset => {
             for lu in map.distinct_lus() {
                 reset_lu(lu, sense::UA_POWER_ON_RESET);
+            }
+            for lu in map.distinct_lus() {
+                lu.fence.wait_past().await;
             }
             TmfResult::Complete
         }
@@ -461,6 +484,50 @@ mod tests {
         drop(tx);
         assert_eq!(t.run(&READ1, &[]).await.status, 0);
         assert_eq!(t.lu.tasks.len(), 0);
+    }
+
+    /// ABORT TASK of a WRITE whose data is already being written by a
+    /// worker thread answers only once that write has returned: a write
+    /// the initiator was told is gone must not land afterwards, over newer
+    /// data. (Reads are not waited for: see the test above.)
+    #[tokio::test]
+    async fn abort_task_waits_for_a_write_in_flight() {
+        let t = Fixture::build(64, 512, 512, true);
+        t.clear_ua().await;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        *t.store.write_gate.lock().unwrap() = Some(rx);
+        let mut c = cmd(0, &[0x2a, 0, 0, 0, 0, 3, 0, 0, 1, 0]);
+        c.tag = 99;
+        let p = t.nexus.prepare(c).map_err(|_| ()).unwrap();
+        let running = tokio::spawn(p.execute(vec![0x5a; 512]));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let nexus = t.nexus.clone();
+        let tmf = tokio::spawn(async move {
+            nexus
+                .task_management(TmfFunction::AbortTask { lun: 0, tag: 99 })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !tmf.is_finished(),
+            "answered while the write was still in flight"
+        );
+        tx.send(()).unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(2), tmf)
+            .await
+            .expect("answered once the write returned")
+            .unwrap();
+        assert_eq!(r, TmfResult::Complete);
+        assert!(matches!(running.await.unwrap(), ExecOutcome::Aborted));
+        // A write after the abort is not overwritten by the aborted one.
+        assert_eq!(
+            t.run(&[0x2a, 0, 0, 0, 0, 3, 0, 0, 1, 0], &[0x11; 512])
+                .await
+                .status,
+            0
+        );
+        let back = t.run(&[0x28, 0, 0, 0, 0, 3, 0, 0, 1, 0], &[]).await;
+        assert_eq!(back.data, vec![0x11; 512]);
     }
 
     #[tokio::test]

@@ -100,6 +100,8 @@ pub struct LogicalUnit {
     pub(crate) config: LuConfig,
     /// Tasks in the LU's (single) task set.
     pub(crate) tasks: TaskSet,
+    /// Blocking backstore calls of its commands in flight (see `fence`).
+    pub(crate) fence: Arc<crate::lu::fence::Fence>,
     /// Unit attentions per attached nexus.
     pub(crate) ua: UnitAttentions,
     /// Mode parameters shared by all nexuses.
@@ -143,6 +145,7 @@ impl LogicalUnit {
         let lu = Arc::new(LogicalUnit {
             config,
             tasks: TaskSet::default(),
+            fence: Default::default(),
             ua: UnitAttentions::default(),
             mode,
             ranges: Default::default(),

@@ -3,6 +3,7 @@
 //! unit attentions (`unit_attention`) and the store persistent state goes
 //! to (`state_store`).
 
+pub(crate) mod fence;
 mod logical_unit;
 pub(crate) mod range_lock;
 pub mod state_store;

@@ -11,7 +11,7 @@ use crate::core::cdb::{be16, be32, be64};
 use crate::core::handler::{Action, BlockRange, BoxFuture, Decode, ExecCtx, Plan};
 use crate::core::sense::{self, Sense};
 use crate::lu::LogicalUnit;
-use crate::sbc::read_write::{check_range, first_mismatch, io_sense, on_backstore, read};
+use crate::sbc::read_write::{check_range, first_mismatch, io_sense, on_backstore_write, read};
 use crate::spc::vpd;
 
 /// MAXIMUM COMPARE AND WRITE LENGTH (B0h), in blocks.
@@ -27,7 +27,7 @@ pub fn max_atomic_blocks(block_size: u32) -> u32 {
 /// Write `data` at `lba` under no lock of its own.
 async fn write(lu: &LogicalUnit, lba: u64, data: Vec<u8>, fua: bool) -> Result<(), Sense> {
     let off = lba * lu.block_size() as u64;
-    on_backstore(&lu.config.backstore, move |b: &dyn Backstore| {
+    on_backstore_write(&lu.config.backstore, move |b: &dyn Backstore| {
         b.write_at(off, &data, fua)
     })
     .await?

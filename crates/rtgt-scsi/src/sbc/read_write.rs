@@ -12,6 +12,7 @@ use rtgt_backstore::{Backstore, BackstoreError};
 use crate::core::cdb::{self, LbaLen};
 use crate::core::handler::{Action, BlockRange, Decode, Plan};
 use crate::core::sense::{self, Sense};
+use crate::lu::task_set::TaskHandle;
 use crate::lu::LogicalUnit;
 use crate::spc::vpd;
 
@@ -174,8 +175,25 @@ fn first_bad_lba(b: &dyn Backstore, r: BlockRange, block_size: u32) -> u64 {
         .unwrap_or(r.lba)
 }
 
-/// Run `f` on the backstore: inline when it does not block, else on a
-/// blocking worker thread.
+/// The command whose backstore calls run in this task: the LU it was
+/// issued to, its task there, and that LU's abort epoch when it registered.
+pub(crate) struct IoContext {
+    pub lu: Arc<LogicalUnit>,
+    pub task: TaskHandle,
+    pub epoch: u64,
+}
+
+tokio::task_local! {
+    static IO_CONTEXT: IoContext;
+}
+
+/// Run a command's execution with its [`IoContext`].
+pub(crate) async fn with_io_context<F: std::future::Future>(ctx: IoContext, f: F) -> F::Output {
+    IO_CONTEXT.scope(ctx, f).await
+}
+
+/// Run `f` (which only reads) on the backstore: inline when it does not
+/// block, else on a blocking worker thread.
 pub(crate) async fn on_backstore<T, F>(bs: &Arc<dyn Backstore>, f: F) -> Result<T, Sense>
 where
     T: Send + 'static,
@@ -189,6 +207,39 @@ where
     } else {
         Ok(f(bs.as_ref()))
     }
+}
+
+/// [`on_backstore`] for a call that changes the medium: on a worker
+/// thread it enters the issuing LU's fence, so task management that aborts
+/// the command waits until the call has returned, and it never starts for
+/// a command already aborted (a write the initiator was told is gone must
+/// not land later, over newer data).
+pub(crate) async fn on_backstore_write<T, F>(bs: &Arc<dyn Backstore>, f: F) -> Result<T, Sense>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Backstore) -> T + Send + 'static,
+{
+    if !bs.may_block() {
+        return Ok(f(bs.as_ref()));
+    }
+    let entered = IO_CONTEXT.try_with(|c| {
+        let entered = c.lu.fence.enter();
+        (!c.lu.tasks.aborted_since(c.task, c.epoch)).then_some(entered)
+    });
+    let entered = match entered {
+        Ok(Some(e)) => Some(e),
+        // Aborted: the command reports no status, whatever this says.
+        Ok(None) => return Err(sense::INTERNAL_TARGET_FAILURE),
+        // Not on behalf of a command (background work).
+        Err(_) => None,
+    };
+    let bs = bs.clone();
+    tokio::task::spawn_blocking(move || {
+        let _in_flight = entered;
+        f(bs.as_ref())
+    })
+    .await
+    .map_err(|_| sense::INTERNAL_TARGET_FAILURE)
 }
 
 /// Offset of the first byte where `a` and `b` differ.
@@ -269,7 +320,7 @@ pub(crate) async fn execute(
             let (res, data_out) = match fast {
                 Some(res) => (res, data_out),
                 None => {
-                    on_backstore(bs, move |b| {
+                    on_backstore_write(bs, move |b| {
                         let res = b.write_at(off, &data_out, fua);
                         (res, data_out)
                     })

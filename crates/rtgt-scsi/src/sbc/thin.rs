@@ -16,7 +16,7 @@ use crate::core::cdb::{be16, be32, be64};
 use crate::core::handler::{Action, BoxFuture, Decode, ExecCtx, Plan};
 use crate::core::sense::{self, Sense};
 use crate::lu::LogicalUnit;
-use crate::sbc::read_write::{check_range, io_sense, on_backstore};
+use crate::sbc::read_write::{check_range, io_sense, on_backstore, on_backstore_write};
 
 /// MAXIMUM UNMAP LBA COUNT (B0h): per UNMAP command.
 pub const MAX_UNMAP_LBA_COUNT: u32 = 1 << 20;
@@ -37,7 +37,7 @@ pub(crate) fn lbprz(lu: &LogicalUnit) -> bool {
 pub(crate) async fn deallocate(lu: &LogicalUnit, lba: u64, blocks: u64) -> Result<(), Sense> {
     let bs = lu.block_size() as u64;
     let (off, len) = (lba * bs, blocks * bs);
-    on_backstore(&lu.config.backstore, move |b: &dyn Backstore| {
+    on_backstore_write(&lu.config.backstore, move |b: &dyn Backstore| {
         match b.discard(off, len) {
             Err(BackstoreError::Unsupported) => b.write_zeroes(off, len),
             r => r,
@@ -198,7 +198,7 @@ async fn write_same(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     let (off, len) = (ws.lba * bs, ws.blocks * bs);
     let store: &Arc<dyn Backstore> = &lu.config.backstore;
     if zero {
-        return on_backstore(store, move |b: &dyn Backstore| b.write_zeroes(off, len))
+        return on_backstore_write(store, move |b: &dyn Backstore| b.write_zeroes(off, len))
             .await?
             .map(|_| Vec::new())
             .map_err(|e| io_sense(e, true));
@@ -211,7 +211,7 @@ async fn write_same(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
         let at = off + done * bs;
         let buf = buf.clone();
         let bytes = (n * bs) as usize;
-        on_backstore(store, move |b: &dyn Backstore| {
+        on_backstore_write(store, move |b: &dyn Backstore| {
             b.write_at(at, &buf[..bytes], false)
         })
         .await?

@@ -12,7 +12,7 @@ use crate::core::cdb::be32;
 use crate::core::handler::{Action, BoxFuture, Decode, ExecCtx, Plan};
 use crate::core::sense::{self, Sense};
 use crate::lu::LogicalUnit;
-use crate::sbc::read_write::{io_sense, on_backstore};
+use crate::sbc::read_write::{io_sense, on_backstore, on_backstore_write};
 
 pub(crate) fn decode_extended_copy(d: &Decode<'_>) -> Result<Plan, Sense> {
     let len = be32(&d.cdb[10..14]);
@@ -48,7 +48,7 @@ async fn copy_segment(src: &LogicalUnit, dst: &LogicalUnit, s: &Segment) -> Resu
         })
         .await?
         .map_err(|e| io_sense(e, false))?;
-        on_backstore(&dst.config.backstore, move |b: &dyn Backstore| {
+        on_backstore_write(&dst.config.backstore, move |b: &dyn Backstore| {
             b.write_at(to + at, &buf, false)
         })
         .await?
