@@ -168,8 +168,10 @@ impl Nexus {
         crate::core::exec::prepare(self, cmd)
     }
 
-    /// Perform a task management function. Never waits for backstore I/O:
-    /// aborted tasks stop being reported at once.
+    /// Perform a task management function. Aborted tasks stop being
+    /// reported at once; the answer waits only for medium writes they had
+    /// already handed to a worker thread (a task has ceased only when
+    /// nothing of it can still reach the medium), never for reads.
     pub async fn task_management(self: &Arc<Self>, f: TmfFunction) -> TmfResult {
         crate::core::exec::task_management(self, f).await
     }
