@@ -10,7 +10,8 @@
 # Environment:
 #   RUNS    runs per workload and target (default 3)
 #   LUN     rtgt's LUN: shm = fileio on a 1 GiB file in /dev/shm, the same
-#           kind as tgt's (default); ram = rtgt's RAM backstore
+#           kind as tgt's (default); ram = rtgt's RAM backstore; blockio =
+#           blockio on a loop device over a 1 GiB file in /dev/shm (root)
 #   RTGT    rtgt binary (default: cargo build --release, target/release/rtgt)
 #   QEMU72  where .ci/qemu72.sh unpacks qemu-img 7.2 (default /tmp/qemu72)
 # Needs root (tgtd), tgt, libiscsi-bin, util-linux (taskset), python3.
@@ -35,12 +36,13 @@ if [ "$(nproc)" -ge 2 ]; then TGT_CPU=(taskset -c 1); GEN_CPU=(taskset -c 0)
 else TGT_CPU=(); GEN_CPU=(); echo "bench: one CPU only, not pinning" >&2; fi
 
 work=$(mktemp -d /dev/shm/rtgt-bench.XXXXXX)   # LUN files live in RAM
-tgt_pid='' rtgt_pid='' rtgt_url=''
+tgt_pid='' rtgt_pid='' rtgt_url='' loopdev=''
 cleanup() {
     if [ -n "$rtgt_pid" ]; then kill -TERM "$rtgt_pid" 2>/dev/null || true; fi
     # tgtd does not exit on SIGTERM while it has targets
     if [ -n "$tgt_pid" ]; then kill -KILL "$tgt_pid" 2>/dev/null || true; fi
     wait 2>/dev/null || true
+    if [ -n "$loopdev" ]; then losetup -d "$loopdev" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -73,6 +75,11 @@ start_rtgt() {
         store='type = "ramdisk"
 size = "1G"
 block_size = 512'
+    elif [ "$LUN" = blockio ]; then
+        head -c 1G /dev/zero >"$work/rtgt.img"
+        loopdev=$(losetup --find --show "$work/rtgt.img") || { echo "bench: losetup failed (needs root)"; return 1; }
+        store="type = \"blockio\"
+path = \"$loopdev\""
     else
         head -c 1G /dev/zero >"$work/rtgt.img"
         store="type = \"fileio\"

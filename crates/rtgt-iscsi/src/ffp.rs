@@ -267,8 +267,6 @@ impl Ffp {
             if let Err(e) = res {
                 return End::Error(e);
             }
-            self.liveness
-                .set_data_wait(self.waiting.first().map(|(t, _)| *t));
         }
     }
 
@@ -280,12 +278,21 @@ impl Ffp {
         x.since = Instant::now();
         self.waiting.insert((x.since, x.meta.itt));
         self.writes.insert(x.meta.itt, x);
+        self.publish_wait();
+    }
+
+    /// Tell the watchdog since when the longest-waiting write has had no
+    /// data (only where `waiting` changes, not per PDU).
+    fn publish_wait(&self) {
+        self.liveness
+            .set_data_wait(self.waiting.first().map(|(t, _)| *t));
     }
 
     /// Take a parked write out.
     fn unpark(&mut self, itt: u32) -> Option<WriteXfer> {
         let x = self.writes.remove(&itt)?;
         self.waiting.remove(&(x.since, itt));
+        self.publish_wait();
         Some(x)
     }
 
@@ -294,6 +301,7 @@ impl Ffp {
         self.writes.retain(|_, x| keep(x));
         let writes = &self.writes;
         self.waiting.retain(|(_, itt)| writes.contains_key(itt));
+        self.publish_wait();
     }
 
     fn send(&self, bhs: Bhs, data: Bytes) {

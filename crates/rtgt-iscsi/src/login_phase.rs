@@ -45,9 +45,7 @@ impl Directory<'_> {
             ))),
         }
     }
-}
 
-impl Directory<'_> {
     /// Whether the initiator already has all the sessions it may.
     fn at_session_limit(&self, initiator_name: &str) -> bool {
         let n = self.server.sessions.count_for(initiator_name);

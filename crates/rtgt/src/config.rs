@@ -612,18 +612,6 @@ backstore = "ram0"
         }
         Ok(())
     }
-
-    /// Replace every portal group's portals (the `--listen` option).
-    pub fn override_portals(&mut self, portals: &[SocketAddr]) {
-        for t in &mut self.target {
-            for g in &mut t.tpg {
-                g.portals = portals
-                    .iter()
-                    .map(|p| Spanned::new(0..0, p.to_string()))
-                    .collect();
-            }
-        }
-    }
 }
 
 /// RFC 7143 12.1.3 wants CHAP secrets of at least 96 bits; open-iscsi and

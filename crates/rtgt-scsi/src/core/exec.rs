@@ -58,9 +58,15 @@ impl PreparedInner {
     }
 
     pub async fn execute(self, data_out: Vec<u8>) -> ExecOutcome {
-        // Its blocking writes enter the LU's fence (see `lu::fence`).
+        // Its blocking writes enter the LU's fence (see `lu::fence`). Only
+        // commands that can make such writes need the context: I/O on a
+        // backstore that blocks, and the asynchronous handlers (copy, thin
+        // provisioning, atomics); a RAM-disk READ pays nothing for it.
+        let may_write_blocking = |m: &MappedLun| {
+            matches!(self.plan.action, Action::Async(_)) || m.lu.config.backstore.may_block()
+        };
         match (&self.mapped, self.task) {
-            (Some(m), Some(task)) => {
+            (Some(m), Some(task)) if may_write_blocking(m) => {
                 let ctx = crate::sbc::read_write::IoContext {
                     lu: m.lu.clone(),
                     task,
