@@ -691,3 +691,89 @@ pub fn send_targets(stream: &mut TcpStream) -> io::Result<Vec<(String, Vec<Strin
     }
     Ok(out)
 }
+
+// ---- login with chosen operational keys ----
+
+/// Log in to `target` like [`login`] with AuthMethod=None, but offer
+/// `keys` in the operational stage instead of the minimal set (the
+/// target's own proposals are accepted as they are, as [`login`] does).
+/// Returns the connection in full feature phase (first command: CmdSN 1)
+/// and every key=value the target sent in the operational stage, in
+/// order: its answers to `keys`, its proposals and its declarations
+/// (such as its MaxRecvDataSegmentLength). A refused login is an error
+/// naming the status.
+pub fn login_with_keys(
+    port: u16,
+    initiator: &str,
+    target: &str,
+    isid: [u8; 6],
+    keys: &[(&str, &str)],
+) -> io::Result<(TcpStream, Vec<(String, String)>)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    s.set_nodelay(true)?;
+    let mut c = Client {
+        s,
+        isid,
+        tsih: 0,
+        exp_statsn: 0,
+        sent: Vec::new(),
+    };
+    let refused = |r: &LoginRsp| {
+        invalid(format!(
+            "login of {initiator} refused: status {:02x}/{:02x}",
+            r.class, r.detail
+        ))
+    };
+    let first = vec![
+        pair("InitiatorName", initiator),
+        pair("TargetName", target),
+        pair("AuthMethod", "None"),
+    ];
+    let mut r = c.round(0, 1, true, &first)?;
+    let mut rounds = 0;
+    while r.class == 0 && !r.transit {
+        rounds += 1;
+        if rounds > MAX_ROUNDS {
+            return Err(invalid("target never left the security stage"));
+        }
+        let answers = c.answers(&r.text);
+        r = c.round(0, 1, true, &answers)?;
+    }
+    if r.class != 0 {
+        return Err(refused(&r));
+    }
+    let mut theirs = Vec::new();
+    if r.nsg == 1 {
+        let mut offer: Vec<(String, String)> = keys.iter().map(|(k, v)| pair(k, *v)).collect();
+        let mut rounds = 0;
+        loop {
+            let r = c.round(1, 3, true, &offer)?;
+            if r.class != 0 {
+                return Err(refused(&r));
+            }
+            theirs.extend(r.text.iter().cloned());
+            if r.transit && r.nsg == 3 {
+                break;
+            }
+            rounds += 1;
+            if rounds > MAX_ROUNDS {
+                return Err(invalid("target never left the operational stage"));
+            }
+            offer = c.answers(&r.text);
+        }
+    } else if r.nsg != 3 {
+        return Err(invalid(format!("target moved to stage {}", r.nsg)));
+    }
+    seq_put(
+        &c.s,
+        Seq {
+            cmdsn: FIRST_CMDSN,
+            exp_statsn: c.exp_statsn,
+            next_itt: LOGIN_ITT + 1,
+        },
+    )?;
+    Ok((c.s, theirs))
+}
