@@ -12,11 +12,13 @@
 //! allocated per I/O and each implementation stays a plain, testable struct.
 
 mod blockio;
+mod buf;
 mod faulty;
 mod fileio;
 mod ramdisk;
 
 pub use blockio::BlockIo;
+pub use buf::{IoBuf, IO_ALIGN};
 pub use faulty::{FaultOp, FaultRule, Faulty};
 pub use fileio::{FileIo, FileIoOptions};
 pub use ramdisk::RamDisk;

@@ -47,6 +47,7 @@ type Reader = PduReader<BufReader<tokio::net::tcp::OwnedReadHalf>>;
 pub(crate) async fn run(
     server: Arc<Server>,
     stream: TcpStream,
+    budget: Arc<crate::budget::Budget>,
     local: SocketAddr,
     peer: SocketAddr,
 ) {
@@ -73,7 +74,7 @@ pub(crate) async fn run(
     tracing::info!(%peer, initiator = %logged_in.initiator, target = %logged_in.target,
         discovery = logged_in.discovery, "login complete");
     let _serving = server.serving();
-    full_feature(server, reader, wr, digests, local, logged_in).await;
+    full_feature(server, reader, wr, digests, budget, local, logged_in).await;
 }
 
 async fn full_feature(
@@ -81,6 +82,7 @@ async fn full_feature(
     mut reader: Reader,
     wr: OwnedWriteHalf,
     digests: Arc<Digests>,
+    budget: Arc<crate::budget::Budget>,
     local: SocketAddr,
     l: LoggedIn,
 ) {
@@ -145,7 +147,7 @@ async fn full_feature(
         text,
         limits,
     )
-    .with_budget(server.budget.clone());
+    .with_budget(budget);
 
     let mut stop = l.registration.as_ref().map(|r| r.stop.clone());
     let settings = server.settings.clone();

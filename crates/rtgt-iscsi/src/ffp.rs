@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtgt_scsi::fabric::decode_lun;
+use rtgt_scsi::IoBuf;
 use rtgt_scsi::{
     Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, Sense, TaskAttr, TmfFunction,
     TmfResult,
@@ -153,9 +154,10 @@ struct WriteXfer {
     /// transfer (abort, reset, connection loss) gives them back.
     held: Held,
     meta: CmdMeta,
-    /// Data-Out received so far: grows as data arrives, never sized from
-    /// the announced length alone.
-    buf: Vec<u8>,
+    /// Where the Data-Out lands, the buffer the backstore writes from:
+    /// taken when the first byte arrives, not on the announced length
+    /// alone.
+    buf: Option<IoBuf>,
     /// Bytes the command will take.
     total: usize,
     received: usize,
@@ -163,6 +165,8 @@ struct WriteXfer {
     since: Instant,
     /// Unsolicited data the initiator may still send (bytes, from offset 0).
     unsolicited_end: u32,
+    /// Offset the next unsolicited Data-Out must carry (DataPDUInOrder).
+    unsolicited_next: u32,
     unsolicited_datasn: u32,
     /// Next offset to solicit with an R2T.
     next_solicit: u32,
@@ -432,16 +436,21 @@ impl Ffp {
             return Ok(());
         }
         let keep = imm.min(xfer_len);
-        let mut buf = vec![0u8; keep];
+        // The buffer is filled before anyone reads it: here, by immediate
+        // data, or PDU by PDU (in order, no overlap) before it executes.
+        let mut buf = (keep > 0).then(|| IoBuf::with_len(xfer_len));
+        let dst = buf.as_mut().map_or(&mut [][..], |b| &mut b[..keep]);
         reader
-            .read_data_prefix(&inc, &mut buf)
+            .read_data_prefix(&inc, dst)
             .await
             .map_err(|e| e.to_string())?;
         if keep == xfer_len {
-            spawn_exec(&self.tx, held, prepared, buf, meta);
+            spawn_exec(&self.tx, held, prepared, buf.unwrap_or_default(), meta);
             return Ok(());
         }
-        let unsolicited_end = if self.params.initial_r2t {
+        // F=1 on the command: no unsolicited Data-Out follows (RFC 7143
+        // 11.3.1); solicit the rest right after the immediate data.
+        let unsolicited_end = if self.params.initial_r2t || flags & 0x80 != 0 {
             imm as u32
         } else {
             (self.params.first_burst.min(edtl)).max(imm as u32)
@@ -455,6 +464,7 @@ impl Ffp {
             received: keep,
             since: Instant::now(),
             unsolicited_end,
+            unsolicited_next: imm as u32,
             unsolicited_datasn: 0,
             next_solicit: unsolicited_end.min(xfer_len as u32),
             r2t_sn: 0,
@@ -530,8 +540,17 @@ impl Ffp {
                     DATA_OFFSET_ERROR,
                     format!("unsolicited data to {end} beyond {}", x.unsolicited_end),
                 ))
+            } else if offset != x.unsolicited_next {
+                Some((
+                    DATA_OFFSET_ERROR,
+                    format!(
+                        "unsolicited data at {offset}, expected {}",
+                        x.unsolicited_next
+                    ),
+                ))
             } else {
                 x.unsolicited_datasn += 1;
+                x.unsolicited_next = end;
                 None
             }
         } else {
@@ -544,6 +563,17 @@ impl Ffp {
                 Some(r) if offset < r.offset || end > r.offset + r.len => Some((
                     DATA_OFFSET_ERROR,
                     format!("offset {offset}+{len} outside R2T {}+{}", r.offset, r.len),
+                )),
+                // DataPDUInOrder=Yes: each PDU continues where the last one
+                // ended, so the bytes counted are the bytes written.
+                Some(r) if offset != r.offset + r.received => Some((
+                    DATA_OFFSET_ERROR,
+                    format!(
+                        "offset {offset}, expected {} in R2T {}+{}",
+                        r.offset + r.received,
+                        r.offset,
+                        r.len
+                    ),
                 )),
                 Some(r) => {
                     r.next_datasn += 1;
@@ -562,11 +592,14 @@ impl Ffp {
         let total = x.total;
         let start = (offset as usize).min(total);
         let keep = (end as usize).min(total) - start;
-        if x.buf.len() < start + keep {
-            x.buf.resize(start + keep, 0);
-        }
+        let dst = if keep > 0 {
+            let buf = x.buf.get_or_insert_with(|| IoBuf::with_len(total));
+            &mut buf[start..start + keep]
+        } else {
+            &mut [][..]
+        };
         reader
-            .read_data_prefix(&inc, &mut x.buf[start..start + keep])
+            .read_data_prefix(&inc, dst)
             .await
             .map_err(|e| e.to_string())?;
         x.received += keep;
@@ -575,8 +608,8 @@ impl Ffp {
             x.r2ts.pop_front();
         }
         if x.received >= total {
-            x.buf.resize(total, 0);
-            spawn_exec(&self.tx, x.held, x.prepared, x.buf, x.meta);
+            let buf = x.buf.unwrap_or_default();
+            spawn_exec(&self.tx, x.held, x.prepared, buf, x.meta);
         } else {
             self.solicit(&mut x);
             self.park(x);
@@ -778,7 +811,7 @@ async fn read_vec<R: AsyncRead + Unpin>(
     reader.read_data_vec(inc).await.map_err(|e| e.to_string())
 }
 
-fn spawn_exec(tx: &Outbox, held: Held, prepared: Prepared, buf: Vec<u8>, meta: CmdMeta) {
+fn spawn_exec(tx: &Outbox, held: Held, prepared: Prepared, buf: IoBuf, meta: CmdMeta) {
     let tx = tx.clone();
     let mut fut = Box::pin(async move {
         match prepared.execute(buf).await {
@@ -813,7 +846,9 @@ fn complete(tx: &Outbox, held: Held, meta: CmdMeta, resp: Response) {
     } else {
         let produced = resp.data.len();
         let (f, r) = residual(produced, meta.edtl as usize);
-        let mut data = Bytes::from(resp.data);
+        // The Data-In leaves from the buffer the backstore read into; it
+        // goes back to the pool once the writer has sent it.
+        let mut data = Bytes::from_owner(resp.data);
         if meta.read {
             data.truncate(meta.edtl as usize);
         } else {

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod pdu;
 pub mod server;
 pub mod session;
+pub mod shards;
 pub mod target;
 pub mod text;
 pub mod window;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::session::SessionTable;
+use crate::shards::Shards;
 use crate::target::Targets;
 
 /// Tunables of the iSCSI fabric.
@@ -46,6 +47,10 @@ pub struct Settings {
     /// Bytes of command data (READ and WRITE buffers) all sessions together
     /// may have in flight; beyond it, readers wait for data to drain.
     pub data_budget: u64,
+    /// Runtimes (one thread each, see [`crate::shards`]) connections are
+    /// spread over. 0 runs them on the runtime that calls
+    /// [`Server::serve`].
+    pub shards: usize,
 }
 
 impl Default for Settings {
@@ -68,6 +73,7 @@ impl Default for Settings {
             max_connections_per_address: 256,
             max_sessions_per_initiator: 64,
             data_budget: 1 << 30,
+            shards: 0,
         }
     }
 }
@@ -77,8 +83,10 @@ pub struct Server {
     targets: RwLock<Arc<Targets>>,
     pub sessions: Arc<SessionTable>,
     pub settings: Settings,
-    /// The data budget every connection charges its commands against.
+    /// The data budget connections charge their commands against when
+    /// they run on the caller's runtime (each shard has its own).
     pub budget: Arc<crate::budget::Budget>,
+    shards: Option<Shards>,
     /// Connections past login, which shutdown waits for (those still in
     /// login are simply dropped).
     connections: AtomicUsize,
@@ -88,16 +96,65 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(targets: Targets, settings: Settings) -> Arc<Server> {
-        Arc::new(Server {
+    /// A server; starts its shards' threads when `settings.shards > 0`.
+    pub fn new(targets: Targets, settings: Settings) -> std::io::Result<Arc<Server>> {
+        let shards = match settings.shards {
+            0 => None,
+            n => Some(Shards::start(n, settings.data_budget)?),
+        };
+        Ok(Arc::new(Server {
             targets: RwLock::new(Arc::new(targets)),
             sessions: Arc::new(SessionTable::default()),
             budget: crate::budget::Budget::new(settings.data_budget),
+            shards,
             settings,
             connections: AtomicUsize::new(0),
             idle: Notify::new(),
             per_address: Mutex::new(HashMap::new()),
-        })
+        }))
+    }
+
+    /// Connections per shard (empty without shards).
+    pub fn shard_loads(&self) -> Vec<usize> {
+        self.shards.as_ref().map(Shards::loads).unwrap_or_default()
+    }
+
+    /// Run a new connection: on the least loaded shard, or here.
+    fn start_connection(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        local: SocketAddr,
+        peer: SocketAddr,
+        guard: AddressGuard,
+    ) {
+        let me = self.clone();
+        let Some(shards) = &self.shards else {
+            let budget = self.budget.clone();
+            tokio::spawn(async move {
+                crate::conn::run(me, stream, budget, local, peer).await;
+                drop(guard);
+            });
+            return;
+        };
+        // Leave this runtime's reactor; the shard registers it with its own.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot hand the connection to a shard: {e}");
+                return;
+            }
+        };
+        shards.spawn(move |placement| async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let budget = placement.budget.clone();
+                    crate::conn::run(me, stream, budget, local, peer).await;
+                }
+                Err(e) => tracing::warn!(%peer, "cannot register the connection: {e}"),
+            }
+            drop(guard);
+            drop(placement);
+        });
     }
 
     /// The current target set (a snapshot; live changes swap it whole).
@@ -127,11 +184,7 @@ impl Server {
                         };
                         let _ = stream.set_nodelay(true);
                         let local = stream.local_addr().unwrap_or(peer);
-                        let me = self.clone();
-                        tokio::spawn(async move {
-                            crate::conn::run(me, stream, local, peer).await;
-                            drop(guard);
-                        });
+                        self.start_connection(stream, local, peer, guard);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, go on.

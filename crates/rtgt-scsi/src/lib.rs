@@ -59,7 +59,8 @@ pub use api::{
 };
 pub use lu::{LogicalUnit, LuConfig, LuError};
 pub use pr::pr_store::PrStateError;
-pub use sense::Sense;
 /// The largest transfer one command may ask for (VPD B0h), in bytes.
+pub use rtgt_backstore::IoBuf;
+pub use sense::Sense;
 pub use spc::vpd::MAX_TRANSFER_BYTES;
 pub use state_store::{MemoryStore, StateStore};

@@ -28,7 +28,9 @@ enum Cmd {
         /// (repeatable; port 0 picks a free port).
         #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
         listen: Vec<SocketAddr>,
-        /// Worker threads (default: one per CPU).
+        /// Runtimes, one thread each, that connections are spread over
+        /// (default: one per CPU the process may use; 1 runs everything on
+        /// one thread).
         #[arg(long)]
         threads: Option<usize>,
         /// Where state that outlives the process is kept (persistent
@@ -137,23 +139,19 @@ fn main() -> ExitCode {
                 },
                 None => rtgt::config::Config::demo(),
             };
-            // One CPU gets a current-thread runtime: the thread that waits
-            // for the socket is the one that runs the command, with no
-            // hand-off between threads on the data path.
+            // One runtime per CPU (see rtgt_iscsi::shards): connections
+            // are spread over them and stay on theirs. This thread's own
+            // runtime accepts connections and runs the control work; with
+            // one CPU it runs the connections too, with no hand-off.
             let cpus = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
                     .unwrap_or(1)
             });
-            let mut rt = if cpus <= 1 {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(cpus);
-                b
-            };
-            rt.enable_all();
-            let rt = match rt.build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("rtgt: cannot start runtime: {e}");
@@ -168,6 +166,7 @@ fn main() -> ExitCode {
                 max_connections_per_address: max_connections_per_address.max(1),
                 max_sessions_per_initiator: max_sessions_per_initiator.max(1),
                 data_budget,
+                shards: if cpus > 1 { cpus } else { 0 },
                 ..Default::default()
             };
             match rt.block_on(rtgt::serve::serve(cfg, config, listen, state_dir, settings)) {

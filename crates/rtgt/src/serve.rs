@@ -402,7 +402,8 @@ pub async fn serve(
         },
     };
     let mut running = Running {
-        server: Server::new(Targets::default(), settings),
+        server: Server::new(Targets::default(), settings)
+            .map_err(|e| anyhow::anyhow!("cannot start the connection runtimes: {e}"))?,
         state,
         listen,
         stores: BTreeMap::new(),

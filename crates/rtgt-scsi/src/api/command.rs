@@ -1,6 +1,8 @@
 //! Commands and their answers: [`Command`], [`Response`], SCSI [`status`],
 //! data direction, task attributes and [`ExecOutcome`].
 
+use rtgt_backstore::IoBuf;
+
 /// SCSI status codes (SAM-5).
 pub mod status {
     pub const GOOD: u8 = 0x00;
@@ -60,23 +62,24 @@ pub struct Response {
     pub sense: Option<Vec<u8>>,
     /// Data-In the command produced, before any truncation to the
     /// initiator's expected length (the fabric truncates and reports the
-    /// residual).
-    pub data: Vec<u8>,
+    /// residual). An [`IoBuf`] so that a READ's data leaves from the
+    /// buffer the backstore filled.
+    pub data: IoBuf,
 }
 
 impl Response {
-    pub fn good(data: Vec<u8>) -> Self {
+    pub fn good(data: impl Into<IoBuf>) -> Self {
         Response {
             status: status::GOOD,
             sense: None,
-            data,
+            data: data.into(),
         }
     }
     pub fn status(status: u8) -> Self {
         Response {
             status,
             sense: None,
-            data: Vec::new(),
+            data: IoBuf::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The I_T nexus and what it reaches: [`Nexus`], the [`Prepared`] command,
 //! the [`TargetPort`] and the [`LunMap`] of [`MappedLun`]s.
 
+use rtgt_backstore::IoBuf;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -223,8 +224,8 @@ impl Prepared {
     /// Execute with the Data-Out buffer (exactly `data_out_len()` bytes, or
     /// fewer if the initiator's expected length was smaller — the core then
     /// fails the command properly). Waits for the task-attribute order.
-    pub async fn execute(self, data_out: Vec<u8>) -> ExecOutcome {
-        self.inner.execute(data_out).await
+    pub async fn execute(self, data_out: impl Into<IoBuf>) -> ExecOutcome {
+        self.inner.execute(data_out.into()).await
     }
 
     /// Fail the command with `sense` without executing it, e.g. when the

@@ -10,6 +10,7 @@
 //! leaves the task set; if task management aborted the task meanwhile it
 //! returns `Aborted` without a response.
 
+use rtgt_backstore::IoBuf;
 use std::sync::Arc;
 
 use crate::api::{
@@ -32,7 +33,7 @@ pub(crate) fn check_condition(s: Sense, descriptor: bool) -> Response {
     Response {
         status: status::CHECK_CONDITION,
         sense: Some(s.encode(descriptor)),
-        data: Vec::new(),
+        data: IoBuf::new(),
     }
 }
 
@@ -57,7 +58,7 @@ impl PreparedInner {
         self.plan.data_out_len
     }
 
-    pub async fn execute(self, data_out: Vec<u8>) -> ExecOutcome {
+    pub async fn execute(self, data_out: IoBuf) -> ExecOutcome {
         // Its blocking writes enter the LU's fence (see `lu::fence`). Only
         // commands that can make such writes need the context: I/O on a
         // backstore that blocks, and the asynchronous handlers (copy, thin
@@ -78,7 +79,7 @@ impl PreparedInner {
         }
     }
 
-    async fn run(mut self, data_out: Vec<u8>) -> ExecOutcome {
+    async fn run(mut self, data_out: IoBuf) -> ExecOutcome {
         let lu: Option<&LogicalUnit> = self.mapped.as_ref().map(|m| m.lu.as_ref());
         let read_only = self.mapped.as_ref().is_some_and(|m| m.read_only);
 
@@ -96,7 +97,7 @@ impl PreparedInner {
         }
 
         let result = match &self.plan.action {
-            Action::Good => Ok(Vec::new()),
+            Action::Good => Ok(IoBuf::new()),
             Action::Emulate(f) => {
                 let ctx = ExecCtx {
                     nexus: &self.nexus,
@@ -105,7 +106,7 @@ impl PreparedInner {
                     cdb: &self.cdb,
                     data_out: &data_out,
                 };
-                f(&ctx)
+                f(&ctx).map(IoBuf::from)
             }
             Action::Async(f) => {
                 let ctx = ExecCtx {
@@ -115,7 +116,7 @@ impl PreparedInner {
                     cdb: &self.cdb,
                     data_out: &data_out,
                 };
-                f(&ctx).await
+                f(&ctx).await.map(IoBuf::from)
             }
             io => {
                 let lu = lu.expect("I/O needs a mapped LUN");

@@ -25,17 +25,27 @@ pub fn max_atomic_blocks(block_size: u32) -> u32 {
 }
 
 /// Write `data` at `lba` under no lock of its own.
-async fn write(lu: &LogicalUnit, lba: u64, data: Vec<u8>, fua: bool) -> Result<(), Sense> {
+async fn write(
+    lu: &LogicalUnit,
+    lba: u64,
+    data: impl AsRef<[u8]> + Send + 'static,
+    fua: bool,
+) -> Result<(), Sense> {
     let off = lba * lu.block_size() as u64;
     on_backstore_write(&lu.config.backstore, move |b: &dyn Backstore| {
-        b.write_at(off, &data, fua)
+        b.write_at(off, data.as_ref(), fua)
     })
     .await?
     .map_err(|e| io_sense(e, true))
 }
 
 /// Read `blocks` blocks at `lba` (from the medium when `fua`).
-async fn read_blocks(lu: &LogicalUnit, lba: u64, blocks: u32, fua: bool) -> Result<Vec<u8>, Sense> {
+async fn read_blocks(
+    lu: &LogicalUnit,
+    lba: u64,
+    blocks: u32,
+    fua: bool,
+) -> Result<rtgt_backstore::IoBuf, Sense> {
     let r = BlockRange {
         lba,
         blocks,

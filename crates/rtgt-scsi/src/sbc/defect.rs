@@ -39,11 +39,14 @@ mod tests {
         let t = Fixture::new(64, 512);
         t.clear_ua().await;
         let r = t.run(&[0x37, 0, 0x18 | 3, 0, 0, 0, 0, 0, 32, 0], &[]).await;
-        assert_eq!((r.status, r.data), (0, vec![0, 0x1b, 0, 0]));
+        assert_eq!((r.status, r.data.to_vec()), (0, vec![0, 0x1b, 0, 0]));
         let r = t
             .run(&[0xb7, 0x10, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], &[])
             .await;
-        assert_eq!((r.status, r.data), (0, vec![0, 0x10, 0, 0, 0, 0, 0, 0]));
+        assert_eq!(
+            (r.status, r.data.to_vec()),
+            (0, vec![0, 0x10, 0, 0, 0, 0, 0, 0])
+        );
         // Allocation length truncates.
         let r = t.run(&[0x37, 0, 0, 0, 0, 0, 0, 0, 2, 0], &[]).await;
         assert_eq!(r.data.len(), 2);

@@ -5,6 +5,7 @@
 //! Backstore calls run inline when the backstore does not block (RAM) and
 //! on tokio's blocking pool otherwise.
 
+use rtgt_backstore::IoBuf;
 use std::sync::Arc;
 
 use rtgt_backstore::{Backstore, BackstoreError};
@@ -255,9 +256,10 @@ pub(crate) async fn read(
     bs: &Arc<dyn Backstore>,
     r: BlockRange,
     block_size: u32,
-) -> Result<Vec<u8>, Sense> {
+) -> Result<IoBuf, Sense> {
     let off = r.lba * block_size as u64;
-    let mut buf = vec![0u8; (r.blocks * block_size) as usize];
+    // Every byte is overwritten by the read or the buffer is dropped.
+    let mut buf = IoBuf::with_len((r.blocks * block_size) as usize);
     let flush = r.fua && bs.write_cache();
     if !flush && bs.may_block() {
         // A cache hit needs no blocking thread.
@@ -289,8 +291,8 @@ pub(crate) async fn read(
 pub(crate) async fn execute(
     lu: &LogicalUnit,
     action: &Action,
-    mut data_out: Vec<u8>,
-) -> Result<Vec<u8>, Sense> {
+    mut data_out: IoBuf,
+) -> Result<IoBuf, Sense> {
     let bs = &lu.config.backstore;
     let block_size = lu.block_size();
     match *action {
@@ -305,7 +307,7 @@ pub(crate) async fn execute(
             // CDB asks for), and never more than the CDB asks for.
             data_out.truncate(needed);
             if data_out.is_empty() {
-                return Ok(Vec::new());
+                return Ok(IoBuf::new());
             }
             let verify = matches!(action, Action::WriteVerify(_));
             let fua = r.fua || verify;
@@ -339,7 +341,7 @@ pub(crate) async fn execute(
                     return Err(sense::MISCOMPARE_DURING_VERIFY.with_info(at as u64));
                 }
             }
-            Ok(Vec::new())
+            Ok(IoBuf::new())
         }
         Action::Verify(r) => {
             let medium = read(bs, r, block_size).await?;
@@ -358,16 +360,16 @@ pub(crate) async fn execute(
             };
             match mismatch {
                 Some(at) => Err(sense::MISCOMPARE_DURING_VERIFY.with_info(at as u64)),
-                None => Ok(Vec::new()),
+                None => Ok(IoBuf::new()),
             }
         }
         Action::Sync => {
             on_backstore(bs, |b| b.flush())
                 .await?
                 .map_err(|e| io_sense(e, true))?;
-            Ok(Vec::new())
+            Ok(IoBuf::new())
         }
-        Action::Good | Action::Emulate(_) | Action::Async(_) => Ok(Vec::new()),
+        Action::Good | Action::Emulate(_) | Action::Async(_) => Ok(IoBuf::new()),
     }
 }
 
