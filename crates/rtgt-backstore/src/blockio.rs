@@ -319,6 +319,14 @@ impl Backstore for BlockIo {
         Ok(())
     }
 
+    fn uring_file(&self, write: bool, fua: bool) -> Option<crate::UringFile> {
+        let file = if write { self.writer(fua) } else { &self.file };
+        Some(crate::UringFile {
+            fd: file.as_raw_fd(),
+            align: self.block_size as usize,
+        })
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range(offset, buf.len() as u64, self.capacity)?;
         if self.aligned(offset, buf) {

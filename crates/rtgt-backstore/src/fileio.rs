@@ -301,6 +301,14 @@ impl Backstore for FileIo {
         Ok(())
     }
 
+    fn uring_file(&self, write: bool, fua: bool) -> Option<crate::UringFile> {
+        let file = if write { self.writer(fua) } else { &self.file };
+        Some(crate::UringFile {
+            fd: file.as_raw_fd(),
+            align: 1,
+        })
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range(offset, buf.len() as u64, self.capacity())?;
         // read_exact_at retries short reads and EINTR; EOF inside the

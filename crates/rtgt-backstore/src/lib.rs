@@ -16,12 +16,14 @@ mod buf;
 mod faulty;
 mod fileio;
 mod ramdisk;
+pub mod uring;
 
 pub use blockio::BlockIo;
 pub use buf::{IoBuf, IO_ALIGN};
 pub use faulty::{FaultOp, FaultRule, Faulty};
 pub use fileio::{FileIo, FileIoOptions};
 pub use ramdisk::RamDisk;
+pub use uring::UringFile;
 
 use std::io;
 
@@ -102,6 +104,14 @@ pub trait Backstore: Send + Sync + 'static {
     /// Write (without FUA) only if that cannot block; `None` as for
     /// [`Backstore::read_nowait`].
     fn write_nowait(&self, _offset: u64, _buf: &[u8]) -> Option<Result<()>> {
+        None
+    }
+    /// The descriptor io_uring may read (`write` false) or write this
+    /// medium through, for a write with `fua` one that makes it durable on
+    /// completion; `None` (the default) keeps the calls above. Only media
+    /// whose reads and writes are plain positioned I/O on one descriptor
+    /// (no translation, no fault injection) return one.
+    fn uring_file(&self, _write: bool, _fua: bool) -> Option<UringFile> {
         None
     }
     /// Deallocate a range; later reads return zeroes.

@@ -5,10 +5,9 @@
 //! Backstore calls run inline when the backstore does not block (RAM) and
 //! on tokio's blocking pool otherwise.
 
-use rtgt_backstore::IoBuf;
 use std::sync::Arc;
 
-use rtgt_backstore::{Backstore, BackstoreError};
+use rtgt_backstore::{uring, Backstore, BackstoreError, IoBuf};
 
 use crate::core::cdb::{self, LbaLen};
 use crate::core::handler::{Action, BlockRange, Decode, Plan};
@@ -223,17 +222,7 @@ where
     if !bs.may_block() {
         return Ok(f(bs.as_ref()));
     }
-    let entered = IO_CONTEXT.try_with(|c| {
-        let entered = c.lu.fence.enter();
-        (!c.lu.tasks.aborted_since(c.task, c.epoch)).then_some(entered)
-    });
-    let entered = match entered {
-        Ok(Some(e)) => Some(e),
-        // Aborted: the command reports no status, whatever this says.
-        Ok(None) => return Err(sense::INTERNAL_TARGET_FAILURE),
-        // Not on behalf of a command (background work).
-        Err(_) => None,
-    };
+    let entered = enter_fence()?;
     let bs = bs.clone();
     tokio::task::spawn_blocking(move || {
         let _in_flight = entered;
@@ -241,6 +230,38 @@ where
     })
     .await
     .map_err(|_| sense::INTERNAL_TARGET_FAILURE)
+}
+
+/// Enter the issuing LU's fence for a write that may outlive its command
+/// (on a worker thread, or in io_uring): `Err` when the command was already
+/// aborted, so the write must not start; `None` for background work done
+/// on behalf of no command.
+fn enter_fence() -> Result<Option<crate::lu::fence::Entered>, Sense> {
+    let entered = IO_CONTEXT.try_with(|c| {
+        let entered = c.lu.fence.enter();
+        (!c.lu.tasks.aborted_since(c.task, c.epoch)).then_some(entered)
+    });
+    match entered {
+        Ok(Some(e)) => Ok(Some(e)),
+        // Aborted: the command reports no status, whatever this says.
+        Ok(None) => Err(sense::INTERNAL_TARGET_FAILURE),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether io_uring may take `len` bytes at `off` on this medium (the
+/// range check the blocking calls make themselves).
+fn uring_file(
+    bs: &Arc<dyn Backstore>,
+    write: bool,
+    fua: bool,
+    off: u64,
+    len: usize,
+) -> Option<uring::UringFile> {
+    let file = bs.uring_file(write, fua)?;
+    rtgt_backstore::check_range(off, len as u64, bs.capacity())
+        .is_ok()
+        .then_some(file)
 }
 
 /// Offset of the first byte where `a` and `b` differ.
@@ -266,7 +287,14 @@ pub(crate) async fn read(
         if let Some(Ok(())) = bs.read_nowait(off, &mut buf) {
             return Ok(buf);
         }
-        // A miss, or an error: the blocking path says which block.
+        // A miss: io_uring, without a thread hand-off. An error there, or
+        // no io_uring: the blocking path (which also says which block).
+        if let Some(file) = uring_file(bs, false, false, off, buf.len()) {
+            buf = match uring::read(file, off, buf, Box::new(bs.clone())).await {
+                Ok((Ok(()), b)) => return Ok(b),
+                Ok((Err(_), b)) | Err(b) => b,
+            };
+        }
     }
     let res = on_backstore(bs, move |b| {
         // READ with FUA: make cached writes reach the medium first.
@@ -285,6 +313,33 @@ pub(crate) async fn read(
     })
     .await?;
     res
+}
+
+/// Write `data` at `off` on a medium that may block: through io_uring
+/// where it can, else on a blocking worker. Either way the write enters
+/// the LU's fence first and holds it until the medium has it.
+async fn write_blocking(
+    bs: &Arc<dyn Backstore>,
+    off: u64,
+    data: IoBuf,
+    fua: bool,
+) -> Result<(rtgt_backstore::Result<()>, IoBuf), Sense> {
+    let data = match uring_file(bs, true, fua, off, data.len()) {
+        Some(file) => {
+            let entered = enter_fence()?;
+            let keep = Box::new((bs.clone(), entered));
+            match uring::write(file, off, data, keep, false).await {
+                Ok((res, data)) => return Ok((res.map_err(BackstoreError::from), data)),
+                Err(data) => data,
+            }
+        }
+        None => data,
+    };
+    on_backstore_write(bs, move |b| {
+        let res = b.write_at(off, &data, fua);
+        (res, data)
+    })
+    .await
 }
 
 /// Carry out an I/O action. Returns the Data-In.
@@ -321,13 +376,7 @@ pub(crate) async fn execute(
             };
             let (res, data_out) = match fast {
                 Some(res) => (res, data_out),
-                None => {
-                    on_backstore_write(bs, move |b| {
-                        let res = b.write_at(off, &data_out, fua);
-                        (res, data_out)
-                    })
-                    .await?
-                }
+                None => write_blocking(bs, off, data_out, fua).await?,
             };
             res.map_err(|e| io_sense_at(e, true, r.lba))?;
             if verify && r.bytchk == 1 {
