@@ -470,7 +470,6 @@ mod tests {
         };
         let (res, buf) = read(file, 4096, IoBuf::with_len(8192), Box::new(()))
             .await
-            .ok()
             .expect("submitted");
         res.unwrap();
         assert_eq!(&buf[..], &data[4096..4096 + 8192]);
@@ -483,7 +482,6 @@ mod tests {
             true,
         )
         .await
-        .ok()
         .expect("submitted");
         res.unwrap();
         let mut back = [0u8; 1000];
@@ -504,7 +502,6 @@ mod tests {
         };
         let (res, _) = read(file, 2048, IoBuf::with_len(4096), Box::new(()))
             .await
-            .ok()
             .expect("submitted");
         assert_eq!(res.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         let direct = UringFile {
@@ -601,7 +598,6 @@ mod tests {
             )
             .await
             .expect("completes on a second runtime")
-            .ok()
             .expect("submitted");
             res.unwrap();
         });

@@ -57,7 +57,7 @@ impl Shards {
         let pin = cpus.len() >= n;
         let mut shards = Vec::with_capacity(n);
         for i in 0..n {
-            let cpu = pin.then(|| cpus[i]);
+            let cpu = if pin { cpus.get(i).copied() } else { None };
             let (handle_tx, handle_rx) = std::sync::mpsc::channel();
             let (stop, stopped) = oneshot::channel::<()>();
             std::thread::Builder::new()

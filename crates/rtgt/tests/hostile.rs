@@ -662,3 +662,117 @@ fn a_hundred_hostile_sessions_stay_within_the_budget() {
     );
     drop(hostile);
 }
+
+/// Data-Out PDUs that overlap (the second repeats the first's offset) add
+/// up to the transfer length without covering it. DataPDUInOrder=Yes makes
+/// that a protocol error: the command ends with DATA OFFSET ERROR and
+/// nothing is written, rather than a write of whatever the buffer held
+/// where no data arrived.
+#[test]
+fn overlapping_data_out_is_refused_and_writes_nothing() {
+    let d = Daemon::default_target();
+    let mut s = session(&d, 8);
+    let itt = s.take_itt();
+    let sn = s.take_cmdsn();
+    let mut b = [0u8; 48];
+    b[0] = 0x01;
+    b[1] = 0x80 | 0x20 | 0x01; // F (no unsolicited data follows), W, SIMPLE
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[20..24].copy_from_slice(&1024u32.to_be_bytes());
+    b[24..28].copy_from_slice(&sn.to_be_bytes());
+    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 30, 0, 0, 2, 0]);
+    s.send_raw(b, &[]).unwrap();
+    let r2t = loop {
+        let (r, _) = s.recv_raw().unwrap();
+        if r[0] & 0x3f == 0x31 {
+            break r;
+        }
+    };
+    let ttt = u32::from_be_bytes(r2t[20..24].try_into().unwrap());
+    assert_eq!(&r2t[40..44], &0u32.to_be_bytes(), "R2T from offset 0");
+    for (datasn, last) in [(0u32, false), (1, true)] {
+        let mut d = [0u8; 48];
+        d[0] = 0x05;
+        d[1] = if last { 0x80 } else { 0 };
+        d[16..20].copy_from_slice(&itt.to_be_bytes());
+        d[20..24].copy_from_slice(&ttt.to_be_bytes());
+        d[36..40].copy_from_slice(&datasn.to_be_bytes());
+        d[40..44].copy_from_slice(&0u32.to_be_bytes()); // both at offset 0
+        s.send_raw(d, &[0x5a; 512]).unwrap();
+    }
+    let (r, data) = loop {
+        let (r, data) = s.recv_raw().unwrap();
+        if r[16..20] == itt.to_be_bytes() && r[0] & 0x3f == 0x21 {
+            break (r, data);
+        }
+    };
+    assert_eq!(r[3], 0x02, "CHECK CONDITION, not {:#x}", r[3]);
+    let sense = &data[2..];
+    assert_eq!(
+        (sense[2] & 0x0f, sense[12], sense[13]),
+        (0x0b, 0x4b, 0x05),
+        "DATA OFFSET ERROR"
+    );
+    let back = s
+        .command(0, &[0x28, 0, 0, 0, 0, 30, 0, 0, 2, 0], &[], 1024)
+        .unwrap()
+        .data;
+    assert_eq!(back, vec![0u8; 1024], "nothing was written");
+}
+
+/// With InitialR2T=No, a write command with F=1 says no unsolicited
+/// Data-Out follows its immediate data (RFC 7143 11.3.1): the target must
+/// solicit the rest at once, from the end of the immediate data, not wait
+/// for a first burst that will never come.
+#[test]
+fn f_bit_on_a_write_ends_unsolicited_data() {
+    let d = Daemon::default_target();
+    let (stream, _) = common::iscsi_login::login_with_keys(
+        d.port(),
+        INITIATOR,
+        DEMO_IQN,
+        [0x80, 0, 0, 0x77, 0x01, 9],
+        &[
+            ("InitialR2T", "No"),
+            ("ImmediateData", "Yes"),
+            ("FirstBurstLength", "65536"),
+        ],
+    )
+    .unwrap();
+    let mut s = Session::new(stream);
+    s.clear_unit_attentions(0);
+    let itt = s.take_itt();
+    let sn = s.take_cmdsn();
+    let mut b = [0u8; 48];
+    b[0] = 0x01;
+    b[1] = 0x80 | 0x20 | 0x01; // F, W, SIMPLE
+    b[16..20].copy_from_slice(&itt.to_be_bytes());
+    b[20..24].copy_from_slice(&2048u32.to_be_bytes());
+    b[24..28].copy_from_slice(&sn.to_be_bytes());
+    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 40, 0, 0, 4, 0]);
+    s.send_raw(b, &[0x11; 512]).unwrap();
+    let (r2t, _) = s.recv_raw().unwrap();
+    assert_eq!(r2t[0] & 0x3f, 0x31, "an R2T at once, not {:#x}", r2t[0]);
+    let offset = u32::from_be_bytes(r2t[40..44].try_into().unwrap());
+    let len = u32::from_be_bytes(r2t[44..48].try_into().unwrap());
+    assert_eq!(
+        (offset, len),
+        (512, 1536),
+        "the rest after the immediate data"
+    );
+    let mut dout = [0u8; 48];
+    dout[0] = 0x05;
+    dout[1] = 0x80;
+    dout[16..20].copy_from_slice(&itt.to_be_bytes());
+    dout[20..24].copy_from_slice(&r2t[20..24]);
+    dout[40..44].copy_from_slice(&512u32.to_be_bytes());
+    s.send_raw(dout, &[0x22; 1536]).unwrap();
+    let r = reply_to(&mut s, itt);
+    assert_eq!((r[0] & 0x3f, r[3]), (0x21, 0), "GOOD");
+    let back = s
+        .command(0, &[0x28, 0, 0, 0, 0, 40, 0, 0, 4, 0], &[], 2048)
+        .unwrap()
+        .data;
+    assert_eq!(&back[..512], &[0x11; 512][..]);
+    assert_eq!(&back[512..], &[0x22; 1536][..]);
+}
