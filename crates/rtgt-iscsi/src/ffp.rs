@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtgt_scsi::fabric::decode_lun;
-use rtgt_scsi::IoBuf;
+use rtgt_scsi::{Cdb, IoBuf};
 use rtgt_scsi::{
     Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, Sense, TaskAttr, TmfFunction,
     TmfResult,
@@ -386,13 +386,16 @@ impl Ffp {
             _ => TaskAttr::Aca,
         };
         let edtl = bhs.u32_at(20);
-        let mut cdb = bhs.0[32..48].to_vec();
         // Extended CDB AHS (type 1): the bytes beyond the 16th.
-        if inc.ahs.len() >= 4 && inc.ahs[2] == 1 {
+        let cdb = if inc.ahs.len() >= 4 && inc.ahs[2] == 1 {
             let ahs_len = u16::from_be_bytes([inc.ahs[0], inc.ahs[1]]) as usize;
             let end = (4 + ahs_len.saturating_sub(1)).min(inc.ahs.len());
+            let mut cdb = bhs.0[32..48].to_vec();
             cdb.extend_from_slice(&inc.ahs[4..end]);
-        }
+            Cdb::from(cdb)
+        } else {
+            Cdb::from(&bhs.0[32..48])
+        };
         let dir = match (read, write) {
             (false, false) => DataDirection::None,
             (true, false) => DataDirection::Read,

@@ -163,7 +163,7 @@ pub async fn task_set_drained(lu: &Arc<LogicalUnit>) -> bool {
     let probe = nexus_for("iqn.fuzz:probe,i,0x000000000000", &[(0, lu, false)]);
     let cmd = Command {
         lun: 0,
-        cdb: vec![0x12, 0, 0, 0, 36, 0],
+        cdb: [0x12, 0, 0, 0, 36, 0].into(),
         tag: next_tag(),
         attr: TaskAttr::Ordered,
         expected_len: 36,
@@ -194,7 +194,7 @@ pub async fn run_command(
 ) -> Option<Response> {
     let cmd = Command {
         lun,
-        cdb: cdb.to_vec(),
+        cdb: cdb.into(),
         tag: next_tag(),
         attr: TaskAttr::Simple,
         expected_len: if pad { 0 } else { data.len() as u32 },

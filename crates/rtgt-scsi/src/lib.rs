@@ -54,8 +54,8 @@ pub use api as fabric;
 pub use lu::state_store;
 
 pub use api::{
-    Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Prepared, Response, TargetPort,
-    TaskAttr, TmfFunction, TmfResult,
+    Cdb, Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Prepared, Response,
+    TargetPort, TaskAttr, TmfFunction, TmfResult,
 };
 pub use lu::{LogicalUnit, LuConfig, LuError};
 pub use pr::pr_store::PrStateError;

@@ -184,7 +184,7 @@ static TAGS: AtomicU64 = AtomicU64::new(1);
 pub fn cmd(lun: u64, cdb: &[u8]) -> Command {
     Command {
         lun,
-        cdb: cdb.to_vec(),
+        cdb: cdb.into(),
         tag: TAGS.fetch_add(1, Ordering::Relaxed),
         attr: TaskAttr::Simple,
         expected_len: 0,

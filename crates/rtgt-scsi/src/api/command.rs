@@ -35,6 +35,64 @@ pub enum TaskAttr {
     Aca,
 }
 
+/// A CDB: inline up to 16 bytes (every CDB but extended and
+/// variable-length ones), so a command costs no allocation for it.
+#[derive(Clone)]
+pub struct Cdb(CdbRepr);
+
+#[derive(Clone)]
+enum CdbRepr {
+    Inline { len: u8, bytes: [u8; 16] },
+    Long(Box<[u8]>),
+}
+
+impl From<&[u8]> for Cdb {
+    fn from(c: &[u8]) -> Cdb {
+        if c.len() <= 16 {
+            let mut bytes = [0u8; 16];
+            bytes[..c.len()].copy_from_slice(c);
+            Cdb(CdbRepr::Inline {
+                len: c.len() as u8,
+                bytes,
+            })
+        } else {
+            Cdb(CdbRepr::Long(c.into()))
+        }
+    }
+}
+
+impl From<Vec<u8>> for Cdb {
+    fn from(c: Vec<u8>) -> Cdb {
+        if c.len() <= 16 {
+            Cdb::from(&c[..])
+        } else {
+            Cdb(CdbRepr::Long(c.into_boxed_slice()))
+        }
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for Cdb {
+    fn from(c: [u8; N]) -> Cdb {
+        Cdb::from(&c[..])
+    }
+}
+
+impl std::ops::Deref for Cdb {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            CdbRepr::Inline { len, bytes } => &bytes[..*len as usize],
+            CdbRepr::Long(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Cdb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A SCSI command as a fabric received it.
 #[derive(Debug, Clone)]
 pub struct Command {
@@ -42,7 +100,7 @@ pub struct Command {
     /// [`decode_lun`](super::decode_lun)).
     pub lun: u64,
     /// The CDB (6 to 260 bytes; usually 6..=16).
-    pub cdb: Vec<u8>,
+    pub cdb: Cdb,
     /// The fabric's task tag, unique among the nexus' outstanding tasks.
     pub tag: u64,
     pub attr: TaskAttr,

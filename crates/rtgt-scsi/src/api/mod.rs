@@ -12,7 +12,7 @@ mod lun;
 mod nexus;
 mod tmf;
 
-pub use command::{status, Command, DataDirection, ExecOutcome, Response, TaskAttr};
+pub use command::{status, Cdb, Command, DataDirection, ExecOutcome, Response, TaskAttr};
 pub use lun::{decode_lun, encode_lun};
 pub use nexus::{LunMap, MappedLun, Nexus, Prepared, TargetPort};
 pub use tmf::{TmfFunction, TmfResult};

@@ -47,7 +47,7 @@ pub(crate) struct PreparedInner {
     epoch: u64,
     /// The task may start without waiting.
     enabled: bool,
-    cdb: Vec<u8>,
+    cdb: crate::api::Cdb,
     plan: Plan,
     /// Left the task set (completed or found aborted).
     finished: bool,
