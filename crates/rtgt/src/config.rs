@@ -116,6 +116,9 @@ pub struct Backstore {
     /// Thin provisioning (UNMAP, WRITE SAME with UNMAP): default on where
     /// the backstore can give space back.
     pub thin: Option<bool>,
+    /// SANITIZE OVERWRITE writes at most this many bytes per second
+    /// (`"100M"`); absent or 0: as fast as the medium goes.
+    pub sanitize_rate: Option<Spanned<Size>>,
     /// Fault injection, for test rigs: errors on chosen blocks, latency.
     pub faults: Option<Faults>,
 }
@@ -233,16 +236,25 @@ pub struct Size(pub u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a whole number of bytes, or a string such as \"512M\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Size, E> {
+                Ok(Size(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Size, E> {
+                u64::try_from(n)
+                    .map(Size)
+                    .map_err(|_| E::custom(format!("invalid size {n}: it cannot be negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Size, E> {
+                parse_size(s).map(Size).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Size(n)),
-            Raw::Str(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -272,6 +284,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
+
+/// The slowest `sanitize_rate` accepted (1 MiB/s): below it a forgotten
+/// unit (`20` for `"20M"`) would make a sanitize last for years.
+pub const MIN_SANITIZE_RATE: u64 = 1 << 20;
 
 /// A configuration error, located in its file.
 #[derive(Debug)]
@@ -487,6 +503,18 @@ backstore = "ram0"
                     if *r.blocks.get_ref() == 0 {
                         return l.err(r.blocks.span(), "blocks must be at least 1");
                     }
+                }
+            }
+            if let Some(rate) = &b.sanitize_rate {
+                let r = rate.get_ref().0;
+                if r != 0 && r < MIN_SANITIZE_RATE {
+                    return l.err(
+                        rate.span(),
+                        format!(
+                            "sanitize_rate {r} bytes per second is too slow (a sanitize would \
+                             never end): give at least \"1M\" (bytes per second), or 0 for no limit"
+                        ),
+                    );
                 }
             }
             if b.write_back.is_some() && b.kind != BackstoreKind::Fileio {
@@ -868,6 +896,32 @@ mod tests {
         assert_eq!(e.line, Some(5), "{e}");
         let e = parse("[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\nblock_size = 4096\nphysical_block_size = 512\n").unwrap_err();
         assert!(e.message.contains("physical_block_size 512"), "{e}");
+    }
+
+    #[test]
+    fn sanitize_rate() {
+        let head = "[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\n";
+        let rate = |text: &str| {
+            parse(&format!("{head}{text}"))
+                .map(|c| c.backstore[0].sanitize_rate.as_ref().map(|r| r.get_ref().0))
+        };
+        assert_eq!(rate("").unwrap(), None);
+        assert_eq!(rate("sanitize_rate = \"100M\"\n").unwrap(), Some(100 << 20));
+        assert_eq!(rate("sanitize_rate = 2097152\n").unwrap(), Some(2 << 20));
+        assert_eq!(rate("sanitize_rate = 0\n").unwrap(), Some(0));
+        for (bad, says) in [
+            ("20", "too slow"),
+            ("\"512K\"", "too slow"),
+            ("\"fast\"", "invalid size"),
+            ("\"20Q\"", "unknown unit"),
+            ("-1", "negative"),
+            ("true", "expected a size"),
+        ] {
+            let e = rate(&format!("sanitize_rate = {bad}\n")).unwrap_err();
+            assert_eq!(e.line, Some(5), "{bad}: {e}");
+            assert!(e.to_string().starts_with("test.toml:5: "), "{e}");
+            assert!(e.message.contains(says), "{bad}: {e}");
+        }
     }
 
     const TPG: &str = "[[backstore]]\nname = \"x\"\ntype = \"ramdisk\"\nsize = \"1M\"\n\

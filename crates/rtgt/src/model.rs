@@ -38,6 +38,8 @@ pub struct BackstoreSpec {
     pub removable: bool,
     pub physical_block_size: Option<u32>,
     pub thin: Option<bool>,
+    /// SANITIZE OVERWRITE bytes per second; `None` or 0: no limit.
+    pub sanitize_rate: Option<u64>,
     /// Fault injection.
     pub faults: Option<config::Faults>,
 }
@@ -118,6 +120,7 @@ impl Model {
                     removable: b.removable,
                     physical_block_size: b.physical_block_size.as_ref().map(|p| *p.get_ref()),
                     thin: b.thin,
+                    sanitize_rate: b.sanitize_rate.as_ref().map(|r| r.get_ref().0),
                     faults: b.faults.clone(),
                 };
                 (b.name.get_ref().clone(), spec)

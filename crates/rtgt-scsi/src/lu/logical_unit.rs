@@ -8,9 +8,6 @@ use crate::lu::task_set::TaskSet;
 use crate::lu::unit_attention::UnitAttentions;
 use crate::spc::mode::ModeState;
 
-/// Default of [`LuConfig::sanitize_bytes_per_sec`]: 20 MiB/s.
-pub const DEFAULT_SANITIZE_BYTES_PER_SEC: u64 = 20 << 20;
-
 /// A logical unit could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum LuError {
@@ -51,9 +48,10 @@ pub struct LuConfig {
     /// B0h). `None`: the backstore's. Must be a power-of-two multiple of
     /// the logical block size ([`LogicalUnit::open`] refuses others).
     pub physical_block_size: Option<u32>,
-    /// SANITIZE OVERWRITE runs in the background at most this many bytes
-    /// per second, so that a sanitize does not starve the other LUs sharing
-    /// the host and its storage (0: as fast as the medium goes).
+    /// A limit on how fast SANITIZE OVERWRITE writes, in bytes per second;
+    /// 0 (the default): none, it goes as fast as the medium does. Either
+    /// way it gives way to other work (its thread runs at the lowest CPU
+    /// and I/O priority and writes in pieces of bounded duration).
     pub sanitize_bytes_per_sec: u64,
     /// Thin provisioning: LBPME in READ CAPACITY (16), UNMAP and WRITE SAME
     /// with UNMAP deallocate through [`Backstore::discard`]. Defaults to
@@ -89,7 +87,7 @@ impl LuConfig {
             read_only: false,
             removable: false,
             physical_block_size: None,
-            sanitize_bytes_per_sec: DEFAULT_SANITIZE_BYTES_PER_SEC,
+            sanitize_bytes_per_sec: 0,
             state: None,
         }
     }

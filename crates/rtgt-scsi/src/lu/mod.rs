@@ -10,4 +10,4 @@ pub mod state_store;
 pub(crate) mod task_set;
 pub(crate) mod unit_attention;
 
-pub use logical_unit::{LogicalUnit, LuConfig, LuError, DEFAULT_SANITIZE_BYTES_PER_SEC};
+pub use logical_unit::{LogicalUnit, LuConfig, LuError};

@@ -24,8 +24,13 @@ pub const MAX_UNMAP_LBA_COUNT: u32 = 1 << 20;
 pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 /// MAXIMUM WRITE SAME LENGTH (B0h), in blocks.
 pub const MAX_WRITE_SAME_BLOCKS: u64 = 0xffff;
-/// GET LBA STATUS returns at most this many descriptors.
-const MAX_LBA_STATUS_DESCRIPTORS: usize = 64;
+/// GET LBA STATUS returns at most this many descriptors (16 KiB), however
+/// large the allocation length: the initiator asks again from where they end.
+const MAX_LBA_STATUS_DESCRIPTORS: usize = 1024;
+/// Allocation queries one GET LBA STATUS makes at most. A backstore reports
+/// whole extents, so this is reached only on one that cuts them into small
+/// pieces; the descriptors then end where the queries stopped.
+const MAX_ALLOCATION_QUERIES: usize = 1 << 16;
 
 /// Whether reads of deallocated blocks return zeroes (LBPRZ).
 pub(crate) fn lbprz(lu: &LogicalUnit) -> bool {
@@ -247,41 +252,71 @@ async fn get_lba_status(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     let want = (alloc.saturating_sub(8) / 16).clamp(1, MAX_LBA_STATUS_DESCRIPTORS);
     let bs = lu.block_size() as u64;
     let end = lu.num_blocks();
-    let mut descs: Vec<(u64, u64, u8)> = Vec::new();
-    let mut pos = start;
-    while pos < end && descs.len() < want {
-        // One descriptor's NUMBER OF LOGICAL BLOCKS is 32 bits.
-        let span = (end - pos).min(u32::MAX as u64);
-        let (off, len) = (pos * bs, span * bs);
-        let (state, run) = on_backstore(&lu.config.backstore, move |b: &dyn Backstore| {
-            b.allocation(off, len)
-        })
-        .await?
-        .map_err(|e| io_sense(e, false))?;
-        let blocks = (run / bs).clamp(1, span);
-        let code = match state {
-            Allocation::Mapped => MAPPED,
-            Allocation::Deallocated => DEALLOCATED,
-        };
-        match descs.last_mut() {
-            Some(last) if last.2 == code && last.1 + blocks <= u32::MAX as u64 => last.1 += blocks,
-            _ => descs.push((pos, blocks, code)),
-        }
-        pos += blocks;
-    }
+    // One trip to the backstore (one worker thread hop where it blocks).
+    let descs = on_backstore(&lu.config.backstore, move |b: &dyn Backstore| {
+        lba_status(b, bs, start, end, want)
+    })
+    .await?
+    .map_err(|e| io_sense(e, false))?;
     let mut d = Vec::with_capacity(8 + 16 * descs.len());
     d.extend_from_slice(&((4 + 16 * descs.len()) as u32).to_be_bytes());
     d.extend_from_slice(&[0; 4]);
     for (lba, n, code) in descs {
         d.extend_from_slice(&lba.to_be_bytes());
-        d.extend_from_slice(&(n as u32).to_be_bytes());
+        d.extend_from_slice(&n.to_be_bytes());
         d.extend_from_slice(&[code, 0, 0, 0]);
     }
     Ok(d)
 }
 
+/// The LBA status descriptors (LBA, NUMBER OF LOGICAL BLOCKS, provisioning
+/// status) of blocks `start..end`, at most `want` of them. Each describes a
+/// whole extent, up to the 32-bit block count a descriptor holds (a longer
+/// one continues in the next descriptor); the last one too, however many
+/// pieces the backstore reports it in.
+fn lba_status(
+    b: &dyn Backstore,
+    bs: u64,
+    start: u64,
+    end: u64,
+    want: usize,
+) -> Result<Vec<(u64, u32, u8)>, BackstoreError> {
+    let mut descs: Vec<(u64, u32, u8)> = Vec::new();
+    let mut pos = start;
+    let mut queries = 0;
+    while pos < end && queries < MAX_ALLOCATION_QUERIES {
+        queries += 1;
+        let span = (end - pos).min(u32::MAX as u64);
+        let (state, run) = b.allocation(pos * bs, span * bs)?;
+        let mut blocks = (run / bs).clamp(1, span);
+        let code = match state {
+            Allocation::Mapped => MAPPED,
+            Allocation::Deallocated => DEALLOCATED,
+        };
+        pos += blocks;
+        if let Some(last) = descs.last_mut().filter(|l| l.2 == code) {
+            let more = blocks.min((u32::MAX - last.1) as u64);
+            last.1 += more as u32;
+            blocks -= more;
+        }
+        if blocks > 0 {
+            if descs.len() == want {
+                break;
+            }
+            // `blocks` <= `span` <= u32::MAX.
+            descs.push((pos - blocks, blocks as u32, code));
+        }
+    }
+    Ok(descs)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use rtgt_backstore::{Allocation, Backstore, RamDisk};
+
+    use crate::lu::{LogicalUnit, LuConfig};
     use crate::testutil::*;
 
     fn unmap_cdb(len: u16) -> Vec<u8> {
@@ -577,5 +612,244 @@ mod tests {
         assert_eq!(r.data[20], 1);
         let r = t.run(&lba_status(5, 0x100), &[]).await;
         assert_eq!(descriptors(&r.data), vec![(5, 1, 0), (6, 994, 1)]);
+    }
+
+    /// A fixture whose LU 0 is on `store`.
+    fn on(store: Arc<dyn Backstore>) -> Fixture {
+        Fixture::with_lus(
+            vec![LogicalUnit::new(LuConfig::new("t", store))],
+            Arc::new(MemStore::new(1, 512, 512, false)),
+        )
+    }
+
+    /// A RAM disk reporting its allocation in pieces of at most 4 KiB, as a
+    /// file system with small extents might.
+    struct Pieces(RamDisk);
+
+    impl Backstore for Pieces {
+        fn kind(&self) -> &'static str {
+            "pieces"
+        }
+        fn capacity(&self) -> u64 {
+            self.0.capacity()
+        }
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn may_block(&self) -> bool {
+            false
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> rtgt_backstore::Result<()> {
+            self.0.read_at(offset, buf)
+        }
+        fn write_at(&self, offset: u64, buf: &[u8], fua: bool) -> rtgt_backstore::Result<()> {
+            self.0.write_at(offset, buf, fua)
+        }
+        fn flush(&self) -> rtgt_backstore::Result<()> {
+            Ok(())
+        }
+        fn supports_discard(&self) -> bool {
+            true
+        }
+        fn discard_zeroes(&self) -> bool {
+            true
+        }
+        fn discard(&self, offset: u64, len: u64) -> rtgt_backstore::Result<()> {
+            self.0.discard(offset, len)
+        }
+        fn reports_allocation(&self) -> bool {
+            true
+        }
+        fn allocation(&self, offset: u64, len: u64) -> rtgt_backstore::Result<(Allocation, u64)> {
+            let (state, run) = self.0.allocation(offset, len)?;
+            Ok((state, run.min(4096)))
+        }
+    }
+
+    const CHUNK: u64 = (64 << 10) / 512;
+
+    #[tokio::test]
+    async fn get_lba_status_describes_whole_extents() {
+        // 64 MiB of 64 KiB chunks: a long extent, then alternating chunks.
+        let t = on(Arc::new(RamDisk::new(64 << 20, 512)));
+        t.clear_ua().await;
+        let data = vec![1u8; 64 << 10];
+        for c in (3..40).chain((50..60).step_by(2)) {
+            let r = t.run(&write10((c * CHUNK) as u32, &data), &data).await;
+            assert_eq!(r.status, 0);
+        }
+        let mut want = vec![(0, 3 * CHUNK as u32, 1), (3 * CHUNK, 37 * CHUNK as u32, 0)];
+        want.push((40 * CHUNK, 10 * CHUNK as u32, 1));
+        for c in (50..60).step_by(2) {
+            want.push((c * CHUNK, CHUNK as u32, 0));
+            want.push(((c + 1) * CHUNK, CHUNK as u32, 1));
+        }
+        want.last_mut().unwrap().1 = (1024 - 59) * CHUNK as u32;
+        let r = t.run(&lba_status(0, 8 + 16 * 100), &[]).await;
+        assert_eq!(descriptors(&r.data), want);
+        // Starting inside an extent; the allocation length bounds the
+        // count, not the extents.
+        let r = t.run(&lba_status(3 * CHUNK + 5, 8 + 16 * 2), &[]).await;
+        assert_eq!(
+            descriptors(&r.data),
+            vec![
+                (3 * CHUNK + 5, 37 * CHUNK as u32 - 5, 0),
+                (40 * CHUNK, 10 * CHUNK as u32, 1)
+            ]
+        );
+        // The last block.
+        let r = t.run(&lba_status(1024 * CHUNK - 1, 24), &[]).await;
+        assert_eq!(descriptors(&r.data), vec![(1024 * CHUNK - 1, 1, 1)]);
+    }
+
+    #[tokio::test]
+    async fn get_lba_status_joins_the_pieces_of_an_extent() {
+        let t = on(Arc::new(Pieces(RamDisk::new(64 << 20, 512))));
+        t.clear_ua().await;
+        let data = vec![1u8; 64 << 10];
+        for c in 0..20 {
+            let r = t.run(&write10((c * CHUNK) as u32, &data), &data).await;
+            assert_eq!(r.status, 0);
+        }
+        // One descriptor asked for: the whole extent, not its first piece.
+        let r = t.run(&lba_status(100, 24), &[]).await;
+        assert_eq!(
+            descriptors(&r.data),
+            vec![(100, 20 * CHUNK as u32 - 100, 0)]
+        );
+        let r = t.run(&lba_status(0, 40), &[]).await;
+        assert_eq!(
+            descriptors(&r.data),
+            vec![
+                (0, 20 * CHUNK as u32, 0),
+                (20 * CHUNK, 1004 * CHUNK as u32, 1)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn get_lba_status_splits_at_the_descriptor_limit() {
+        // 4 TiB: 2^33 blocks, more than two descriptors can count.
+        let blocks = 1u64 << 33;
+        let max = u32::MAX as u64;
+        let t = on(Arc::new(RamDisk::new(blocks * 512, 512)));
+        t.clear_ua().await;
+        let r = t.run(&lba_status(0, 8 + 16 * 8), &[]).await;
+        assert_eq!(
+            descriptors(&r.data),
+            vec![(0, u32::MAX, 1), (max, u32::MAX, 1), (2 * max, 2, 1)]
+        );
+        // The allocation length cuts after the first two.
+        let r = t.run(&lba_status(0, 8 + 16 * 2), &[]).await;
+        assert_eq!(descriptors(&r.data).len(), 2);
+        // A mapped chunk (4 MiB) at the end.
+        let one = vec![1u8; 512];
+        let mut w = vec![0u8; 16];
+        w[0] = 0x8a;
+        w[2..10].copy_from_slice(&(blocks - 1).to_be_bytes());
+        w[13] = 1;
+        assert_eq!(t.run(&w, &one).await.status, 0);
+        let chunk = (4 << 20) / 512;
+        let r = t.run(&lba_status(5, 8 + 16 * 8), &[]).await;
+        assert_eq!(
+            descriptors(&r.data),
+            vec![
+                (5, u32::MAX, 1),
+                (max + 5, (blocks - chunk - max - 5) as u32, 1),
+                (blocks - chunk, chunk as u32, 0),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn get_lba_status_on_fileio_reports_whole_extents() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = rtgt_backstore::FileIo::open(rtgt_backstore::FileIoOptions {
+            size: Some(16 << 20),
+            ..rtgt_backstore::FileIoOptions::new(dir.path().join("lun.img"))
+        })
+        .unwrap();
+        let t = on(Arc::new(file));
+        t.clear_ua().await;
+        // 2 MiB written in 32 pieces, 1 MiB at 8 MiB.
+        let data = vec![1u8; 64 << 10];
+        for lba in (0..4096).step_by(128).chain((16384..18432).step_by(128)) {
+            assert_eq!(t.run(&write10(lba, &data), &data).await.status, 0);
+        }
+        let r = t.run(&lba_status(0, 8 + 16 * 64), &[]).await;
+        assert_eq!(
+            descriptors(&r.data),
+            vec![
+                (0, 4096, 0),
+                (4096, 12288, 1),
+                (16384, 2048, 0),
+                (18432, 32768 - 18432, 1)
+            ]
+        );
+        let r = t.run(&lba_status(1000, 24), &[]).await;
+        assert_eq!(descriptors(&r.data), vec![(1000, 3096, 0)]);
+    }
+
+    /// Not a test: GET LBA STATUS over RAM LUs, timed. Run with
+    /// `cargo test --release -p rtgt-scsi get_lba_status_timing -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore]
+    async fn get_lba_status_timing() {
+        use std::time::{Duration, Instant};
+        const GIB: u64 = 1 << 30;
+        for (what, size, every) in [
+            ("1 GiB, alternating chunks", GIB, 2u64),
+            ("1 GiB, 4 chunks", GIB, 4096),
+            ("1 TiB, 4 chunks", GIB << 10, 1 << 18),
+        ] {
+            let blocks = size / 512;
+            let ram = Arc::new(RamDisk::new(size, 512));
+            let chunk_blocks = u64::from(ram.discard_granularity()) / 512;
+            let t = on(ram);
+            t.clear_ua().await;
+            let one = vec![1u8; 512];
+            let mut c = 0;
+            while c * chunk_blocks < blocks {
+                let r = t.run(&write10((c * chunk_blocks) as u32, &one), &one).await;
+                assert_eq!(r.status, 0);
+                c += every;
+            }
+            for descs in [64u32, 1024] {
+                let alloc = 8 + 16 * descs;
+                // One command from LBA 0 (median of 1000).
+                let mut one = vec![Duration::ZERO; 1000];
+                let mut n_first = 0;
+                for d in one.iter_mut() {
+                    let s = Instant::now();
+                    let r = t.run(&lba_status(0, alloc), &[]).await;
+                    *d = s.elapsed();
+                    n_first = descriptors(&r.data).len();
+                }
+                one.sort();
+                // The whole LU, command after command (best of 5).
+                let mut best = Duration::MAX;
+                let (mut cmds, mut total) = (0, 0);
+                for _ in 0..5 {
+                    let s = Instant::now();
+                    let (mut lba, mut n, mut d_all) = (0u64, 0, 0);
+                    while lba < blocks {
+                        let r = t.run(&lba_status(lba, alloc), &[]).await;
+                        let d = descriptors(&r.data);
+                        n += 1;
+                        d_all += d.len();
+                        let last = d[d.len() - 1];
+                        lba = last.0 + last.1 as u64;
+                    }
+                    best = best.min(s.elapsed());
+                    (cmds, total) = (n, d_all);
+                }
+                println!(
+                    "GET LBA STATUS, RAM LU of {what}, allocation length for {descs}: \
+                     one command {:?} ({n_first} descriptors); whole LU {best:?} in {cmds} \
+                     commands, {total} descriptors",
+                    one[500]
+                );
+            }
+        }
     }
 }
