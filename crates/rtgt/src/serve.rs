@@ -121,6 +121,7 @@ impl Running {
         }
         lu.removable = spec.removable;
         lu.physical_block_size = spec.physical_block_size;
+        lu.sanitize_bytes_per_sec = spec.sanitize_rate.unwrap_or(0);
         let lu = LogicalUnit::open(lu).with_context(|| format!("backstore {name:?}"))?;
         Ok(Opened {
             spec: spec.clone(),
