@@ -108,16 +108,21 @@ async fn transfer(
     // the buffer on the (rare) continuation of a short transfer.
     let mut keep = Some(keep);
     loop {
-        let op = match ring.submit(file.fd, offset + done as u64, buf, done, keep.take(), dir) {
-            Ok(op) => op,
-            Err((b, k)) if done == 0 => {
-                drop(k);
-                return Err(b);
+        // A full ring makes the command wait for a completion, like a full
+        // device queue: falling back to blocking threads there would start
+        // a thread per waiting command.
+        let op = loop {
+            let space = ring.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match ring.submit(file.fd, offset + done as u64, buf, done, keep.take(), dir) {
+                Ok(op) => break op,
+                Err((b, k)) => {
+                    buf = b;
+                    keep = k;
+                    space.await;
+                }
             }
-            // Full in the middle of a transfer: finish it the blocking way
-            // is not possible from here without the backstore, so report
-            // the error as busy; callers map it to a retryable failure.
-            Err((b, _)) => return Ok((Err(io::Error::from_raw_os_error(libc::EBUSY)), b)),
         };
         let (res, b, k) = op.await;
         buf = b;
@@ -157,6 +162,9 @@ struct Ring {
     /// Whether a reaper task is alive on a runtime (a runtime that shuts
     /// down drops it; the next use on this thread starts another).
     reaper: AtomicBool,
+    /// Woken when operations complete, for submitters that found the ring
+    /// full.
+    space: tokio::sync::Notify,
 }
 
 struct State {
@@ -224,6 +232,7 @@ impl Ring {
             }),
             eventfd,
             reaper: AtomicBool::new(false),
+            space: tokio::sync::Notify::new(),
         })
     }
 
@@ -299,6 +308,14 @@ impl Ring {
 
     /// Take the completions the kernel has posted.
     fn reap_completions(&self) {
+        if self.reap_locked() {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// [`Ring::reap_completions`] without the wake-ups; true if any
+    /// operation completed.
+    fn reap_locked(&self) -> bool {
         let mut st = self.lock();
         let st = &mut *st;
         // Entries a failed submit left queued.
@@ -310,6 +327,7 @@ impl Ring {
             .completion()
             .map(|c| (c.user_data(), c.result()))
             .collect();
+        let any = !done.is_empty();
         for (id, res) in done {
             let Some(slot) = st.ops.get_mut(id as usize) else {
                 continue;
@@ -328,6 +346,7 @@ impl Ring {
                 }
             }
         }
+        any
     }
 }
 
@@ -583,7 +602,11 @@ mod tests {
             for t in tasks {
                 submitted += t.await.unwrap() as usize;
             }
-            assert!(submitted >= MAX_IN_FLIGHT, "{submitted}");
+            assert_eq!(
+                submitted,
+                MAX_IN_FLIGHT + 100,
+                "a full ring waits, never refuses"
+            );
         });
         // A new runtime on the same thread gets a new reaper.
         let rt2 = tokio::runtime::Builder::new_current_thread()

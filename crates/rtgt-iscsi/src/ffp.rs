@@ -235,6 +235,7 @@ impl Ffp {
                 Err(e) => return End::Error(e.to_string()),
             };
             self.liveness.touch();
+            crate::busy_poll::activity();
             let res = match inc.bhs.opcode() {
                 op::SCSI_CMD | op::DATA_OUT | op::TMF_REQ if self.nexus.is_none() => {
                     // Discovery sessions carry only Text, NOP and Logout.

@@ -1,4 +1,5 @@
 pub mod budget;
+pub mod busy_poll;
 pub mod chap;
 mod conn;
 pub mod discovery;

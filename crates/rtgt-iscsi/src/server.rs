@@ -51,6 +51,9 @@ pub struct Settings {
     /// spread over. 0 runs them on the runtime that calls
     /// [`Server::serve`].
     pub shards: usize,
+    /// How long a runtime thread keeps polling after traffic instead of
+    /// sleeping (see [`crate::busy_poll`]); zero turns it off.
+    pub busy_poll: Duration,
 }
 
 impl Default for Settings {
@@ -74,6 +77,7 @@ impl Default for Settings {
             max_sessions_per_initiator: 64,
             data_budget: 1 << 30,
             shards: 0,
+            busy_poll: Duration::from_micros(100),
         }
     }
 }
@@ -100,7 +104,7 @@ impl Server {
     pub fn new(targets: Targets, settings: Settings) -> std::io::Result<Arc<Server>> {
         let shards = match settings.shards {
             0 => None,
-            n => Some(Shards::start(n, settings.data_budget)?),
+            n => Some(Shards::start(n, settings.data_budget, settings.busy_poll)?),
         };
         Ok(Arc::new(Server {
             targets: RwLock::new(Arc::new(targets)),
@@ -172,6 +176,10 @@ impl Server {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        if self.shards.is_none() {
+            // Connections run on this runtime.
+            crate::busy_poll::start(self.settings.busy_poll);
+        }
         loop {
             tokio::select! {
                 r = listener.accept() => match r {

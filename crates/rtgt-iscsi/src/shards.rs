@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -48,8 +49,9 @@ impl Drop for Placement {
 
 impl Shards {
     /// Start `n` shards (at least one) sharing `budget_bytes` of data
-    /// budget equally.
-    pub fn start(n: usize, budget_bytes: u64) -> io::Result<Shards> {
+    /// budget equally, each busy-polling for `busy_poll` after traffic
+    /// (see [`crate::busy_poll`]).
+    pub fn start(n: usize, budget_bytes: u64, busy_poll: Duration) -> io::Result<Shards> {
         let n = n.max(1);
         let cpus = allowed_cpus();
         // Pin only when every shard can have a CPU of its own; otherwise
@@ -79,7 +81,10 @@ impl Shards {
                     let _ = handle_tx.send(Ok(rt.handle().clone()));
                     // Drives every task spawned on this shard until the
                     // shards are dropped.
-                    let _ = rt.block_on(stopped);
+                    let _ = rt.block_on(async move {
+                        crate::busy_poll::start(busy_poll);
+                        stopped.await
+                    });
                 })?;
             let handle = handle_rx
                 .recv()
