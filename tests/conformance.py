@@ -291,12 +291,16 @@ def make_backing(workdir, names, size):
     Returns ({name: (toml lines)}, loopdev or None, skip reasons {name: why})."""
     stores, skipped, loop = {}, {}, None
     nbytes = parse_size(size)
-    stores["ramdisk"] = ['type = "ramdisk"', 'size = "%s"' % size, "block_size = 512"]
+    # SCSI.Sanitize.Reset checks that an OVERWRITE is still running 4 s
+    # after it started (a real disk's pace); unthrottled, a 128 MiB LUN is
+    # overwritten in well under a second. 20 MiB/s keeps it going ~6 s.
+    slow = 'sanitize_rate = "20M"'
+    stores["ramdisk"] = ['type = "ramdisk"', 'size = "%s"' % size, "block_size = 512", slow]
     for label, extra in list(OPTION_LUNS.items()) + list(ACL_LUNS.items()):
         stores[label] = stores["ramdisk"] + extra
     path = os.path.join(workdir, "fileio.img")
     stores["fileio"] = ['type = "fileio"', 'path = "%s"' % path, 'size = "%s"' % size,
-                        "block_size = 512", "write_back = true"]
+                        "block_size = 512", "write_back = true", slow]
     if "blockio" in names:
         img = os.path.join(workdir, "blockio.img")
         with open(img, "wb") as f:
@@ -310,7 +314,7 @@ def make_backing(workdir, names, size):
             r = subprocess.run(["losetup", "--find", "--show", img], capture_output=True, text=True)
             if r.returncode == 0:
                 loop = r.stdout.strip()
-                stores["blockio"] = ['type = "blockio"', 'path = "%s"' % loop]
+                stores["blockio"] = ['type = "blockio"', 'path = "%s"' % loop, slow]
             else:
                 why = "losetup failed: " + r.stderr.strip()
         if why:
