@@ -149,6 +149,18 @@ async fn transfer(
     }
 }
 
+/// Take the completions this thread's ring has, if it has one: lets a
+/// thread that is busy polling see them without the eventfd round trip
+/// through the reactor.
+pub fn reap_here() {
+    let ring = RING.with(|c| c.borrow().as_ref().and_then(|r| r.clone()));
+    if let Some(ring) = ring {
+        if ring.lock().in_flight > 0 {
+            ring.reap_completions();
+        }
+    }
+}
+
 thread_local! {
     /// This thread's ring; `None` inside once creating one failed.
     static RING: RefCell<Option<Option<Arc<Ring>>>> = const { RefCell::new(None) };

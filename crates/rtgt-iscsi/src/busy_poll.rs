@@ -89,6 +89,7 @@ async fn spin(p: Arc<Poller>) {
             // load generator, a VM) gets it at once; with none, this
             // returns immediately.
             std::thread::yield_now();
+            rtgt_scsi::poll_io_completions();
             tokio::task::yield_now().await;
             continue;
         }

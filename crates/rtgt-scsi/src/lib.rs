@@ -61,6 +61,12 @@ pub use lu::{LogicalUnit, LuConfig, LuError};
 pub use pr::pr_store::PrStateError;
 /// The largest transfer one command may ask for (VPD B0h), in bytes.
 pub use rtgt_backstore::IoBuf;
+
+/// Collect completed backstore I/O on this thread now (for a fabric's busy
+/// polling; completions arrive by themselves otherwise).
+pub fn poll_io_completions() {
+    rtgt_backstore::uring::reap_here();
+}
 pub use sense::Sense;
 pub use spc::vpd::MAX_TRANSFER_BYTES;
 pub use state_store::{MemoryStore, StateStore};
