@@ -13,7 +13,7 @@
 //! A pooled buffer is *not* cleared between uses: whoever takes one with
 //! [`IoBuf::with_len`] must fill all of it before anyone reads it (a READ
 //! fills it from the medium, a WRITE from the network and executes only once
-//! every byte has arrived). [`IoBuf::zeroed`] is there for the rest.
+//! every byte has arrived).
 //!
 //! Small buffers that handlers build as `Vec`s (INQUIRY data and the like)
 //! become `IoBuf`s without a copy and are freed normally.
@@ -138,13 +138,6 @@ impl IoBuf {
         }
     }
 
-    /// A buffer of `len` zero bytes.
-    pub fn zeroed(len: usize) -> IoBuf {
-        let mut b = IoBuf::with_len(len);
-        b.fill(0);
-        b
-    }
-
     /// A copy of `data` in a pooled buffer.
     pub fn copy_from(data: &[u8]) -> IoBuf {
         let mut b = IoBuf::with_len(data.len());
@@ -222,12 +215,6 @@ impl AsRef<[u8]> for IoBuf {
     }
 }
 
-impl AsMut<[u8]> for IoBuf {
-    fn as_mut(&mut self) -> &mut [u8] {
-        self
-    }
-}
-
 impl Drop for IoBuf {
     fn drop(&mut self) {
         let Repr::Aligned {
@@ -261,12 +248,6 @@ impl From<Vec<u8>> for IoBuf {
         IoBuf {
             repr: Repr::Heap(v),
         }
-    }
-}
-
-impl From<&[u8]> for IoBuf {
-    fn from(v: &[u8]) -> IoBuf {
-        IoBuf::copy_from(v)
     }
 }
 
@@ -350,15 +331,6 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr, "same class, reused");
         let c = IoBuf::with_len(128 << 10);
         assert_ne!(c.as_ptr(), ptr);
-    }
-
-    #[test]
-    fn zeroed_clears_what_an_earlier_user_left() {
-        let mut a = IoBuf::with_len(8192);
-        a.fill(0xab);
-        drop(a);
-        let b = IoBuf::zeroed(8192);
-        assert!(b.iter().all(|&x| x == 0));
     }
 
     #[test]

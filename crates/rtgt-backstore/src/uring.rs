@@ -68,22 +68,21 @@ pub async fn read(
     transfer(file, offset, buf, keep, Dir::Read).await
 }
 
-/// Write all of `buf` at `offset`, as [`read`]. `dsync`: durable on
-/// completion (RWF_DSYNC).
+/// Write all of `buf` at `offset`, as [`read`]. Durability is the
+/// descriptor's: a backstore hands out its O_DSYNC one for FUA writes.
 pub async fn write(
     file: UringFile,
     offset: u64,
     buf: IoBuf,
     keep: KeepAlive,
-    dsync: bool,
 ) -> Result<Done, IoBuf> {
-    transfer(file, offset, buf, keep, Dir::Write { dsync }).await
+    transfer(file, offset, buf, keep, Dir::Write).await
 }
 
 #[derive(Clone, Copy)]
 enum Dir {
     Read,
-    Write { dsync: bool },
+    Write,
 }
 
 async fn transfer(
@@ -131,7 +130,7 @@ async fn transfer(
             Ok(0) if total > done => {
                 let err = match dir {
                     Dir::Read => io::ErrorKind::UnexpectedEof,
-                    Dir::Write { .. } => io::ErrorKind::WriteZero,
+                    Dir::Write => io::ErrorKind::WriteZero,
                 };
                 return Ok((Err(err.into()), buf));
             }
@@ -153,12 +152,11 @@ async fn transfer(
 /// thread that is busy polling see them without the eventfd round trip
 /// through the reactor.
 pub fn reap_here() {
-    let ring = RING.with(|c| c.borrow().as_ref().and_then(|r| r.clone()));
-    if let Some(ring) = ring {
-        if ring.lock().in_flight > 0 {
+    RING.with(|c| {
+        if let Some(Some(ring)) = c.borrow().as_ref() {
             ring.reap_completions();
         }
-    }
+    });
 }
 
 thread_local! {
@@ -282,9 +280,8 @@ impl Ring {
             Dir::Read => opcode::Read::new(types::Fd(fd), ptr, len)
                 .offset(offset)
                 .build(),
-            Dir::Write { dsync } => opcode::Write::new(types::Fd(fd), ptr, len)
+            Dir::Write => opcode::Write::new(types::Fd(fd), ptr, len)
                 .offset(offset)
-                .rw_flags(if dsync { libc::RWF_DSYNC } else { 0 })
                 .build(),
         }
         .user_data(id as u64);
@@ -329,30 +326,32 @@ impl Ring {
     /// operation completed.
     fn reap_locked(&self) -> bool {
         let mut st = self.lock();
-        let st = &mut *st;
+        let State {
+            ring,
+            ops,
+            free,
+            in_flight,
+        } = &mut *st;
         // Entries a failed submit left queued.
-        if !st.ring.submission().is_empty() {
-            let _ = st.ring.submit();
+        if !ring.submission().is_empty() {
+            let _ = ring.submit();
         }
-        let done: Vec<(u64, i32)> = st
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        let any = !done.is_empty();
-        for (id, res) in done {
-            let Some(slot) = st.ops.get_mut(id as usize) else {
+        let mut any = false;
+        for c in ring.completion() {
+            let id = c.user_data() as usize;
+            let Some(slot) = ops.get_mut(id) else {
                 continue;
             };
             let Some(op) = slot.as_mut() else {
                 continue;
             };
-            st.in_flight -= 1;
+            any = true;
+            *in_flight -= 1;
             if op.abandoned {
                 *slot = None;
-                st.free.push(id as usize);
+                free.push(id);
             } else {
-                op.result = Some(res);
+                op.result = Some(c.result());
                 if let Some(w) = op.waker.take() {
                     w.wake();
                 }
@@ -516,15 +515,9 @@ mod tests {
         res.unwrap();
         assert_eq!(&buf[..], &data[4096..4096 + 8192]);
 
-        let (res, _) = write(
-            file,
-            100,
-            IoBuf::copy_from(&[0xee; 1000]),
-            Box::new(()),
-            true,
-        )
-        .await
-        .expect("submitted");
+        let (res, _) = write(file, 100, IoBuf::copy_from(&[0xee; 1000]), Box::new(()))
+            .await
+            .expect("submitted");
         res.unwrap();
         let mut back = [0u8; 1000];
         f.read_exact_at(&mut back, 100).unwrap();

@@ -87,10 +87,8 @@ pub struct Server {
     targets: RwLock<Arc<Targets>>,
     pub sessions: Arc<SessionTable>,
     pub settings: Settings,
-    /// The data budget connections charge their commands against when
-    /// they run on the caller's runtime (each shard has its own).
-    pub budget: Arc<crate::budget::Budget>,
-    shards: Option<Shards>,
+    /// Where connections run, and the data budget they charge.
+    runs: Runs,
     /// Connections past login, which shutdown waits for (those still in
     /// login are simply dropped).
     connections: AtomicUsize,
@@ -102,25 +100,19 @@ pub struct Server {
 impl Server {
     /// A server; starts its shards' threads when `settings.shards > 0`.
     pub fn new(targets: Targets, settings: Settings) -> std::io::Result<Arc<Server>> {
-        let shards = match settings.shards {
-            0 => None,
-            n => Some(Shards::start(n, settings.data_budget, settings.busy_poll)?),
+        let runs = match settings.shards {
+            0 => Runs::Here(crate::budget::Budget::new(settings.data_budget)),
+            n => Runs::Shards(Shards::start(n, settings.data_budget, settings.busy_poll)?),
         };
         Ok(Arc::new(Server {
             targets: RwLock::new(Arc::new(targets)),
             sessions: Arc::new(SessionTable::default()),
-            budget: crate::budget::Budget::new(settings.data_budget),
-            shards,
+            runs,
             settings,
             connections: AtomicUsize::new(0),
             idle: Notify::new(),
             per_address: Mutex::new(HashMap::new()),
         }))
-    }
-
-    /// Connections per shard (empty without shards).
-    pub fn shard_loads(&self) -> Vec<usize> {
-        self.shards.as_ref().map(Shards::loads).unwrap_or_default()
     }
 
     /// Run a new connection: on the least loaded shard, or here.
@@ -132,13 +124,16 @@ impl Server {
         guard: AddressGuard,
     ) {
         let me = self.clone();
-        let Some(shards) = &self.shards else {
-            let budget = self.budget.clone();
-            tokio::spawn(async move {
-                crate::conn::run(me, stream, budget, local, peer).await;
-                drop(guard);
-            });
-            return;
+        let shards = match &self.runs {
+            Runs::Shards(shards) => shards,
+            Runs::Here(budget) => {
+                let budget = budget.clone();
+                tokio::spawn(async move {
+                    crate::conn::run(me, stream, budget, local, peer).await;
+                    drop(guard);
+                });
+                return;
+            }
         };
         // Leave this runtime's reactor; the shard registers it with its own.
         let stream = match stream.into_std() {
@@ -176,7 +171,7 @@ impl Server {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        if self.shards.is_none() {
+        if matches!(self.runs, Runs::Here(_)) {
             // Connections run on this runtime.
             crate::busy_poll::start(self.settings.busy_poll);
         }
@@ -248,6 +243,14 @@ impl Server {
             server: self.clone(),
         }
     }
+}
+
+/// Where a server runs its connections.
+enum Runs {
+    /// On the runtime that calls [`Server::serve`], all charging one budget.
+    Here(Arc<crate::budget::Budget>),
+    /// Spread over per-CPU runtimes, each with its own budget.
+    Shards(Shards),
 }
 
 /// One connection counted against its source address.

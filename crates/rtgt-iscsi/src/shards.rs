@@ -99,14 +99,6 @@ impl Shards {
         Ok(Shards { shards })
     }
 
-    pub fn len(&self) -> usize {
-        self.shards.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
-    }
-
     /// Run the future `make` builds on the least loaded shard. `make` runs
     /// there, when the shard first polls the task, so what it registers
     /// with a reactor (the connection's socket) lands on the shard's.
@@ -128,14 +120,6 @@ impl Shards {
             budget: shard.budget.clone(),
         };
         shard.handle.spawn(async move { make(placement).await });
-    }
-
-    /// Connections on each shard now.
-    pub fn loads(&self) -> Vec<usize> {
-        self.shards
-            .iter()
-            .map(|s| s.load.load(Ordering::Acquire))
-            .collect()
     }
 }
 

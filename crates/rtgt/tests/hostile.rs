@@ -26,19 +26,40 @@ fn session(d: &Daemon, isid_tail: u8) -> Session {
     s
 }
 
-/// A WRITE(10) of one block announced with no data and none sent: the
-/// target waits for it (unsolicited, or after an R2T, as negotiated).
-/// Returns (ITT, CmdSN).
-fn stalled_write(s: &mut Session) -> (u32, u32) {
+/// A SCSI Command PDU for WRITE(10) of `blocks` blocks at `lba` with
+/// `flags` (byte 1), EDTL `edtl`, the session's next ITT and CmdSN.
+/// Returns the BHS and its ITT.
+fn write10(s: &mut Session, flags: u8, edtl: u32, lba: u8, blocks: u8) -> ([u8; 48], u32) {
     let itt = s.take_itt();
     let sn = s.take_cmdsn();
     let mut b = [0u8; 48];
     b[0] = 0x01;
-    b[1] = 0x80 | 0x20 | 0x01; // F, W, SIMPLE
+    b[1] = flags;
     b[16..20].copy_from_slice(&itt.to_be_bytes());
-    b[20..24].copy_from_slice(&512u32.to_be_bytes());
+    b[20..24].copy_from_slice(&edtl.to_be_bytes());
     b[24..28].copy_from_slice(&sn.to_be_bytes());
-    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 9, 0, 0, 1, 0]);
+    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, lba, 0, 0, blocks, 0]);
+    (b, itt)
+}
+
+/// A Data-Out PDU answering R2T `ttt` of command `itt`.
+fn data_out(itt: u32, ttt: &[u8], datasn: u32, offset: u32, last: bool) -> [u8; 48] {
+    let mut d = [0u8; 48];
+    d[0] = 0x05;
+    d[1] = if last { 0x80 } else { 0 };
+    d[16..20].copy_from_slice(&itt.to_be_bytes());
+    d[20..24].copy_from_slice(ttt);
+    d[36..40].copy_from_slice(&datasn.to_be_bytes());
+    d[40..44].copy_from_slice(&offset.to_be_bytes());
+    d
+}
+
+/// A WRITE(10) of one block announced with no data and none sent: the
+/// target waits for it (unsolicited, or after an R2T, as negotiated).
+/// Returns (ITT, CmdSN).
+fn stalled_write(s: &mut Session) -> (u32, u32) {
+    let sn = s.cmdsn();
+    let (b, itt) = write10(s, 0x80 | 0x20 | 0x01, 512, 9, 1); // F, W, SIMPLE
     s.send_raw(b, &[]).unwrap();
     (itt, sn)
 }
@@ -284,15 +305,8 @@ fn a_stalled_ordered_write_does_not_hold_other_initiators_hostage() {
 /// A WRITE(10) of one block sent with `flags`, EDTL `edtl` and `data`:
 /// (status, residual flags byte, residual count) of its SCSI Response.
 fn write_with(s: &mut Session, w_bit: bool, edtl: u32, data: &[u8]) -> (u8, u8, u32) {
-    let itt = s.take_itt();
-    let sn = s.take_cmdsn();
-    let mut b = [0u8; 48];
-    b[0] = 0x01;
-    b[1] = 0x80 | if w_bit { 0x20 } else { 0 } | 0x01;
-    b[16..20].copy_from_slice(&itt.to_be_bytes());
-    b[20..24].copy_from_slice(&edtl.to_be_bytes());
-    b[24..28].copy_from_slice(&sn.to_be_bytes());
-    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 20, 0, 0, 1, 0]);
+    let flags = 0x80 | if w_bit { 0x20 } else { 0 } | 0x01;
+    let (b, itt) = write10(s, flags, edtl, 20, 1);
     s.send_raw(b, data).unwrap();
     let r = reply_to(s, itt);
     assert_eq!(r[0] & 0x3f, 0x21, "SCSI Response");
@@ -672,15 +686,8 @@ fn a_hundred_hostile_sessions_stay_within_the_budget() {
 fn overlapping_data_out_is_refused_and_writes_nothing() {
     let d = Daemon::default_target();
     let mut s = session(&d, 8);
-    let itt = s.take_itt();
-    let sn = s.take_cmdsn();
-    let mut b = [0u8; 48];
-    b[0] = 0x01;
-    b[1] = 0x80 | 0x20 | 0x01; // F (no unsolicited data follows), W, SIMPLE
-    b[16..20].copy_from_slice(&itt.to_be_bytes());
-    b[20..24].copy_from_slice(&1024u32.to_be_bytes());
-    b[24..28].copy_from_slice(&sn.to_be_bytes());
-    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 30, 0, 0, 2, 0]);
+    // F (no unsolicited data follows), W, SIMPLE
+    let (b, itt) = write10(&mut s, 0x80 | 0x20 | 0x01, 1024, 30, 2);
     s.send_raw(b, &[]).unwrap();
     let r2t = loop {
         let (r, _) = s.recv_raw().unwrap();
@@ -688,16 +695,10 @@ fn overlapping_data_out_is_refused_and_writes_nothing() {
             break r;
         }
     };
-    let ttt = u32::from_be_bytes(r2t[20..24].try_into().unwrap());
     assert_eq!(&r2t[40..44], &0u32.to_be_bytes(), "R2T from offset 0");
     for (datasn, last) in [(0u32, false), (1, true)] {
-        let mut d = [0u8; 48];
-        d[0] = 0x05;
-        d[1] = if last { 0x80 } else { 0 };
-        d[16..20].copy_from_slice(&itt.to_be_bytes());
-        d[20..24].copy_from_slice(&ttt.to_be_bytes());
-        d[36..40].copy_from_slice(&datasn.to_be_bytes());
-        d[40..44].copy_from_slice(&0u32.to_be_bytes()); // both at offset 0
+        // Both at offset 0.
+        let d = data_out(itt, &r2t[20..24], datasn, 0, last);
         s.send_raw(d, &[0x5a; 512]).unwrap();
     }
     let (r, data) = loop {
@@ -741,15 +742,7 @@ fn f_bit_on_a_write_ends_unsolicited_data() {
     .unwrap();
     let mut s = Session::new(stream);
     s.clear_unit_attentions(0);
-    let itt = s.take_itt();
-    let sn = s.take_cmdsn();
-    let mut b = [0u8; 48];
-    b[0] = 0x01;
-    b[1] = 0x80 | 0x20 | 0x01; // F, W, SIMPLE
-    b[16..20].copy_from_slice(&itt.to_be_bytes());
-    b[20..24].copy_from_slice(&2048u32.to_be_bytes());
-    b[24..28].copy_from_slice(&sn.to_be_bytes());
-    b[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 40, 0, 0, 4, 0]);
+    let (b, itt) = write10(&mut s, 0x80 | 0x20 | 0x01, 2048, 40, 4); // F, W, SIMPLE
     s.send_raw(b, &[0x11; 512]).unwrap();
     let (r2t, _) = s.recv_raw().unwrap();
     assert_eq!(r2t[0] & 0x3f, 0x31, "an R2T at once, not {:#x}", r2t[0]);
@@ -760,13 +753,8 @@ fn f_bit_on_a_write_ends_unsolicited_data() {
         (512, 1536),
         "the rest after the immediate data"
     );
-    let mut dout = [0u8; 48];
-    dout[0] = 0x05;
-    dout[1] = 0x80;
-    dout[16..20].copy_from_slice(&itt.to_be_bytes());
-    dout[20..24].copy_from_slice(&r2t[20..24]);
-    dout[40..44].copy_from_slice(&512u32.to_be_bytes());
-    s.send_raw(dout, &[0x22; 1536]).unwrap();
+    s.send_raw(data_out(itt, &r2t[20..24], 0, 512, true), &[0x22; 1536])
+        .unwrap();
     let r = reply_to(&mut s, itt);
     assert_eq!((r[0] & 0x3f, r[3]), (0x21, 0), "GOOD");
     let back = s

@@ -328,7 +328,7 @@ async fn write_blocking(
         Some(file) => {
             let entered = enter_fence()?;
             let keep = Box::new((bs.clone(), entered));
-            match uring::write(file, off, data, keep, false).await {
+            match uring::write(file, off, data, keep).await {
                 Ok((res, data)) => return Ok((res.map_err(BackstoreError::from), data)),
                 Err(data) => data,
             }

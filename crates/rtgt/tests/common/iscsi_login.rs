@@ -345,6 +345,23 @@ impl Client {
         b
     }
 
+    /// The security stage without authentication: send `first` (which
+    /// says AuthMethod=None), answer what the target asks until it
+    /// transits or refuses, and return its last response.
+    fn security_none(&mut self, first: &[(String, String)]) -> io::Result<LoginRsp> {
+        let mut r = self.round(0, 1, true, first)?;
+        let mut rounds = 0;
+        while r.class == 0 && !r.transit {
+            rounds += 1;
+            if rounds > MAX_ROUNDS {
+                return Err(invalid("target never left the security stage"));
+            }
+            let answers = self.answers(&r.text);
+            r = self.round(0, 1, true, &answers)?;
+        }
+        Ok(r)
+    }
+
     /// Send one Login Request with `pairs` and read the response,
     /// fetching the rest of a response the target continues (C bit).
     fn round(
@@ -472,16 +489,7 @@ pub fn login(port: u16, opts: &LoginOptions) -> io::Result<LoginResult> {
     let stage = match &opts.chap {
         None => {
             first.push(pair("AuthMethod", "None"));
-            let mut r = c.round(0, 1, true, &first)?;
-            let mut rounds = 0;
-            while r.class == 0 && !r.transit {
-                rounds += 1;
-                if rounds > MAX_ROUNDS {
-                    return Err(invalid("target never left the security stage"));
-                }
-                let answers = c.answers(&r.text);
-                r = c.round(0, 1, true, &answers)?;
-            }
+            let r = c.security_none(&first)?;
             if r.class != 0 {
                 return Ok(failed(&r, None, None));
             }
@@ -732,16 +740,7 @@ pub fn login_with_keys(
         pair("TargetName", target),
         pair("AuthMethod", "None"),
     ];
-    let mut r = c.round(0, 1, true, &first)?;
-    let mut rounds = 0;
-    while r.class == 0 && !r.transit {
-        rounds += 1;
-        if rounds > MAX_ROUNDS {
-            return Err(invalid("target never left the security stage"));
-        }
-        let answers = c.answers(&r.text);
-        r = c.round(0, 1, true, &answers)?;
-    }
+    let r = c.security_none(&first)?;
     if r.class != 0 {
         return Err(refused(&r));
     }
