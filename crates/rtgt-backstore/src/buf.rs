@@ -31,9 +31,9 @@ pub const IO_ALIGN: usize = 4096;
 const MIN_SHIFT: u32 = 12;
 /// Size classes 4 KiB .. 8 MiB (the largest transfer an LU accepts).
 const CLASSES: usize = 12;
-/// Bytes of idle buffers a thread keeps per size class (at least two
-/// buffers). Bounds what the pool holds after a burst; the data budget
-/// bounds what is in flight.
+/// Bytes of idle buffers a thread keeps per size class: one 4 MiB buffer,
+/// no 8 MiB one (those are rare and would pin 16 MiB a thread). Bounds what
+/// the pool holds after a burst; the data budget bounds what is in flight.
 const KEEP_BYTES_PER_CLASS: usize = 4 << 20;
 
 /// A byte buffer for command data; see the module documentation.
@@ -225,7 +225,7 @@ impl Drop for IoBuf {
         };
         if let Some(class) = class {
             let class = class as usize;
-            let keep = (KEEP_BYTES_PER_CLASS / class_size(class)).max(2);
+            let keep = KEEP_BYTES_PER_CLASS / class_size(class);
             let kept = POOL
                 .try_with(|p| {
                     let mut p = p.borrow_mut();
@@ -331,6 +331,14 @@ mod tests {
         assert_eq!(b.as_ptr(), ptr, "same class, reused");
         let c = IoBuf::with_len(128 << 10);
         assert_ne!(c.as_ptr(), ptr);
+    }
+
+    #[test]
+    fn the_largest_class_is_not_kept() {
+        let a = IoBuf::with_len(8 << 20);
+        drop(a);
+        let kept = POOL.with(|p| p.borrow().free[class_for(8 << 20).unwrap()].len());
+        assert_eq!(kept, 0);
     }
 
     #[test]
