@@ -17,6 +17,7 @@ use crate::outbox::Outbox;
 use crate::pdu::{op, Bhs, RESERVED_TAG};
 use crate::server::Server;
 use crate::session::SessionKey;
+use crate::stats::{ConnectionView, SessionInfo, SessionStats};
 use crate::wire::{Digests, Outgoing, PduReader, PduWriter, SendLimits, Window};
 
 /// What a successful login hands to the full feature phase.
@@ -25,9 +26,14 @@ pub(crate) struct LoggedIn {
     pub admission: Option<rtgt_scsi::access::Admission>,
     pub discovery: bool,
     pub initiator: String,
+    pub initiator_alias: Option<String>,
     pub isid: [u8; 6],
     pub target: String,
     pub tpg_tag: u16,
+    /// The connection's CID.
+    pub cid: u16,
+    /// Negotiated parameters as the statistics report them.
+    pub negotiated: crate::stats::NegotiatedParams,
     pub ffp: FfpParams,
     /// The initiator's MaxRecvDataSegmentLength.
     pub max_send_dsl: u32,
@@ -63,18 +69,32 @@ pub(crate) async fn run(
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             tracing::info!(%peer, "login failed: {e}");
+            server.registry.login_failed(e.reason);
             let _ = wr.shutdown().await;
             return;
         }
         Err(_) => {
             tracing::info!(%peer, "login timed out");
+            server
+                .registry
+                .login_failed(crate::stats::LoginFailureReason::Timeout);
             return;
         }
     };
+    server.registry.login_succeeded();
     tracing::info!(%peer, initiator = %logged_in.initiator, target = %logged_in.target,
         discovery = logged_in.discovery, "login complete");
     let _serving = server.serving();
-    full_feature(server, reader, wr, digests, budget, local, logged_in).await;
+    full_feature(
+        server,
+        reader,
+        wr,
+        digests,
+        budget,
+        (local, peer),
+        logged_in,
+    )
+    .await;
 }
 
 async fn full_feature(
@@ -83,7 +103,7 @@ async fn full_feature(
     wr: OwnedWriteHalf,
     digests: Arc<Digests>,
     budget: Arc<crate::budget::Budget>,
-    local: SocketAddr,
+    (local, peer): (SocketAddr, SocketAddr),
     l: LoggedIn,
 ) {
     digests.header.store(l.header_digest, Ordering::Relaxed);
@@ -100,10 +120,10 @@ async fn full_feature(
     let mut writer_task = tokio::spawn(writer.run(rx, tx.backlog().clone()));
 
     let targets = server.targets();
+    let target = (!l.discovery).then(|| targets.find(&l.target)).flatten();
     let nexus = if l.discovery {
         None
     } else {
-        let target = targets.find(&l.target);
         let group = target.and_then(|t| t.groups.iter().find(|g| g.tag == l.tpg_tag));
         let (Some(group), Some(admission)) = (group, l.admission.as_ref()) else {
             return;
@@ -137,6 +157,26 @@ async fn full_feature(
         local,
         exchange: TextExchange::new(),
     };
+    let stats = SessionStats::new(
+        SessionInfo {
+            initiator: l.initiator.clone(),
+            initiator_alias: l.initiator_alias.clone(),
+            isid: hex(&l.isid),
+            tsih: l.registration.as_ref().map_or(0, |r| r.tsih),
+            session_type: if l.discovery { "Discovery" } else { "Normal" }.to_string(),
+            // The configured name, as the per-port totals know it.
+            target: target.map_or_else(|| l.target.clone(), |t| t.name.clone()),
+            tpg: l.tpg_tag,
+            connections: vec![ConnectionView {
+                cid: l.cid,
+                local,
+                peer,
+            }],
+            params: l.negotiated.clone(),
+        },
+        nexus.as_ref(),
+    );
+    let _registered = server.registry.register(stats.clone());
     let liveness = Arc::new(Liveness::default());
     let mut ffp = Ffp::new(
         nexus.clone(),
@@ -147,7 +187,8 @@ async fn full_feature(
         text,
         limits,
     )
-    .with_budget(budget);
+    .with_budget(budget)
+    .with_stats(stats);
 
     let mut stop = l.registration.as_ref().map(|r| r.stop.clone());
     let settings = server.settings.clone();

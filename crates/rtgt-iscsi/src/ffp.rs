@@ -26,6 +26,7 @@ use crate::discovery::{answer_text, TargetPortals, TextContext, TextExchange, Te
 use crate::negotiation::SessionType;
 use crate::outbox::Outbox;
 use crate::pdu::{op, reject, Bhs, RESERVED_TAG};
+use crate::stats::{CommandKind, Completion, LuSlot, LunSlots, SessionStats};
 use crate::window::{Admit, Slot, Window};
 use crate::wire::{sn_lt, Incoming, Outgoing, PduReader, ReadError, ScsiReply, SendLimits};
 
@@ -119,7 +120,7 @@ pub enum End {
 }
 
 /// Bookkeeping of one command carried with its execution.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct CmdMeta {
     itt: u32,
     lun: [u8; 8],
@@ -128,6 +129,12 @@ struct CmdMeta {
     write: bool,
     /// Data-Out bytes the CDB called for.
     needed: u32,
+    /// Data-Out bytes it executed with.
+    data_out: u32,
+    /// When the command was received, and where it is counted.
+    start: Instant,
+    kind: CommandKind,
+    slot: Option<Arc<LuSlot>>,
 }
 
 /// What a command holds until it ends: its place in the command window
@@ -188,6 +195,8 @@ pub struct Ffp {
     waiting: BTreeSet<(Instant, u32)>,
     /// The process-wide data budget commands are charged against.
     budget: Option<Arc<Budget>>,
+    /// Where commands are counted (none: not counted).
+    stats: Option<LunSlots>,
     next_ttt: u32,
 }
 
@@ -212,6 +221,7 @@ impl Ffp {
             writes: HashMap::new(),
             waiting: BTreeSet::new(),
             budget: None,
+            stats: None,
             next_ttt: 1,
         }
     }
@@ -220,6 +230,12 @@ impl Ffp {
     /// task set.
     pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Count every command that ends with a status in `stats`.
+    pub fn with_stats(mut self, stats: Arc<SessionStats>) -> Self {
+        self.stats = Some(LunSlots::new(stats));
         self
     }
 
@@ -363,6 +379,7 @@ impl Ffp {
         reader: &mut PduReader<R>,
         inc: Incoming,
     ) -> Result<(), String> {
+        let start = Instant::now();
         let bhs = inc.bhs;
         let Some(slot) = self.admit(&bhs, true) else {
             return read_skip(reader, &inc).await;
@@ -404,6 +421,7 @@ impl Ffp {
             (true, true) => DataDirection::Bidirectional,
         };
         let itt = bhs.itt();
+        let kind = CommandKind::of(&cdb);
         let cmd = Command {
             lun: decode_lun(bhs.lun()),
             cdb,
@@ -412,6 +430,10 @@ impl Ffp {
             expected_len: edtl,
             dir,
         };
+        let stat_slot = self
+            .stats
+            .as_mut()
+            .map(|s| s.slot(self.nexus.as_ref(), cmd.lun));
         let mut meta = CmdMeta {
             itt,
             lun: bhs.lun(),
@@ -419,6 +441,10 @@ impl Ffp {
             read,
             write,
             needed: 0,
+            data_out: 0,
+            start,
+            kind,
+            slot: stat_slot,
         };
         let nexus = self.nexus.as_ref().expect("normal session");
         let prepared = match nexus.prepare(cmd) {
@@ -815,7 +841,8 @@ async fn read_vec<R: AsyncRead + Unpin>(
     reader.read_data_vec(inc).await.map_err(|e| e.to_string())
 }
 
-fn spawn_exec(tx: &Outbox, held: Held, prepared: Prepared, buf: IoBuf, meta: CmdMeta) {
+fn spawn_exec(tx: &Outbox, held: Held, prepared: Prepared, buf: IoBuf, mut meta: CmdMeta) {
+    meta.data_out = buf.len() as u32;
     let tx = tx.clone();
     let mut fut = Box::pin(async move {
         match prepared.execute(buf).await {
@@ -860,6 +887,15 @@ fn complete(tx: &Outbox, held: Held, meta: CmdMeta, resp: Response) {
         }
         (f, r, data)
     };
+    if let Some(slot) = &meta.slot {
+        slot.counters.record(&Completion {
+            kind: meta.kind,
+            status: resp.status,
+            data_in: data.len() as u64,
+            data_out: meta.data_out.into(),
+            latency: meta.start.elapsed(),
+        });
+    }
     tx.send(Outgoing::Scsi(ScsiReply {
         itt: meta.itt,
         lun: meta.lun,

@@ -14,6 +14,7 @@ pub mod pdu;
 pub mod server;
 pub mod session;
 pub mod shards;
+pub mod stats;
 pub mod target;
 pub mod text;
 pub mod window;

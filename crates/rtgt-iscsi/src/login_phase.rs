@@ -19,9 +19,10 @@ use crate::login::{
 use crate::negotiation::{Digest, NegotiationConfig, SessionType};
 use crate::pdu::{op, reject, Bhs};
 use crate::server::Server;
+use crate::stats::{LoginFailureReason, NegotiatedParams};
 use crate::target::{initiator_key, Targets};
 use crate::text;
-use crate::wire::{encode_simple, PduReader};
+use crate::wire::{encode_simple, PduReader, ReadError};
 use rtgt_scsi::access::{Admission, ChapAuth};
 
 /// Answers the login state machine's questions from the target set, for a
@@ -163,12 +164,41 @@ async fn send_response<W: AsyncWrite + Unpin>(
     wr.write_all(&encode_simple(&bhs, &resp.data)).await
 }
 
+/// Why a login failed: the reason counted, and what to log.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct LoginError {
+    pub reason: LoginFailureReason,
+    pub message: String,
+}
+
+impl LoginError {
+    fn new(reason: LoginFailureReason, message: impl Into<String>) -> Self {
+        LoginError {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn read(e: ReadError) -> Self {
+        let reason = match e {
+            ReadError::Closed | ReadError::Io(_) => LoginFailureReason::ConnectionLost,
+            _ => LoginFailureReason::ProtocolError,
+        };
+        LoginError::new(reason, e.to_string())
+    }
+
+    fn write(e: std::io::Error) -> Self {
+        LoginError::new(LoginFailureReason::ConnectionLost, e.to_string())
+    }
+}
+
 pub(crate) async fn login<R, W>(
     server: &Arc<Server>,
     reader: &mut PduReader<R>,
     wr: &mut W,
     local: SocketAddr,
-) -> Result<LoggedIn, String>
+) -> Result<LoggedIn, LoginError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -186,7 +216,7 @@ where
         admitted: std::sync::Mutex::new(None),
     };
     loop {
-        let inc = reader.read_header().await.map_err(|e| e.to_string())?;
+        let inc = reader.read_header().await.map_err(LoginError::read)?;
         if inc.bhs.opcode() != op::LOGIN_REQ {
             // Anything but a Login Request before login completes is a
             // protocol error; answer with a Reject and close.
@@ -196,15 +226,12 @@ where
             r.0[2] = reject::PROTOCOL_ERROR;
             r.set_itt(crate::pdu::RESERVED_TAG);
             let _ = wr.write_all(&encode_simple(&r, &inc.bhs.0)).await;
-            return Err(format!(
-                "opcode {:#04x} before login completed",
-                inc.bhs.opcode()
+            return Err(LoginError::new(
+                LoginFailureReason::ProtocolError,
+                format!("opcode {:#04x} before login completed", inc.bhs.opcode()),
             ));
         }
-        let data = reader
-            .read_data_vec(&inc)
-            .await
-            .map_err(|e| e.to_string())?;
+        let data = reader.read_data_vec(&inc).await.map_err(LoginError::read)?;
         let req = LoginRequest::from_bhs(&inc.bhs, data);
         let login = machine.get_or_insert_with(|| {
             let negotiation = NegotiationConfig {
@@ -224,12 +251,15 @@ where
             Step::Continue(resp) => {
                 send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(LoginError::write)?;
                 stat_sn = stat_sn.wrapping_add(1);
             }
             Step::Fail(resp, failure) => {
                 let _ = send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window).await;
-                return Err(failure.to_string());
+                return Err(LoginError::new(
+                    LoginFailureReason::from_status(failure.class, failure.detail),
+                    failure.to_string(),
+                ));
             }
             Step::Complete(mut resp, outcome) => {
                 let discovery = outcome.session_type == SessionType::Discovery;
@@ -250,14 +280,36 @@ where
                 resp.set_tsih(registration.tsih);
                 send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(LoginError::write)?;
                 stat_sn = stat_sn.wrapping_add(1);
                 let tpg_tag = group_tag_for(&targets, &target, local);
                 let s = &outcome.session;
                 let c = &outcome.connection;
                 let admission = dir.admitted.lock().ok().and_then(|mut a| a.take());
+                let digest = |d: Digest| d.as_str().to_string();
+                let negotiated = NegotiatedParams {
+                    max_recv_data_segment_length: c.max_recv_dsl,
+                    initiator_max_recv_data_segment_length: c.max_send_dsl,
+                    max_burst_length: s.max_burst_length,
+                    first_burst_length: s.first_burst_length,
+                    immediate_data: s.immediate_data,
+                    initial_r2t: s.initial_r2t,
+                    header_digest: digest(c.header_digest),
+                    data_digest: digest(c.data_digest),
+                    max_outstanding_r2t: s.max_outstanding_r2t,
+                    error_recovery_level: s.error_recovery_level,
+                    max_connections: s.max_connections,
+                    data_pdu_in_order: s.data_pdu_in_order,
+                    data_sequence_in_order: s.data_sequence_in_order,
+                    default_time2wait: s.default_time2wait,
+                    default_time2retain: s.default_time2retain,
+                    auth_method: outcome.auth_method.clone(),
+                };
                 return Ok(LoggedIn {
                     admission,
+                    cid: outcome.cid,
+                    initiator_alias: outcome.initiator_alias.clone(),
+                    negotiated,
                     discovery,
                     initiator: outcome.initiator_name.clone(),
                     isid: outcome.isid,

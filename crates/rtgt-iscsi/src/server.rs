@@ -11,6 +11,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::session::SessionTable;
 use crate::shards::Shards;
+use crate::stats::{LoginFailureReason, ServerStats, StatsRegistry};
 use crate::target::Targets;
 
 /// Tunables of the iSCSI fabric.
@@ -95,6 +96,8 @@ pub struct Server {
     idle: Notify,
     /// Open connections per source address.
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Session statistics and login counters.
+    pub(crate) registry: Arc<StatsRegistry>,
 }
 
 impl Server {
@@ -112,6 +115,7 @@ impl Server {
             connections: AtomicUsize::new(0),
             idle: Notify::new(),
             per_address: Mutex::new(HashMap::new()),
+            registry: Arc::new(StatsRegistry::default()),
         }))
     }
 
@@ -180,6 +184,7 @@ impl Server {
                 r = listener.accept() => match r {
                     Ok((stream, peer)) => {
                         let Some(guard) = self.clone().admit_address(peer.ip()) else {
+                            self.registry.login_failed(LoginFailureReason::TooManyConnections);
                             tracing::warn!(%peer, "connection refused: {} connections from this address already",
                                 self.settings.max_connections_per_address);
                             drop(stream);
@@ -218,6 +223,25 @@ impl Server {
             }
         };
         let _ = tokio::time::timeout(limit, wait).await;
+    }
+
+    /// Statistics now: live sessions with their counters, totals per LU
+    /// and per target port (every configured one, ended sessions
+    /// included), login counters. Reads atomics and walks the target set;
+    /// takes no lock the data path takes.
+    pub fn stats(&self) -> ServerStats {
+        let targets = self.targets();
+        let groups: Vec<_> = targets
+            .targets
+            .iter()
+            .flat_map(|t| t.groups.iter().map(move |g| (t.name.as_str(), g)))
+            .map(|(name, g)| (name, g.tag, g.group.config()))
+            .collect();
+        let lus = groups
+            .iter()
+            .flat_map(|(_, _, c)| c.luns.values().map(|l| l.lu.config().name.as_str()));
+        let ports = groups.iter().map(|&(name, tag, _)| (name, tag));
+        self.registry.snapshot(lus, ports)
     }
 
     pub fn connection_count(&self) -> usize {
