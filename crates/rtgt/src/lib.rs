@@ -1,4 +1,5 @@
 pub mod config;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod serve;
