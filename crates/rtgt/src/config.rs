@@ -10,7 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use rtgt_scsi::access::{ChapAuth, Credential, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// The default iSCSI port.
@@ -73,7 +73,7 @@ impl fmt::Debug for Auth {
 }
 
 /// Who may use a portal group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TpgMode {
     /// Any initiator, seeing every LUN of the group.
@@ -82,7 +82,7 @@ pub enum TpgMode {
     Acl,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackstoreKind {
     Ramdisk,
@@ -144,7 +144,7 @@ pub struct FaultRule {
     pub error: Spanned<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FaultOp {
     Read,

@@ -67,6 +67,14 @@ enum Cmd {
         /// most that much CPU per burst); 0 turns it off.
         #[arg(long, value_name = "MICROSECONDS", default_value_t = 100)]
         busy_poll_us: u64,
+        /// The control API's Unix socket (HTTP + JSON; `rtgt` commands use
+        /// it). Default: /run/rtgt/rtgt.sock as root, else
+        /// $XDG_RUNTIME_DIR/rtgt/rtgt.sock.
+        #[arg(long, value_name = "PATH")]
+        control: Option<PathBuf>,
+        /// Also serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
@@ -133,6 +141,8 @@ fn main() -> ExitCode {
             max_sessions_per_initiator,
             data_budget,
             busy_poll_us,
+            control,
+            metrics_listen,
         } => {
             let state_dir = state_dir.or_else(default_state_dir);
             let cfg = match &config {
@@ -176,7 +186,17 @@ fn main() -> ExitCode {
                 busy_poll: std::time::Duration::from_micros(busy_poll_us),
                 ..Default::default()
             };
-            match rt.block_on(rtgt::serve::serve(cfg, config, listen, state_dir, settings)) {
+            match rt.block_on(rtgt::serve::serve(
+                cfg,
+                config,
+                listen,
+                state_dir,
+                settings,
+                rtgt::control::Options {
+                    socket: control,
+                    metrics_listen,
+                },
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rtgt: {e:#}");

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{self, BackstoreKind, Config};
+use crate::doc::{self, Change, Doc};
 use crate::model::{self, BackstoreSpec, Model, TpgSpec};
 
 /// Open one backstore as its spec describes.
@@ -357,7 +358,7 @@ impl Running {
     }
 
     /// End every session, wait for in-flight commands, flush the backstores.
-    async fn shutdown(mut self) {
+    async fn shutdown(&mut self) {
         for (_, l) in std::mem::take(&mut self.listeners) {
             let _ = l.stop.send(true);
             let _ = l.task.await;
@@ -377,15 +378,120 @@ async fn flush(name: &str, store: Arc<dyn Backstore>) {
     }
 }
 
+/// What runs, the document it was made from, and where changes are saved:
+/// the state the control API and SIGHUP change, one change at a time.
+pub struct Live {
+    running: Running,
+    doc: Doc,
+    /// `--config`: changes are saved here.
+    config_path: Option<PathBuf>,
+}
+
+/// Why a change was not made.
+#[derive(Debug)]
+pub enum ChangeError {
+    /// The document would not load from a file either.
+    Invalid(String),
+    /// It is valid but cannot be served (a portal that cannot be bound, a
+    /// backstore that cannot be opened); nothing changed.
+    Refused(String),
+    /// It could not be saved, so it was undone.
+    Unsaved(String),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::Invalid(m) | ChangeError::Refused(m) | ChangeError::Unsaved(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl Live {
+    pub fn doc(&self) -> &Doc {
+        &self.doc
+    }
+
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
+    pub fn server(&self) -> &Arc<Server> {
+        &self.running.server
+    }
+
+    /// Sessions open on each portal group, by (lower-cased IQN, tag).
+    pub fn session_counts(&self) -> BTreeMap<(String, u16), usize> {
+        self.running
+            .groups
+            .iter()
+            .map(|(k, g)| (k.clone(), g.nexus_count()))
+            .collect()
+    }
+
+    /// Capacity and block size of each open backstore, by name.
+    pub fn backstore_state(&self) -> BTreeMap<String, (u64, u32)> {
+        self.running
+            .stores
+            .iter()
+            .map(|(n, o)| (n.clone(), (o.store.capacity(), o.store.block_size())))
+            .collect()
+    }
+
+    /// Make the target serve `new`, changing only what differs, and save
+    /// it when `save` (and a `--config` file) says so. Returns what
+    /// changed; an identical document touches nothing.
+    pub async fn replace(&mut self, mut new: Doc, save: bool) -> Result<Vec<Change>, ChangeError> {
+        new.canonicalize();
+        let changes = doc::diff(&self.doc, &new);
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        let (_, model) = new.check().map_err(ChangeError::Invalid)?;
+        self.running
+            .apply(model)
+            .await
+            .map_err(|e| ChangeError::Refused(format!("{e:#}")))?;
+        let old = std::mem::replace(&mut self.doc, new);
+        if save {
+            if let Err(e) = self.save() {
+                // What runs must be what comes back after a restart: undo.
+                let back = old.check().map(|(_, m)| m);
+                if let Ok(m) = back {
+                    if let Err(e2) = self.running.apply(m).await {
+                        tracing::error!("undoing an unsaved change failed: {e2:#}");
+                    }
+                }
+                self.doc = old;
+                return Err(ChangeError::Unsaved(e));
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Save the running document to the `--config` file.
+    pub fn save(&self) -> Result<(), String> {
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
+        crate::save::save(path, &self.doc.to_toml(true))
+            .map_err(|e| format!("cannot save {}: {e}", path.display()))
+    }
+}
+
 /// Run the daemon until SIGINT or SIGTERM. With `config_path`, SIGHUP
-/// re-reads that file and applies the difference; a file that does not
-/// validate changes nothing.
+/// re-reads that file and applies the difference (a file that does not
+/// validate changes nothing), and changes made through the control API are
+/// saved to it.
 pub async fn serve(
     cfg: Config,
     config_path: Option<PathBuf>,
     listen: Vec<SocketAddr>,
     state_dir: Option<PathBuf>,
     settings: Settings,
+    control: crate::control::Options,
 ) -> Result<()> {
     // Persistent state (APTPL) needs a directory; without one the target
     // still runs, and refuses APTPL requests rather than lose them.
@@ -413,6 +519,14 @@ pub async fn serve(
         listeners: Vec::new(),
     };
     running.apply(Model::from_config(&cfg)).await?;
+    let live = Arc::new(tokio::sync::Mutex::new(Live {
+        running,
+        doc: Doc::from_config(&cfg),
+        config_path: config_path.clone(),
+    }));
+    let control = crate::control::start(live.clone(), control).await?;
+    // Every portal listens and the control socket answers: ready.
+    crate::notify::ready();
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -421,17 +535,23 @@ pub async fn serve(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&mut running, config_path.as_deref()).await,
+            _ = hup.recv() => {
+                crate::notify::reloading();
+                reload(&mut *live.lock().await, config_path.as_deref()).await;
+                crate::notify::ready();
+            }
         }
     }
+    crate::notify::stopping();
     tracing::info!("shutting down");
-    running.shutdown().await;
+    control.stop().await;
+    live.lock().await.running.shutdown().await;
     Ok(())
 }
 
 /// SIGHUP: re-read the file and apply it, or say why not (on stderr, which
 /// is where an administrator watching the daemon looks).
-async fn reload(running: &mut Running, path: Option<&std::path::Path>) {
+async fn reload(live: &mut Live, path: Option<&std::path::Path>) {
     let Some(path) = path else {
         eprintln!("rtgt: SIGHUP ignored: serving the built-in default, no file to re-read");
         return;
@@ -443,8 +563,13 @@ async fn reload(running: &mut Running, path: Option<&std::path::Path>) {
             return;
         }
     };
-    match running.apply(Model::from_config(&cfg)).await {
-        Ok(()) => eprintln!("rtgt: reloaded {}", path.display()),
-        Err(e) => eprintln!("rtgt: reload refused, configuration unchanged: {e:#}"),
+    match live.replace(Doc::from_config(&cfg), false).await {
+        Ok(changes) => eprintln!(
+            "rtgt: reloaded {} ({} change{})",
+            path.display(),
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        ),
+        Err(e) => eprintln!("rtgt: reload refused, configuration unchanged: {e}"),
     }
 }

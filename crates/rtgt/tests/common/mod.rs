@@ -20,6 +20,9 @@ pub struct Daemon {
     child: Option<Child>,
     pub ports: Vec<u16>,
     stderr_path: PathBuf,
+    /// The control socket (`--control`, a private one unless the test
+    /// gives its own).
+    pub control: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -39,6 +42,20 @@ impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let stderr_path = dir.path().join("stderr");
+        // Each daemon gets a control socket of its own (tests run many at
+        // once; the default path is one per machine).
+        let mut args: Vec<&str> = args.to_vec();
+        let given = args.iter().position(|a| *a == "--control");
+        let control = match given {
+            Some(i) => PathBuf::from(args.get(i + 1).copied().unwrap_or_default()),
+            None => dir.path().join("ctl.sock"),
+        };
+        let control_arg = control.to_str().unwrap().to_string();
+        if given.is_none() && args.first() == Some(&"serve") {
+            args.push("--control");
+            args.push(&control_arg);
+        }
+        let args = &args[..];
         // stderr to a file: it can never block the daemon, and is shown on failure
         let mut child = Command::new(env!("CARGO_BIN_EXE_rtgt"))
             .args(args)
@@ -62,6 +79,7 @@ impl Daemon {
             child: Some(child),
             ports: Vec::new(),
             stderr_path,
+            control,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -87,6 +105,10 @@ impl Daemon {
         // one line per bound portal: pick up the rest, printed right after the first
         while let Ok(port) = rx.recv_timeout(Duration::from_millis(300)) {
             d.ports.push(port);
+        }
+        // The control socket is bound right after the portals.
+        while args.first() == Some(&"serve") && !d.control.exists() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
         }
         d
     }

@@ -1,0 +1,736 @@
+//! Routes of the control API and the OpenAPI document generated from the
+//! same handler annotations and types (`GET /openapi.json`).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use super::ops::{self, OpResult};
+use super::{ApiError, ErrorBody, Shared};
+use crate::doc::{self, AclDoc, AuthDoc, BackstoreDoc, Change, Doc, TargetDoc, TpgDoc};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// What a change did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Changes {
+    /// Object by object; empty when nothing had to change.
+    pub changes: Vec<Change>,
+}
+
+/// Sessions and open backstores.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    pub tpgs: Vec<TpgStatus>,
+    pub backstores: Vec<BackstoreStatus>,
+    /// The file changes are saved to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TpgStatus {
+    pub iqn: String,
+    pub tag: u16,
+    /// Sessions open on the group.
+    pub sessions: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackstoreStatus {
+    pub name: String,
+    pub capacity_bytes: u64,
+    pub block_size: u32,
+    /// LUNs that use it, as tree paths.
+    pub used_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SecretsQuery {
+    /// Include inline CHAP secrets.
+    #[serde(default)]
+    pub secrets: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ApplyQuery {
+    /// Only compute the difference; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The file name to use in error messages.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Run `f` on a copy of the document and make the target serve the result.
+async fn change(live: &Shared, f: impl FnOnce(&mut Doc) -> OpResult) -> ApiResult<Json<Changes>> {
+    let mut l = live.lock().await;
+    let mut d = l.doc().clone();
+    f(&mut d)?;
+    let changes = l.replace(d, true).await?;
+    Ok(Json(Changes { changes }))
+}
+
+fn created(j: Json<Changes>) -> Response {
+    (StatusCode::CREATED, j).into_response()
+}
+
+fn redacted(live: &crate::serve::Live, secrets: bool) -> Doc {
+    if secrets {
+        live.doc().clone()
+    } else {
+        live.doc().redacted()
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/config", tag = "config",
+    params(SecretsQuery),
+    responses((status = 200, description = "The running configuration as the TOML file `rtgt serve --config` reads", body = String, content_type = "text/plain")))]
+async fn get_config(
+    State(live): State<Shared>,
+    q: Result<Query<SecretsQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = q?.0;
+    let text = live.lock().await.doc().to_toml(q.secrets);
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+#[utoipa::path(put, path = "/api/v1/config", tag = "config",
+    params(ApplyQuery),
+    request_body(content = String, description = "A whole configuration in the TOML file format", content_type = "text/plain"),
+    responses(
+        (status = 200, description = "What changed (or would, with dry_run); applying the same file again changes nothing", body = Changes),
+        (status = 400, description = "The file is not valid", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a portal cannot be bound, a backstore cannot be opened)", body = ErrorBody),
+        (status = 503, description = "Applied but could not be saved, so undone", body = ErrorBody)))]
+async fn put_config(
+    State(live): State<Shared>,
+    q: Result<Query<ApplyQuery>, QueryRejection>,
+    body: String,
+) -> ApiResult<Json<Changes>> {
+    let q = q?.0;
+    let name = q.name.unwrap_or_else(|| "<request>".into());
+    let cfg = crate::config::Config::parse(std::path::Path::new(&name), &body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let new = Doc::from_config(&cfg);
+    let mut l = live.lock().await;
+    if q.dry_run {
+        return Ok(Json(Changes {
+            changes: doc::diff(l.doc(), &new),
+        }));
+    }
+    let changes = l.replace(new, true).await?;
+    Ok(Json(Changes { changes }))
+}
+
+#[utoipa::path(post, path = "/api/v1/config/save", tag = "config",
+    responses(
+        (status = 200, description = "Saved to the --config file", body = Changes),
+        (status = 409, description = "The daemon runs without a --config file", body = ErrorBody),
+        (status = 503, description = "The file could not be written", body = ErrorBody)))]
+async fn save_config(State(live): State<Shared>) -> ApiResult<Json<Changes>> {
+    let l = live.lock().await;
+    if l.config_path().is_none() {
+        return Err(ApiError(StatusCode::CONFLICT, "rtgt serve runs without --config FILE, so there is no file to save to; restart it with --config, or use `rtgt config dump > FILE`".into()));
+    }
+    l.save()
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    Ok(Json(Changes {
+        changes: Vec::new(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/tree", tag = "config",
+    params(SecretsQuery),
+    responses((status = 200, description = "The whole configuration as JSON", body = Doc)))]
+async fn get_tree(
+    State(live): State<Shared>,
+    q: Result<Query<SecretsQuery>, QueryRejection>,
+) -> ApiResult<Json<Doc>> {
+    let q = q?.0;
+    Ok(Json(redacted(&*live.lock().await, q.secrets)))
+}
+
+#[utoipa::path(get, path = "/api/v1/status", tag = "status",
+    responses((status = 200, description = "Sessions per portal group and open backstores", body = Status)))]
+async fn get_status(State(live): State<Shared>) -> Json<Status> {
+    let l = live.lock().await;
+    let counts = l.session_counts();
+    let d = l.doc();
+    let mut tpgs = Vec::new();
+    for t in &d.target {
+        for g in &t.tpg {
+            let key = (t.iqn.to_ascii_lowercase(), g.tag);
+            tpgs.push(TpgStatus {
+                iqn: t.iqn.clone(),
+                tag: g.tag,
+                sessions: counts.get(&key).copied().unwrap_or(0),
+            });
+        }
+    }
+    let backstores = l
+        .backstore_state()
+        .into_iter()
+        .map(|(name, (capacity_bytes, block_size))| {
+            let mut used_by = Vec::new();
+            for t in &d.target {
+                for g in &t.tpg {
+                    for l in g.lun.iter().filter(|l| l.backstore == name) {
+                        used_by.push(format!("/iscsi/{}/tpg{}/luns/lun{}", t.iqn, g.tag, l.lun));
+                    }
+                }
+            }
+            BackstoreStatus {
+                name,
+                capacity_bytes,
+                block_size,
+                used_by,
+            }
+        })
+        .collect();
+    Json(Status {
+        tpgs,
+        backstores,
+        config_file: l.config_path().map(|p| p.display().to_string()),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/backstores", tag = "backstores",
+    responses((status = 200, description = "Every backstore", body = Vec<BackstoreDoc>)))]
+async fn list_backstores(State(live): State<Shared>) -> Json<Vec<BackstoreDoc>> {
+    Json(live.lock().await.doc().backstore.clone())
+}
+
+#[utoipa::path(post, path = "/api/v1/backstores", tag = "backstores",
+    request_body = BackstoreDoc,
+    responses(
+        (status = 201, description = "Created and opened", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 409, description = "The name is taken, or the medium cannot be opened", body = ErrorBody)))]
+async fn create_backstore(
+    State(live): State<Shared>,
+    b: Result<Json<BackstoreDoc>, JsonRejection>,
+) -> ApiResult<Response> {
+    let b = b?.0;
+    change(&live, |d| ops::create_backstore(d, b))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/backstores/{name}", tag = "backstores",
+    params(("name" = String, Path, description = "Backstore name")),
+    responses((status = 200, description = "The backstore", body = BackstoreDoc),
+        (status = 404, description = "No such backstore", body = ErrorBody)))]
+async fn get_backstore(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<BackstoreDoc>> {
+    let name = p?.0;
+    let l = live.lock().await;
+    l.doc().backstore(&name).cloned().map(Json).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no backstore named {name:?}"),
+        )
+    })
+}
+
+#[utoipa::path(patch, path = "/api/v1/backstores/{name}", tag = "backstores",
+    params(("name" = String, Path, description = "Backstore name")),
+    request_body = ops::BackstorePatch,
+    responses((status = 200, description = "Changed", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such backstore", body = ErrorBody),
+        (status = 409, description = "Cannot be served (e.g. shrinking a LU in use)", body = ErrorBody)))]
+async fn patch_backstore(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Json<ops::BackstorePatch>, JsonRejection>,
+) -> ApiResult<Json<Changes>> {
+    let name = p?.0;
+    let b = b?.0;
+    change(&live, |d| ops::patch_backstore(d, &name, b)).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/backstores/{name}", tag = "backstores",
+    params(("name" = String, Path, description = "Backstore name")),
+    responses((status = 200, description = "Deleted (flushed and closed)", body = Changes),
+        (status = 404, description = "No such backstore", body = ErrorBody),
+        (status = 409, description = "LUNs still use it", body = ErrorBody)))]
+async fn delete_backstore(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let name = p?.0;
+    change(&live, |d| ops::delete_backstore(d, &name)).await
+}
+
+#[utoipa::path(get, path = "/api/v1/targets", tag = "targets",
+    responses((status = 200, description = "Every target with its portal groups (secrets left out)", body = Vec<TargetDoc>)))]
+async fn list_targets(State(live): State<Shared>) -> Json<Vec<TargetDoc>> {
+    Json(live.lock().await.doc().redacted().target)
+}
+
+#[utoipa::path(post, path = "/api/v1/targets", tag = "targets",
+    request_body = ops::NewTarget,
+    responses((status = 201, description = "Created", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 409, description = "It exists already", body = ErrorBody)))]
+async fn create_target(
+    State(live): State<Shared>,
+    b: Result<Json<ops::NewTarget>, JsonRejection>,
+) -> ApiResult<Response> {
+    let b = b?.0;
+    change(&live, |d| ops::create_target(d, b))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/targets/{iqn}", tag = "targets",
+    params(("iqn" = String, Path, description = "Target name")),
+    responses((status = 200, description = "The target (secrets left out)", body = TargetDoc),
+        (status = 404, description = "No such target", body = ErrorBody)))]
+async fn get_target(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<TargetDoc>> {
+    let iqn = p?.0;
+    let d = live.lock().await.doc().redacted();
+    d.target(&iqn)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no target {iqn:?}")))
+}
+
+#[utoipa::path(delete, path = "/api/v1/targets/{iqn}", tag = "targets",
+    params(("iqn" = String, Path, description = "Target name")),
+    responses((status = 200, description = "Deleted; its sessions end", body = Changes),
+        (status = 404, description = "No such target", body = ErrorBody)))]
+async fn delete_target(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let iqn = p?.0;
+    change(&live, |d| ops::delete_target(d, &iqn)).await
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{iqn}/tpgs", tag = "tpgs",
+    params(("iqn" = String, Path, description = "Target name")),
+    request_body = ops::NewTpg,
+    responses((status = 201, description = "Created", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such target", body = ErrorBody),
+        (status = 409, description = "The tag is taken", body = ErrorBody)))]
+async fn create_tpg(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Json<ops::NewTpg>, JsonRejection>,
+) -> ApiResult<Response> {
+    let iqn = p?.0;
+    let b = b?.0;
+    change(&live, |d| ops::create_tpg(d, &iqn, b).map(|_| ()))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/targets/{iqn}/tpgs/{tag}", tag = "tpgs",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
+    responses((status = 200, description = "The portal group (secrets left out)", body = TpgDoc),
+        (status = 400, description = "Invalid tag", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody)))]
+async fn get_tpg(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16)>, PathRejection>,
+) -> ApiResult<Json<TpgDoc>> {
+    let (iqn, tag) = p?.0;
+    let mut d = live.lock().await.doc().redacted();
+    Ok(Json(ops::tpg_mut(&mut d, &iqn, tag)?.clone()))
+}
+
+#[utoipa::path(patch, path = "/api/v1/targets/{iqn}/tpgs/{tag}", tag = "tpgs",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
+    request_body = ops::TpgPatch,
+    responses((status = 200, description = "Changed", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody)))]
+async fn patch_tpg(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16)>, PathRejection>,
+    b: Result<Json<ops::TpgPatch>, JsonRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag) = p?.0;
+    let b = b?.0;
+    change(&live, |d| ops::patch_tpg(d, &iqn, tag, b)).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/targets/{iqn}/tpgs/{tag}", tag = "tpgs",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
+    responses((status = 200, description = "Deleted; its sessions end", body = Changes),
+        (status = 400, description = "Invalid tag", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody)))]
+async fn delete_tpg(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16)>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag) = p?.0;
+    change(&live, |d| ops::delete_tpg(d, &iqn, tag)).await
+}
+
+#[utoipa::path(put, path = "/api/v1/targets/{iqn}/tpgs/{tag}/auth", tag = "tpgs",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
+    request_body = AuthDoc,
+    responses((status = 200, description = "CHAP required of the group's initiators that have no ACL setting of their own; sessions it concerns end", body = Changes),
+        (status = 400, description = "Invalid (e.g. a secret shorter than 12 bytes)", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody)))]
+async fn set_tpg_auth(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16)>, PathRejection>,
+    b: Result<Json<AuthDoc>, JsonRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag) = p?.0;
+    let b = b?.0;
+    change(&live, |d| ops::set_tpg_auth(d, &iqn, tag, Some(b))).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/targets/{iqn}/tpgs/{tag}/auth", tag = "tpgs",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
+    responses((status = 200, description = "No CHAP at group level", body = Changes),
+        (status = 400, description = "Invalid tag", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody)))]
+async fn clear_tpg_auth(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16)>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag) = p?.0;
+    change(&live, |d| ops::set_tpg_auth(d, &iqn, tag, None)).await
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{iqn}/tpgs/{tag}/portals", tag = "tpgs",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
+    request_body = ops::NewPortal,
+    responses((status = 201, description = "Listening", body = Changes),
+        (status = 400, description = "Invalid address", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody),
+        (status = 409, description = "Exists already, or cannot be bound", body = ErrorBody)))]
+async fn create_portal(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16)>, PathRejection>,
+    b: Result<Json<ops::NewPortal>, JsonRejection>,
+) -> ApiResult<Response> {
+    let (iqn, tag) = p?.0;
+    let b = b?.0;
+    change(&live, |d| ops::create_portal(d, &iqn, tag, b))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(delete, path = "/api/v1/targets/{iqn}/tpgs/{tag}/portals/{address}", tag = "tpgs",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("address" = String, Path, description = "address:port")),
+    responses((status = 200, description = "Deleted", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such portal", body = ErrorBody),
+        (status = 409, description = "It is the last portal of the target", body = ErrorBody)))]
+async fn delete_portal(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16, String)>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag, address) = p?.0;
+    change(&live, |d| ops::delete_portal(d, &iqn, tag, &address)).await
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{iqn}/tpgs/{tag}/luns", tag = "luns",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
+    request_body = ops::NewLun,
+    responses((status = 201, description = "Created; initiators that see it are told REPORTED LUNS DATA HAS CHANGED", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such group or backstore", body = ErrorBody),
+        (status = 409, description = "The number is taken", body = ErrorBody)))]
+async fn create_lun(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16)>, PathRejection>,
+    b: Result<Json<ops::NewLun>, JsonRejection>,
+) -> ApiResult<Response> {
+    let (iqn, tag) = p?.0;
+    let b = b?.0;
+    change(&live, |d| ops::create_lun(d, &iqn, tag, b).map(|_| ()))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(delete, path = "/api/v1/targets/{iqn}/tpgs/{tag}/luns/{lun}", tag = "luns",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("lun" = u64, Path, description = "LUN number")),
+    responses((status = 200, description = "Deleted, with the mapped LUNs that reached it", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such LUN", body = ErrorBody)))]
+async fn delete_lun(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16, u64)>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag, lun) = p?.0;
+    change(&live, |d| ops::delete_lun(d, &iqn, tag, lun)).await
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{iqn}/tpgs/{tag}/acls", tag = "acls",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
+    request_body = ops::NewAcl,
+    responses((status = 201, description = "Created", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody),
+        (status = 409, description = "The initiator has an ACL already", body = ErrorBody)))]
+async fn create_acl(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16)>, PathRejection>,
+    b: Result<Json<ops::NewAcl>, JsonRejection>,
+) -> ApiResult<Response> {
+    let (iqn, tag) = p?.0;
+    let b = b?.0;
+    change(&live, |d| ops::create_acl(d, &iqn, tag, b))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/targets/{iqn}/tpgs/{tag}/acls/{initiator}", tag = "acls",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name")),
+    responses((status = 200, description = "The ACL (secrets left out)", body = AclDoc),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such ACL", body = ErrorBody)))]
+async fn get_acl(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16, String)>, PathRejection>,
+) -> ApiResult<Json<AclDoc>> {
+    let (iqn, tag, initiator) = p?.0;
+    let mut d = live.lock().await.doc().redacted();
+    Ok(Json(ops::acl_mut(&mut d, &iqn, tag, &initiator)?.clone()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/targets/{iqn}/tpgs/{tag}/acls/{initiator}", tag = "acls",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name")),
+    responses((status = 200, description = "Deleted; the initiator's sessions end", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such ACL", body = ErrorBody)))]
+async fn delete_acl(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16, String)>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag, initiator) = p?.0;
+    change(&live, |d| ops::delete_acl(d, &iqn, tag, &initiator)).await
+}
+
+#[utoipa::path(put, path = "/api/v1/targets/{iqn}/tpgs/{tag}/acls/{initiator}/auth", tag = "acls",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name")),
+    request_body = AuthDoc,
+    responses((status = 200, description = "CHAP for this initiator; its sessions end", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such ACL", body = ErrorBody)))]
+async fn set_acl_auth(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16, String)>, PathRejection>,
+    b: Result<Json<AuthDoc>, JsonRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag, initiator) = p?.0;
+    let b = b?.0;
+    change(&live, |d| {
+        ops::set_acl_auth(d, &iqn, tag, &initiator, Some(b))
+    })
+    .await
+}
+
+#[utoipa::path(delete, path = "/api/v1/targets/{iqn}/tpgs/{tag}/acls/{initiator}/auth", tag = "acls",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name")),
+    responses((status = 200, description = "The group's CHAP setting applies again", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such ACL", body = ErrorBody)))]
+async fn clear_acl_auth(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16, String)>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag, initiator) = p?.0;
+    change(&live, |d| ops::set_acl_auth(d, &iqn, tag, &initiator, None)).await
+}
+
+#[utoipa::path(post, path = "/api/v1/targets/{iqn}/tpgs/{tag}/acls/{initiator}/mapped_luns", tag = "acls",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name")),
+    request_body = ops::NewMappedLun,
+    responses((status = 201, description = "Mapped; the initiator is told REPORTED LUNS DATA HAS CHANGED", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such ACL or group LUN", body = ErrorBody),
+        (status = 409, description = "The number is taken", body = ErrorBody)))]
+async fn create_mapped_lun(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16, String)>, PathRejection>,
+    b: Result<Json<ops::NewMappedLun>, JsonRejection>,
+) -> ApiResult<Response> {
+    let (iqn, tag, initiator) = p?.0;
+    let b = b?.0;
+    change(&live, |d| {
+        ops::create_mapped_lun(d, &iqn, tag, &initiator, b).map(|_| ())
+    })
+    .await
+    .map(created)
+}
+
+#[utoipa::path(delete, path = "/api/v1/targets/{iqn}/tpgs/{tag}/acls/{initiator}/mapped_luns/{mapped_lun}", tag = "acls",
+    params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name"), ("mapped_lun" = u64, Path, description = "Mapped LUN number")),
+    responses((status = 200, description = "Unmapped; the initiator is told REPORTED LUNS DATA HAS CHANGED", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such mapped LUN", body = ErrorBody)))]
+async fn delete_mapped_lun(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u16, String, u64)>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (iqn, tag, initiator, m) = p?.0;
+    change(&live, |d| {
+        ops::delete_mapped_lun(d, &iqn, tag, &initiator, m)
+    })
+    .await
+}
+
+#[utoipa::path(put, path = "/api/v1/discovery_auth", tag = "config",
+    request_body = AuthDoc,
+    responses((status = 200, description = "CHAP required of discovery sessions", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody)))]
+async fn set_discovery_auth(
+    State(live): State<Shared>,
+    b: Result<Json<AuthDoc>, JsonRejection>,
+) -> ApiResult<Json<Changes>> {
+    let b = b?.0;
+    change(&live, |d| ops::set_discovery_auth(d, Some(b))).await
+}
+
+#[utoipa::path(delete, path = "/api/v1/discovery_auth", tag = "config",
+    responses((status = 200, description = "Discovery is open", body = Changes)))]
+async fn clear_discovery_auth(State(live): State<Shared>) -> ApiResult<Json<Changes>> {
+    change(&live, |d| ops::set_discovery_auth(d, None)).await
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "rtgt control API",
+        description = "Live configuration of the rtgt SCSI target. Every change is validated whole, applied live and saved to the --config file."
+    ),
+    paths(
+        get_config,
+        put_config,
+        save_config,
+        get_tree,
+        get_status,
+        list_backstores,
+        create_backstore,
+        get_backstore,
+        patch_backstore,
+        delete_backstore,
+        list_targets,
+        create_target,
+        get_target,
+        delete_target,
+        create_tpg,
+        get_tpg,
+        patch_tpg,
+        delete_tpg,
+        set_tpg_auth,
+        clear_tpg_auth,
+        create_portal,
+        delete_portal,
+        create_lun,
+        delete_lun,
+        create_acl,
+        get_acl,
+        delete_acl,
+        set_acl_auth,
+        clear_acl_auth,
+        create_mapped_lun,
+        delete_mapped_lun,
+        set_discovery_auth,
+        clear_discovery_auth,
+    )
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such resource: see GET /openapi.json for the API".into(),
+    )
+}
+
+/// The control API.
+pub fn router(live: Shared) -> Router {
+    let tpg = "/api/v1/targets/{iqn}/tpgs/{tag}";
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/api/v1/config", get(get_config).put(put_config))
+        .route("/api/v1/config/save", post(save_config))
+        .route("/api/v1/tree", get(get_tree))
+        .route("/api/v1/status", get(get_status))
+        .route(
+            "/api/v1/backstores",
+            get(list_backstores).post(create_backstore),
+        )
+        .route(
+            "/api/v1/backstores/{name}",
+            get(get_backstore)
+                .patch(patch_backstore)
+                .delete(delete_backstore),
+        )
+        .route("/api/v1/targets", get(list_targets).post(create_target))
+        .route(
+            "/api/v1/targets/{iqn}",
+            get(get_target).delete(delete_target),
+        )
+        .route("/api/v1/targets/{iqn}/tpgs", post(create_tpg))
+        .route(tpg, get(get_tpg).patch(patch_tpg).delete(delete_tpg))
+        .route(
+            &format!("{tpg}/auth"),
+            put(set_tpg_auth).delete(clear_tpg_auth),
+        )
+        .route(&format!("{tpg}/portals"), post(create_portal))
+        .route(
+            &format!("{tpg}/portals/{{address}}"),
+            axum::routing::delete(delete_portal),
+        )
+        .route(&format!("{tpg}/luns"), post(create_lun))
+        .route(
+            &format!("{tpg}/luns/{{lun}}"),
+            axum::routing::delete(delete_lun),
+        )
+        .route(&format!("{tpg}/acls"), post(create_acl))
+        .route(
+            &format!("{tpg}/acls/{{initiator}}"),
+            get(get_acl).delete(delete_acl),
+        )
+        .route(
+            &format!("{tpg}/acls/{{initiator}}/auth"),
+            put(set_acl_auth).delete(clear_acl_auth),
+        )
+        .route(
+            &format!("{tpg}/acls/{{initiator}}/mapped_luns"),
+            post(create_mapped_lun),
+        )
+        .route(
+            &format!("{tpg}/acls/{{initiator}}/mapped_luns/{{mapped_lun}}"),
+            axum::routing::delete(delete_mapped_lun),
+        )
+        .route(
+            "/api/v1/discovery_auth",
+            put(set_discovery_auth).delete(clear_discovery_auth),
+        )
+        .fallback(not_found)
+        .with_state(live)
+}
+
+/// Only `/metrics`, for `--metrics-listen`.
+pub fn metrics_router(live: Shared) -> Router {
+    Router::new().fallback(not_found).with_state(live)
+}

@@ -1,0 +1,721 @@
+//! The configuration document: every object the daemon serves, in the
+//! shape of the TOML file, without the file's source positions.
+//!
+//! It is the one representation the management plane shares: the control
+//! API sends and takes its objects as JSON, `rtgt config dump` and the saved
+//! file are it as TOML, and `rtgt diff` / `apply` compare two of them
+//! object by object. A document is turned into what runs by writing it as
+//! TOML and reading that back with [`Config::parse`], so a change made
+//! through the API meets exactly the checks a file does and what is saved
+//! always loads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::{self, BackstoreKind, Config, FaultOp, TpgMode};
+use crate::model::Model;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Doc {
+    #[serde(default, skip_serializing_if = "IscsiDoc::is_default")]
+    pub iscsi: IscsiDoc,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backstore: Vec<BackstoreDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<TargetDoc>,
+}
+
+/// Settings of the iSCSI fabric as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiDoc {
+    /// CHAP algorithms accepted, strongest first (SHA3-256, SHA256, SHA1, MD5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_algorithms: Option<Vec<String>>,
+    /// CHAP required of discovery sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_auth: Option<AuthDoc>,
+}
+
+impl IscsiDoc {
+    fn is_default(&self) -> bool {
+        *self == IscsiDoc::default()
+    }
+}
+
+/// CHAP credentials: what the initiator proves, and for mutual CHAP what
+/// the target proves back. Each secret is given inline or as a file.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthDoc {
+    pub userid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutual_userid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutual_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub mutual_password_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for AuthDoc {
+    // Written out so that inline secrets never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthDoc")
+            .field("userid", &self.userid)
+            .field("mutual_userid", &self.mutual_userid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthDoc {
+    /// Without the inline secrets (files stay: they name, not hold, them).
+    fn redacted(&self) -> AuthDoc {
+        AuthDoc {
+            password: None,
+            mutual_password: None,
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackstoreDoc {
+    /// Letters, digits, '-', '_' and '.'.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: BackstoreKind,
+    /// Bytes, or a whole number with K, M, G or T ("10G").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+[KMGTkmgt]?$")]
+    pub size: Option<SizeDoc>,
+    /// fileio: the image file; blockio: the block device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub path: Option<PathBuf>,
+    /// 512 or 4096 (read from the device for blockio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u32>,
+    /// fileio: cache writes until SYNCHRONIZE CACHE or FUA (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_back: Option<bool>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub removable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_block_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin: Option<bool>,
+    /// SANITIZE OVERWRITE bytes per second ("100M"); absent or 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+[KMGTkmgt]?$")]
+    pub sanitize_rate: Option<SizeDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultsDoc>,
+}
+
+/// Injected faults (test rigs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsDoc {
+    #[serde(default)]
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub rule: Vec<FaultRuleDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRuleDoc {
+    pub op: FaultOp,
+    pub lba: u64,
+    pub blocks: u64,
+    /// EIO, ENOSPC, ENXIO or ENODEV.
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDoc {
+    pub iqn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tpg: Vec<TpgDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TpgDoc {
+    /// 1..65535.
+    pub tag: u16,
+    /// "address:port" (port 3260 when left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub portals: Vec<String>,
+    /// demo: any initiator sees every LUN; acl: only initiators with an ACL.
+    pub mode: TpgMode,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub demo_read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_port_id: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lun: Vec<LunDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl: Vec<AclDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LunDoc {
+    /// 0..16383.
+    pub lun: u64,
+    pub backstore: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AclDoc {
+    pub initiator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mapped_lun: Vec<MappedLunDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappedLunDoc {
+    /// The LUN number the initiator sees (0..16383).
+    pub mapped_lun: u64,
+    /// The group's LUN it reaches.
+    pub tpg_lun: u64,
+    /// Write-protected for this initiator.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A byte count, written `"10G"` when a whole number of a unit, else as
+/// digits; read from either form (or a plain integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeDoc(pub u64);
+
+impl Serialize for SizeDoc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_size(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        config::Size::deserialize(d).map(|s| SizeDoc(s.0))
+    }
+}
+
+/// `1073741824` -> `"1G"`; sizes that are no whole number of a unit stay digits.
+pub fn format_size(n: u64) -> String {
+    for (shift, unit) in [(40, 'T'), (30, 'G'), (20, 'M'), (10, 'K')] {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+fn auth_doc(a: &config::Auth) -> AuthDoc {
+    AuthDoc {
+        userid: a.userid.get_ref().clone(),
+        password: a.password.as_ref().map(|p| p.get_ref().clone()),
+        password_file: a.password_file.as_ref().map(|p| p.get_ref().clone()),
+        mutual_userid: a.mutual_userid.as_ref().map(|p| p.get_ref().clone()),
+        mutual_password: a.mutual_password.as_ref().map(|p| p.get_ref().clone()),
+        mutual_password_file: a.mutual_password_file.as_ref().map(|p| p.get_ref().clone()),
+    }
+}
+
+impl Doc {
+    /// The document a validated file describes, in canonical order.
+    pub fn from_config(c: &Config) -> Doc {
+        let mut d = Doc {
+            iscsi: IscsiDoc {
+                chap_algorithms: c
+                    .iscsi
+                    .chap_algorithms
+                    .as_ref()
+                    .map(|a| a.get_ref().clone()),
+                discovery_auth: c.iscsi.discovery_auth.as_ref().map(auth_doc),
+            },
+            backstore: c
+                .backstore
+                .iter()
+                .map(|b| BackstoreDoc {
+                    name: b.name.get_ref().clone(),
+                    kind: b.kind,
+                    size: b.size.as_ref().map(|s| SizeDoc(s.get_ref().0)),
+                    path: b.path.as_ref().map(|p| p.get_ref().clone()),
+                    block_size: b.block_size.as_ref().map(|s| *s.get_ref()),
+                    write_back: b.write_back,
+                    read_only: b.read_only,
+                    removable: b.removable,
+                    physical_block_size: b.physical_block_size.as_ref().map(|s| *s.get_ref()),
+                    thin: b.thin,
+                    sanitize_rate: b.sanitize_rate.as_ref().map(|s| SizeDoc(s.get_ref().0)),
+                    faults: b.faults.as_ref().map(|f| FaultsDoc {
+                        latency_ms: f.latency_ms,
+                        rule: f
+                            .rule
+                            .iter()
+                            .map(|r| FaultRuleDoc {
+                                op: r.op,
+                                lba: r.lba,
+                                blocks: *r.blocks.get_ref(),
+                                error: r.error.get_ref().clone(),
+                            })
+                            .collect(),
+                    }),
+                })
+                .collect(),
+            target: c
+                .target
+                .iter()
+                .map(|t| TargetDoc {
+                    iqn: t.iqn.get_ref().clone(),
+                    alias: t.alias.clone(),
+                    tpg: t
+                        .tpg
+                        .iter()
+                        .map(|g| TpgDoc {
+                            tag: *g.tag.get_ref(),
+                            portals: g.portals.iter().map(|p| p.get_ref().clone()).collect(),
+                            mode: g.mode.as_ref().map_or(TpgMode::Acl, |m| *m.get_ref()),
+                            demo_read_only: g.demo_read_only,
+                            relative_port_id: g.relative_port_id.as_ref().map(|r| *r.get_ref()),
+                            auth: g.auth.as_ref().map(auth_doc),
+                            lun: g
+                                .lun
+                                .iter()
+                                .map(|l| LunDoc {
+                                    lun: *l.lun.get_ref(),
+                                    backstore: l.backstore.get_ref().clone(),
+                                    read_only: l.read_only,
+                                })
+                                .collect(),
+                            acl: g
+                                .acl
+                                .iter()
+                                .map(|a| AclDoc {
+                                    initiator: a.initiator.get_ref().clone(),
+                                    auth: a.auth.as_ref().map(auth_doc),
+                                    mapped_lun: a
+                                        .mapped_lun
+                                        .iter()
+                                        .map(|m| MappedLunDoc {
+                                            mapped_lun: *m.mapped_lun.get_ref(),
+                                            tpg_lun: *m.tpg_lun.get_ref(),
+                                            read_only: m.read_only,
+                                        })
+                                        .collect(),
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        d.canonicalize();
+        d
+    }
+
+    /// Sort every list by its objects' identities, so that the saved file
+    /// is stable (diffs in git show changes, not reorderings).
+    pub fn canonicalize(&mut self) {
+        self.backstore.sort_by(|a, b| a.name.cmp(&b.name));
+        self.target.sort_by_key(|t| t.iqn.to_ascii_lowercase());
+        for t in &mut self.target {
+            t.tpg.sort_by_key(|g| g.tag);
+            for g in &mut t.tpg {
+                g.lun.sort_by_key(|l| l.lun);
+                g.acl.sort_by_key(|a| a.initiator.to_ascii_lowercase());
+                for a in &mut g.acl {
+                    a.mapped_lun.sort_by_key(|m| m.mapped_lun);
+                }
+            }
+        }
+    }
+
+    /// The document as the TOML file `rtgt serve --config` reads. Without
+    /// `secrets`, inline CHAP secrets are left out (files are named).
+    pub fn to_toml(&self, secrets: bool) -> String {
+        let shown;
+        let doc = if secrets {
+            self
+        } else {
+            shown = self.redacted();
+            &shown
+        };
+        let body = match toml::to_string(doc) {
+            Ok(s) => s,
+            // Every field is a string, number, bool, table or array of
+            // tables, in an order TOML can hold; this cannot happen.
+            Err(e) => format!("# cannot write the configuration as TOML: {e}\n"),
+        };
+        let hidden = !secrets && *doc != *self;
+        let mut out = String::from(
+            "# rtgt configuration (written by rtgt; `rtgt serve --config` reads it)\n",
+        );
+        if hidden {
+            out.push_str(
+                "# Inline CHAP secrets are left out; `rtgt config dump --secrets` shows them.\n",
+            );
+        }
+        out.push('\n');
+        out.push_str(&body);
+        out
+    }
+
+    /// The document without inline CHAP secrets.
+    pub fn redacted(&self) -> Doc {
+        let mut d = self.clone();
+        let hide = |a: &mut Option<AuthDoc>| {
+            if let Some(x) = a {
+                *x = x.redacted();
+            }
+        };
+        hide(&mut d.iscsi.discovery_auth);
+        for t in &mut d.target {
+            for g in &mut t.tpg {
+                hide(&mut g.auth);
+                for a in &mut g.acl {
+                    hide(&mut a.auth);
+                }
+            }
+        }
+        d
+    }
+
+    /// Check the document as a file would be checked; the model it
+    /// describes, or what is wrong (without the line of the generated text,
+    /// which names nothing the caller wrote).
+    pub fn check(&self) -> Result<(Config, Model), String> {
+        let text = match toml::to_string(self) {
+            Ok(t) => t,
+            Err(e) => return Err(format!("cannot be written as TOML: {e}")),
+        };
+        let config = Config::parse(Path::new("<change>"), &text).map_err(|e| e.message)?;
+        let model = Model::from_config(&config);
+        Ok((config, model))
+    }
+
+    pub fn target(&self, iqn: &str) -> Option<&TargetDoc> {
+        self.target.iter().find(|t| t.iqn.eq_ignore_ascii_case(iqn))
+    }
+
+    pub fn target_mut(&mut self, iqn: &str) -> Option<&mut TargetDoc> {
+        self.target
+            .iter_mut()
+            .find(|t| t.iqn.eq_ignore_ascii_case(iqn))
+    }
+
+    pub fn backstore(&self, name: &str) -> Option<&BackstoreDoc> {
+        self.backstore.iter().find(|b| b.name == name)
+    }
+
+    /// Every object by its path in the tree (`/backstores/fileio/disk1`,
+    /// `/iscsi/<iqn>/tpg1/luns/lun0`, ...) with its own attributes (not its
+    /// children), for comparing two documents object by object.
+    pub fn objects(&self) -> BTreeMap<String, serde_json::Value> {
+        let mut m = BTreeMap::new();
+        let own = |v: serde_json::Value, children: &[&str]| match v {
+            serde_json::Value::Object(mut o) => {
+                for c in children {
+                    o.remove(*c);
+                }
+                serde_json::Value::Object(o)
+            }
+            v => v,
+        };
+        let json = |x: &dyn erased::Ser| x.json();
+        if self.iscsi != IscsiDoc::default() {
+            m.insert("/iscsi".to_string(), json(&self.iscsi));
+        }
+        for b in &self.backstore {
+            m.insert(backstore_path(b), json(b));
+        }
+        for t in &self.target {
+            let tp = format!("/iscsi/{}", t.iqn.to_ascii_lowercase());
+            m.insert(tp.clone(), own(json(t), &["tpg"]));
+            for g in &t.tpg {
+                let gp = format!("{tp}/tpg{}", g.tag);
+                m.insert(gp.clone(), own(json(g), &["lun", "acl", "portals"]));
+                for p in &g.portals {
+                    m.insert(format!("{gp}/portals/{p}"), serde_json::Value::Null);
+                }
+                for l in &g.lun {
+                    m.insert(format!("{gp}/luns/lun{}", l.lun), json(l));
+                }
+                for a in &g.acl {
+                    let ap = format!("{gp}/acls/{}", a.initiator.to_ascii_lowercase());
+                    m.insert(ap.clone(), own(json(a), &["mapped_lun"]));
+                    for ml in &a.mapped_lun {
+                        m.insert(format!("{ap}/mapped_lun{}", ml.mapped_lun), json(ml));
+                    }
+                }
+            }
+        }
+        m
+    }
+}
+
+/// Where a backstore sits in the tree.
+pub fn backstore_path(b: &BackstoreDoc) -> String {
+    format!("/backstores/{}/{}", kind_name(b.kind), b.name)
+}
+
+pub fn kind_name(k: BackstoreKind) -> &'static str {
+    match k {
+        BackstoreKind::Ramdisk => "ramdisk",
+        BackstoreKind::Fileio => "fileio",
+        BackstoreKind::Blockio => "blockio",
+    }
+}
+
+mod erased {
+    /// Serialize to JSON through a trait object (the objects differ in type).
+    pub trait Ser {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
+
+/// One difference between two documents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    /// `create`, `delete` or `modify`.
+    pub op: String,
+    /// The object's path in the tree.
+    pub path: String,
+    /// For `modify`: the attributes that differ, `name: old -> new`
+    /// (secrets shown as `(secret)`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<String>,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = match self.op.as_str() {
+            "create" => '+',
+            "delete" => '-',
+            _ => '~',
+        };
+        write!(f, "{sign} {}", self.path)?;
+        for a in &self.attributes {
+            write!(f, "\n    {a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What turns `from` into `to`, object by object: deletions (children
+/// first), then creations (parents first), then modifications.
+pub fn diff(from: &Doc, to: &Doc) -> Vec<Change> {
+    let a = from.objects();
+    let b = to.objects();
+    let mut out = Vec::new();
+    for p in a.keys().rev().filter(|p| !b.contains_key(*p)) {
+        out.push(Change {
+            op: "delete".into(),
+            path: p.clone(),
+            attributes: Vec::new(),
+        });
+    }
+    for p in b.keys().filter(|p| !a.contains_key(*p)) {
+        out.push(Change {
+            op: "create".into(),
+            path: p.clone(),
+            attributes: Vec::new(),
+        });
+    }
+    for (p, new) in &b {
+        let Some(old) = a.get(p) else { continue };
+        if old != new {
+            out.push(Change {
+                op: "modify".into(),
+                path: p.clone(),
+                attributes: attribute_changes(old, new),
+            });
+        }
+    }
+    out
+}
+
+fn attribute_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let o = old.as_object().unwrap_or(&empty);
+    let n = new.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&String> = o.keys().chain(n.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |k: &str, v: Option<&serde_json::Value>| match v {
+        None => "(unset)".to_string(),
+        Some(_) if k.contains("auth") || k.contains("password") => "(secret)".to_string(),
+        Some(v) => v.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| o.get(*k) != n.get(*k))
+        .map(|k| format!("{k}: {} -> {}", show(k, o.get(k)), show(k, n.get(k))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[[backstore]]
+name = "disk1"
+type = "ramdisk"
+size = "64M"
+
+[[backstore]]
+name = "a"
+type = "ramdisk"
+size = 1000960
+
+[[target]]
+iqn = "iqn.2026-11.org.example:t1"
+
+[[target.tpg]]
+tag = 1
+portals = ["127.0.0.1:3260"]
+mode = "acl"
+
+[target.tpg.auth]
+userid = "u"
+password = "0123456789abcdef"
+
+[[target.tpg.lun]]
+lun = 1
+backstore = "disk1"
+
+[[target.tpg.lun]]
+lun = 0
+backstore = "a"
+
+[[target.tpg.acl]]
+initiator = "iqn.2026-11.org.example:host"
+
+[[target.tpg.acl.mapped_lun]]
+mapped_lun = 0
+tpg_lun = 1
+read_only = true
+"#;
+
+    fn doc(text: &str) -> Doc {
+        Doc::from_config(&Config::parse(Path::new("t.toml"), text).unwrap())
+    }
+
+    #[test]
+    fn toml_round_trip_is_exact_and_canonical() {
+        let d = doc(FILE);
+        assert_eq!(d.backstore[0].name, "a", "sorted by name");
+        assert_eq!(d.target[0].tpg[0].lun[0].lun, 0, "sorted by number");
+        let text = d.to_toml(true);
+        assert!(text.contains("size = \"64M\""), "{text}");
+        assert!(text.contains("size = \"1000960\""), "{text}");
+        let again = doc(&text);
+        assert_eq!(again, d);
+        let (_, model) = d.check().unwrap();
+        assert_eq!(
+            model,
+            Model::from_config(&Config::parse(Path::new("t.toml"), FILE).unwrap())
+        );
+    }
+
+    #[test]
+    fn dump_hides_inline_secrets_unless_asked() {
+        let d = doc(FILE);
+        let hidden = d.to_toml(false);
+        assert!(!hidden.contains("0123456789abcdef"), "{hidden}");
+        assert!(hidden.contains("--secrets"));
+        assert!(d.to_toml(true).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn check_refuses_what_a_file_would() {
+        let mut d = doc(FILE);
+        d.target[0].tpg[0].lun.push(LunDoc {
+            lun: 7,
+            backstore: "nope".into(),
+            read_only: false,
+        });
+        let e = d.check().unwrap_err();
+        assert!(e.contains("no backstore named \"nope\""), "{e}");
+    }
+
+    #[test]
+    fn diff_is_object_by_object() {
+        let a = doc(FILE);
+        assert!(diff(&a, &a).is_empty());
+        let mut b = a.clone();
+        b.target[0].tpg[0].acl[0].mapped_lun[0].read_only = false;
+        b.target[0].tpg[0].lun.remove(0);
+        b.backstore.push(BackstoreDoc {
+            name: "new".into(),
+            kind: BackstoreKind::Ramdisk,
+            size: Some(SizeDoc(1 << 20)),
+            path: None,
+            block_size: None,
+            write_back: None,
+            read_only: false,
+            removable: false,
+            physical_block_size: None,
+            thin: None,
+            sanitize_rate: None,
+            faults: None,
+        });
+        b.target[0].tpg[0].auth.as_mut().unwrap().password = Some("another-secret-1".into());
+        let ch = diff(&a, &b);
+        let shown: Vec<String> = ch.iter().map(|c| c.to_string()).collect();
+        let t = "/iscsi/iqn.2026-11.org.example:t1/tpg1";
+        assert_eq!(
+            shown,
+            vec![
+                format!("- {t}/luns/lun0"),
+                "+ /backstores/ramdisk/new".to_string(),
+                format!("~ {t}\n    auth: (secret) -> (secret)"),
+                format!("~ {t}/acls/iqn.2026-11.org.example:host/mapped_lun0\n    read_only: true -> (unset)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes_print_in_units() {
+        assert_eq!(format_size(1 << 30), "1G");
+        assert_eq!(format_size(10 << 30), "10G");
+        assert_eq!(format_size(1536), "1536");
+        assert_eq!(format_size(0), "0");
+    }
+}
