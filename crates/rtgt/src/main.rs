@@ -7,10 +7,30 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rtgt", version, about = "A user-space SCSI target (iSCSI)")]
+#[command(
+    name = "rtgt",
+    version,
+    about = "A user-space SCSI target (iSCSI)",
+    after_help = "Object tree commands, as in targetcli:\n  \
+        rtgt ls\n  \
+        rtgt /backstores/fileio create disk1 /var/lib/rtgt/disk1.img 10G\n  \
+        rtgt /iscsi create iqn.2026-11.com.example:disk1\n  \
+        rtgt /iscsi/<iqn>/tpg1/luns create disk1\n  \
+        rtgt /iscsi/<iqn>/tpg1/acls create <initiator-iqn>\n  \
+        rtgt /iscsi/<iqn>/tpg1/acls/<initiator> create mapped_lun=0 tpg_lun=0 write_protect=1\n  \
+        rtgt /iscsi/<iqn>/tpg1 set auth userid=NAME password=SECRET\n  \
+        rtgt PATH help      (the commands of a node)\n\n\
+        Exit codes: 0 done, 1 refused by the daemon, 2 wrong command line, 3 daemon unreachable."
+)]
 struct Cli {
+    /// The daemon's control socket (default: as `rtgt serve`; or $RTGT_SOCKET).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print JSON (the control API's answers) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +98,39 @@ enum Cmd {
     },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
+    /// Draw the object tree (or the part under PATH).
+    Ls { path: Option<String> },
+    /// List the sessions: initiator, ISID, TSIH, connections, parameters,
+    /// LUNs, counters.
+    Sessions,
+    /// Save the running configuration to the daemon's --config file.
+    Saveconfig,
+    /// The running configuration.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCmd,
+    },
+    /// Show what `apply FILE` would change, object by object.
+    Diff { file: PathBuf },
+    /// Make the running target match FILE, changing only what differs
+    /// (applying the same file twice changes nothing).
+    Apply { file: PathBuf },
+    /// An interactive shell on the object tree (also: `rtgt` alone on a
+    /// terminal).
+    Shell,
+    /// A path of the tree and a command: `rtgt /iscsi create IQN`.
+    #[command(external_subcommand)]
+    Path(Vec<String>),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print it in the file format `rtgt serve --config` reads.
+    Dump {
+        /// Include inline CHAP secrets.
+        #[arg(long)]
+        secrets: bool,
+    },
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -108,6 +161,67 @@ fn default_state_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/rtgt"))
 }
 
+/// Run a client command against the daemon.
+fn client(cli_socket: Option<PathBuf>, json: bool, cmd: Option<Cmd>) -> ExitCode {
+    use rtgt::cli::{self, CliError};
+    use std::io::IsTerminal;
+    let socket = cli_socket.unwrap_or_else(cli::default_socket);
+    let client = match cli::client::Client::new(&socket) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rtgt: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut ctx = cli::Ctx {
+        client,
+        json,
+        color,
+    };
+    let words = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let result: Result<String, CliError> = match cmd {
+        None if std::io::stdin().is_terminal() => cli::shell::run(&ctx).map(|_| String::new()),
+        None => Err(CliError::Usage(
+            "no command: `rtgt --help` lists them (`rtgt shell` on a terminal)".into(),
+        )),
+        Some(Cmd::Shell) => cli::shell::run(&ctx).map(|_| String::new()),
+        Some(Cmd::Ls { path }) => {
+            let mut w = words(&["ls"]);
+            w.extend(path);
+            cli::run(&ctx, "/", &w).map(|(o, _)| o)
+        }
+        Some(Cmd::Sessions) => cli::run(&ctx, "/", &words(&["sessions"])).map(|(o, _)| o),
+        Some(Cmd::Saveconfig) => cli::run(&ctx, "/", &words(&["saveconfig"])).map(|(o, _)| o),
+        Some(Cmd::Config {
+            what: ConfigCmd::Dump { secrets },
+        }) => cli::dump(&ctx, secrets),
+        Some(Cmd::Diff { file }) => cli::apply(&ctx, &file, false),
+        Some(Cmd::Apply { file }) => cli::apply(&ctx, &file, true),
+        Some(Cmd::Path(mut w)) => {
+            // Global flags may come after the path words.
+            if let Some(i) = w.iter().position(|a| a == "--json") {
+                w.remove(i);
+                ctx.json = true;
+            }
+            cli::run(&ctx, "/", &w).map(|(o, _)| o)
+        }
+        Some(Cmd::Serve { .. } | Cmd::Check { .. }) => {
+            Err(CliError::Usage("not a client command".into()))
+        }
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rtgt: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -117,7 +231,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
+    let command = match cli.command {
+        Some(c @ (Cmd::Serve { .. } | Cmd::Check { .. })) => c,
+        other => return client(cli.socket, cli.json, other),
+    };
+    match command {
         Cmd::Check { config } => match rtgt::config::Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
@@ -204,5 +322,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        _ => ExitCode::FAILURE,
     }
 }

@@ -610,6 +610,28 @@ async fn clear_discovery_auth(State(live): State<Shared>) -> ApiResult<Json<Chan
     change(&live, |d| ops::set_discovery_auth(d, None)).await
 }
 
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "status",
+    responses((status = 200, description = "Every session: initiator, ISID, TSIH, target and group, connections with addresses, negotiated parameters, mapped LUNs, and its counters", body = Object)))]
+async fn get_sessions(State(live): State<Shared>) -> Response {
+    let stats = live.lock().await.server().stats();
+    Json(serde_json::json!({ "sessions": stats.sessions })).into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/stats", tag = "status",
+    responses((status = 200, description = "Counters per LU, per target port and per session (commands, bytes read and written, errors, latency histogram), logins and login failures by reason", body = Object)))]
+async fn get_stats(State(live): State<Shared>) -> Response {
+    let stats = live.lock().await.server().stats();
+    Json(stats).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses((status = 200, description = "Prometheus text exposition (0.0.4)", body = String, content_type = "text/plain")))]
+async fn metrics(State(live): State<Shared>) -> Response {
+    let server = live.lock().await.server().clone();
+    let text = crate::metrics::render(&server.stats());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -674,6 +696,9 @@ pub fn router(live: Shared) -> Router {
         .route("/api/v1/config/save", post(save_config))
         .route("/api/v1/tree", get(get_tree))
         .route("/api/v1/status", get(get_status))
+        .route("/api/v1/sessions", get(get_sessions))
+        .route("/api/v1/stats", get(get_stats))
+        .route("/metrics", get(metrics))
         .route(
             "/api/v1/backstores",
             get(list_backstores).post(create_backstore),
@@ -732,5 +757,8 @@ pub fn router(live: Shared) -> Router {
 
 /// Only `/metrics`, for `--metrics-listen`.
 pub fn metrics_router(live: Shared) -> Router {
-    Router::new().fallback(not_found).with_state(live)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(live)
 }
