@@ -130,6 +130,37 @@ impl ShellHelper<'_> {
         v
     }
 
+    /// Names of the objects `delete` takes at `path` that start with `word`.
+    fn children(&self, path: &str, word: &str) -> Vec<String> {
+        let deletable = matches!(
+            tree::parse(path),
+            Some(
+                Node::Kind(_)
+                    | Node::Iscsi
+                    | Node::Target(_)
+                    | Node::Luns(..)
+                    | Node::Portals(..)
+                    | Node::Acls(..)
+                    | Node::Acl(..)
+            )
+        );
+        if !deletable {
+            return Vec::new();
+        }
+        let Ok(t) = self.ctx.tree() else {
+            return Vec::new();
+        };
+        match tree::find(&t, path) {
+            Some(at) => at
+                .children
+                .iter()
+                .filter(|c| c.name.starts_with(word))
+                .map(|c| format!("{} ", c.name))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     fn candidates(&self, line: &str) -> (usize, Vec<String>) {
         let start = line.rfind(char::is_whitespace).map_or(0, |i| i + 1);
         let word = &line[start..];
@@ -160,6 +191,17 @@ impl ShellHelper<'_> {
         }
         if matches!(before.last(), Some(&"cd") | Some(&"ls")) {
             return (start, self.paths(word));
+        }
+        // `delete NAME`: the names of what can be deleted here (backstores,
+        // targets, tpgN, lunN, portals, initiators, mapped_lunN).
+        let args = if cmd_is_first {
+            &before[1..]
+        } else {
+            &before[2..]
+        };
+        let cmd = if cmd_is_first { before[0] } else { before[1] };
+        if cmd == "delete" && args.is_empty() {
+            return (start, self.children(&path, word));
         }
         if let Some(node) = tree::parse(&path) {
             for p in parameters(&node, &before) {
