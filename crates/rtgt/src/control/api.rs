@@ -1,7 +1,7 @@
 //! Routes of the control API and the OpenAPI document generated from the
 //! same handler annotations and types (`GET /openapi.json`).
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection, StringRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +12,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::ops::{self, OpResult};
 use super::{ApiError, ErrorBody, Shared};
+use crate::config::BackstoreKind;
 use crate::doc::{self, AclDoc, AuthDoc, BackstoreDoc, Change, Doc, TargetDoc, TpgDoc};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -74,8 +75,81 @@ async fn change(live: &Shared, f: impl FnOnce(&mut Doc) -> OpResult) -> ApiResul
     let mut l = live.lock().await;
     let mut d = l.doc().clone();
     f(&mut d)?;
+    ramdisk_sizes(l.doc(), &d)?;
     let changes = l.replace(d, true).await?;
     Ok(Json(Changes { changes }))
+}
+
+/// Files the daemon opens are named by absolute paths: a relative one would
+/// be resolved against the daemon's working directory, not the client's.
+fn absolute(what: &str, p: Option<&std::path::Path>) -> ApiResult<()> {
+    match p {
+        Some(p) if !p.is_absolute() => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{what} {:?} is relative: give an absolute path (the daemon does not run in your directory)",
+                p.display().to_string()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn absolute_paths(b: &BackstoreDoc) -> ApiResult<()> {
+    absolute("path", b.path.as_deref())
+}
+
+fn auth_paths(a: &AuthDoc) -> ApiResult<()> {
+    absolute("password_file", a.password_file.as_deref())?;
+    absolute("mutual_password_file", a.mutual_password_file.as_deref())
+}
+
+/// A RAM disk keeps what is written to it in memory, and its block table
+/// takes memory even while empty (tens of MiB for the largest): one bigger
+/// than the machine's memory is refused, so that neither a typo nor a
+/// client can make the daemon exhaust it. RAM disks that are already there
+/// with their size (from the file the daemon started with) stay.
+fn ramdisk_sizes(old: &Doc, new: &Doc) -> ApiResult<()> {
+    let mem = physical_memory();
+    for b in &new.backstore {
+        let Some(doc::SizeDoc(size)) = b.size else {
+            continue;
+        };
+        if b.kind != BackstoreKind::Ramdisk || size <= mem {
+            continue;
+        }
+        if old
+            .backstore(&b.name)
+            .is_some_and(|o| o.kind == b.kind && o.size == b.size)
+        {
+            continue;
+        }
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "ramdisk {:?}: size {} is more than this machine's memory ({}); a RAM disk keeps its data in memory: give a smaller size, or use a fileio backstore (a sparse file) for a bigger disk",
+                b.name,
+                doc::format_size(size),
+                format_args!("{:.1}G", mem as f64 / (1u64 << 30) as f64)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of physical memory (`u64::MAX` if unknown).
+fn physical_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages <= 0 || page <= 0 {
+        return u64::MAX;
+    }
+    (pages as u64).saturating_mul(page as u64)
 }
 
 fn created(j: Json<Changes>) -> Response {
@@ -92,7 +166,8 @@ fn redacted(live: &crate::serve::Live, secrets: bool) -> Doc {
 
 #[utoipa::path(get, path = "/api/v1/config", tag = "config",
     params(SecretsQuery),
-    responses((status = 200, description = "The running configuration as the TOML file `rtgt serve --config` reads", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "The running configuration as the TOML file `rtgt serve --config` reads", body = String, content_type = "text/plain"),
+        (status = 400, description = "Invalid query", body = ErrorBody)))]
 async fn get_config(
     State(live): State<Shared>,
     q: Result<Query<SecretsQuery>, QueryRejection>,
@@ -113,14 +188,16 @@ async fn get_config(
 async fn put_config(
     State(live): State<Shared>,
     q: Result<Query<ApplyQuery>, QueryRejection>,
-    body: String,
+    body: Result<String, StringRejection>,
 ) -> ApiResult<Json<Changes>> {
     let q = q?.0;
+    let body = body?;
     let name = q.name.unwrap_or_else(|| "<request>".into());
     let cfg = crate::config::Config::parse(std::path::Path::new(&name), &body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let new = Doc::from_config(&cfg);
     let mut l = live.lock().await;
+    ramdisk_sizes(l.doc(), &new)?;
     if q.dry_run {
         return Ok(Json(Changes {
             changes: doc::diff(l.doc(), &new),
@@ -149,7 +226,8 @@ async fn save_config(State(live): State<Shared>) -> ApiResult<Json<Changes>> {
 
 #[utoipa::path(get, path = "/api/v1/tree", tag = "config",
     params(SecretsQuery),
-    responses((status = 200, description = "The whole configuration as JSON", body = Doc)))]
+    responses((status = 200, description = "The whole configuration as JSON", body = Doc),
+        (status = 400, description = "Invalid query", body = ErrorBody)))]
 async fn get_tree(
     State(live): State<Shared>,
     q: Result<Query<SecretsQuery>, QueryRejection>,
@@ -213,12 +291,14 @@ async fn list_backstores(State(live): State<Shared>) -> Json<Vec<BackstoreDoc>> 
     responses(
         (status = 201, description = "Created and opened", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
-        (status = 409, description = "The name is taken, or the medium cannot be opened", body = ErrorBody)))]
+        (status = 409, description = "The name is taken, or the medium cannot be opened", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn create_backstore(
     State(live): State<Shared>,
     b: Result<Json<BackstoreDoc>, JsonRejection>,
 ) -> ApiResult<Response> {
     let b = b?.0;
+    absolute_paths(&b)?;
     change(&live, |d| ops::create_backstore(d, b))
         .await
         .map(created)
@@ -227,6 +307,7 @@ async fn create_backstore(
 #[utoipa::path(get, path = "/api/v1/backstores/{name}", tag = "backstores",
     params(("name" = String, Path, description = "Backstore name")),
     responses((status = 200, description = "The backstore", body = BackstoreDoc),
+        (status = 400, description = "Invalid (the name is not UTF-8)", body = ErrorBody),
         (status = 404, description = "No such backstore", body = ErrorBody)))]
 async fn get_backstore(
     State(live): State<Shared>,
@@ -248,7 +329,8 @@ async fn get_backstore(
     responses((status = 200, description = "Changed", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
         (status = 404, description = "No such backstore", body = ErrorBody),
-        (status = 409, description = "Cannot be served (e.g. shrinking a LU in use)", body = ErrorBody)))]
+        (status = 409, description = "Cannot be served (e.g. shrinking a LU in use)", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn patch_backstore(
     State(live): State<Shared>,
     p: Result<Path<String>, PathRejection>,
@@ -263,7 +345,9 @@ async fn patch_backstore(
     params(("name" = String, Path, description = "Backstore name")),
     responses((status = 200, description = "Deleted (flushed and closed)", body = Changes),
         (status = 404, description = "No such backstore", body = ErrorBody),
-        (status = 409, description = "LUNs still use it", body = ErrorBody)))]
+        (status = 409, description = "LUNs still use it", body = ErrorBody),
+        (status = 400, description = "Invalid: refused as a file with the change would be", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn delete_backstore(
     State(live): State<Shared>,
     p: Result<Path<String>, PathRejection>,
@@ -282,7 +366,8 @@ async fn list_targets(State(live): State<Shared>) -> Json<Vec<TargetDoc>> {
     request_body = ops::NewTarget,
     responses((status = 201, description = "Created", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
-        (status = 409, description = "It exists already", body = ErrorBody)))]
+        (status = 409, description = "It exists already", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn create_target(
     State(live): State<Shared>,
     b: Result<Json<ops::NewTarget>, JsonRejection>,
@@ -296,6 +381,7 @@ async fn create_target(
 #[utoipa::path(get, path = "/api/v1/targets/{iqn}", tag = "targets",
     params(("iqn" = String, Path, description = "Target name")),
     responses((status = 200, description = "The target (secrets left out)", body = TargetDoc),
+        (status = 400, description = "Invalid (the name is not UTF-8)", body = ErrorBody),
         (status = 404, description = "No such target", body = ErrorBody)))]
 async fn get_target(
     State(live): State<Shared>,
@@ -312,7 +398,10 @@ async fn get_target(
 #[utoipa::path(delete, path = "/api/v1/targets/{iqn}", tag = "targets",
     params(("iqn" = String, Path, description = "Target name")),
     responses((status = 200, description = "Deleted; its sessions end", body = Changes),
-        (status = 404, description = "No such target", body = ErrorBody)))]
+        (status = 404, description = "No such target", body = ErrorBody),
+        (status = 400, description = "Invalid: refused as a file with the change would be", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn delete_target(
     State(live): State<Shared>,
     p: Result<Path<String>, PathRejection>,
@@ -327,7 +416,8 @@ async fn delete_target(
     responses((status = 201, description = "Created", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
         (status = 404, description = "No such target", body = ErrorBody),
-        (status = 409, description = "The tag is taken", body = ErrorBody)))]
+        (status = 409, description = "The tag is taken", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn create_tpg(
     State(live): State<Shared>,
     p: Result<Path<String>, PathRejection>,
@@ -359,7 +449,9 @@ async fn get_tpg(
     request_body = ops::TpgPatch,
     responses((status = 200, description = "Changed", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
-        (status = 404, description = "No such group", body = ErrorBody)))]
+        (status = 404, description = "No such group", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn patch_tpg(
     State(live): State<Shared>,
     p: Result<Path<(String, u16)>, PathRejection>,
@@ -374,7 +466,9 @@ async fn patch_tpg(
     params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
     responses((status = 200, description = "Deleted; its sessions end", body = Changes),
         (status = 400, description = "Invalid tag", body = ErrorBody),
-        (status = 404, description = "No such group", body = ErrorBody)))]
+        (status = 404, description = "No such group", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn delete_tpg(
     State(live): State<Shared>,
     p: Result<Path<(String, u16)>, PathRejection>,
@@ -388,7 +482,9 @@ async fn delete_tpg(
     request_body = AuthDoc,
     responses((status = 200, description = "CHAP required of the group's initiators that have no ACL setting of their own; sessions it concerns end", body = Changes),
         (status = 400, description = "Invalid (e.g. a secret shorter than 12 bytes)", body = ErrorBody),
-        (status = 404, description = "No such group", body = ErrorBody)))]
+        (status = 404, description = "No such group", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn set_tpg_auth(
     State(live): State<Shared>,
     p: Result<Path<(String, u16)>, PathRejection>,
@@ -396,6 +492,7 @@ async fn set_tpg_auth(
 ) -> ApiResult<Json<Changes>> {
     let (iqn, tag) = p?.0;
     let b = b?.0;
+    auth_paths(&b)?;
     change(&live, |d| ops::set_tpg_auth(d, &iqn, tag, Some(b))).await
 }
 
@@ -403,7 +500,9 @@ async fn set_tpg_auth(
     params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag")),
     responses((status = 200, description = "No CHAP at group level", body = Changes),
         (status = 400, description = "Invalid tag", body = ErrorBody),
-        (status = 404, description = "No such group", body = ErrorBody)))]
+        (status = 404, description = "No such group", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn clear_tpg_auth(
     State(live): State<Shared>,
     p: Result<Path<(String, u16)>, PathRejection>,
@@ -418,7 +517,8 @@ async fn clear_tpg_auth(
     responses((status = 201, description = "Listening", body = Changes),
         (status = 400, description = "Invalid address", body = ErrorBody),
         (status = 404, description = "No such group", body = ErrorBody),
-        (status = 409, description = "Exists already, or cannot be bound", body = ErrorBody)))]
+        (status = 409, description = "Exists already, or cannot be bound", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn create_portal(
     State(live): State<Shared>,
     p: Result<Path<(String, u16)>, PathRejection>,
@@ -436,7 +536,8 @@ async fn create_portal(
     responses((status = 200, description = "Deleted", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
         (status = 404, description = "No such portal", body = ErrorBody),
-        (status = 409, description = "It is the last portal of the target", body = ErrorBody)))]
+        (status = 409, description = "It is the last portal of the target", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn delete_portal(
     State(live): State<Shared>,
     p: Result<Path<(String, u16, String)>, PathRejection>,
@@ -451,7 +552,8 @@ async fn delete_portal(
     responses((status = 201, description = "Created; initiators that see it are told REPORTED LUNS DATA HAS CHANGED", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
         (status = 404, description = "No such group or backstore", body = ErrorBody),
-        (status = 409, description = "The number is taken", body = ErrorBody)))]
+        (status = 409, description = "The number is taken", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn create_lun(
     State(live): State<Shared>,
     p: Result<Path<(String, u16)>, PathRejection>,
@@ -468,7 +570,9 @@ async fn create_lun(
     params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("lun" = u64, Path, description = "LUN number")),
     responses((status = 200, description = "Deleted, with the mapped LUNs that reached it", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
-        (status = 404, description = "No such LUN", body = ErrorBody)))]
+        (status = 404, description = "No such LUN", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn delete_lun(
     State(live): State<Shared>,
     p: Result<Path<(String, u16, u64)>, PathRejection>,
@@ -483,7 +587,8 @@ async fn delete_lun(
     responses((status = 201, description = "Created", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
         (status = 404, description = "No such group", body = ErrorBody),
-        (status = 409, description = "The initiator has an ACL already", body = ErrorBody)))]
+        (status = 409, description = "The initiator has an ACL already", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn create_acl(
     State(live): State<Shared>,
     p: Result<Path<(String, u16)>, PathRejection>,
@@ -491,6 +596,9 @@ async fn create_acl(
 ) -> ApiResult<Response> {
     let (iqn, tag) = p?.0;
     let b = b?.0;
+    if let Some(a) = &b.auth {
+        auth_paths(a)?;
+    }
     change(&live, |d| ops::create_acl(d, &iqn, tag, b))
         .await
         .map(created)
@@ -514,7 +622,9 @@ async fn get_acl(
     params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name")),
     responses((status = 200, description = "Deleted; the initiator's sessions end", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
-        (status = 404, description = "No such ACL", body = ErrorBody)))]
+        (status = 404, description = "No such ACL", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn delete_acl(
     State(live): State<Shared>,
     p: Result<Path<(String, u16, String)>, PathRejection>,
@@ -528,7 +638,9 @@ async fn delete_acl(
     request_body = AuthDoc,
     responses((status = 200, description = "CHAP for this initiator; its sessions end", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
-        (status = 404, description = "No such ACL", body = ErrorBody)))]
+        (status = 404, description = "No such ACL", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn set_acl_auth(
     State(live): State<Shared>,
     p: Result<Path<(String, u16, String)>, PathRejection>,
@@ -536,6 +648,7 @@ async fn set_acl_auth(
 ) -> ApiResult<Json<Changes>> {
     let (iqn, tag, initiator) = p?.0;
     let b = b?.0;
+    auth_paths(&b)?;
     change(&live, |d| {
         ops::set_acl_auth(d, &iqn, tag, &initiator, Some(b))
     })
@@ -546,7 +659,9 @@ async fn set_acl_auth(
     params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name")),
     responses((status = 200, description = "The group's CHAP setting applies again", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
-        (status = 404, description = "No such ACL", body = ErrorBody)))]
+        (status = 404, description = "No such ACL", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn clear_acl_auth(
     State(live): State<Shared>,
     p: Result<Path<(String, u16, String)>, PathRejection>,
@@ -561,7 +676,8 @@ async fn clear_acl_auth(
     responses((status = 201, description = "Mapped; the initiator is told REPORTED LUNS DATA HAS CHANGED", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
         (status = 404, description = "No such ACL or group LUN", body = ErrorBody),
-        (status = 409, description = "The number is taken", body = ErrorBody)))]
+        (status = 409, description = "The number is taken", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn create_mapped_lun(
     State(live): State<Shared>,
     p: Result<Path<(String, u16, String)>, PathRejection>,
@@ -580,7 +696,9 @@ async fn create_mapped_lun(
     params(("iqn" = String, Path, description = "Target name"), ("tag" = u16, Path, description = "Portal group tag"), ("initiator" = String, Path, description = "Initiator name"), ("mapped_lun" = u64, Path, description = "Mapped LUN number")),
     responses((status = 200, description = "Unmapped; the initiator is told REPORTED LUNS DATA HAS CHANGED", body = Changes),
         (status = 400, description = "Invalid", body = ErrorBody),
-        (status = 404, description = "No such mapped LUN", body = ErrorBody)))]
+        (status = 404, description = "No such mapped LUN", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn delete_mapped_lun(
     State(live): State<Shared>,
     p: Result<Path<(String, u16, String, u64)>, PathRejection>,
@@ -595,17 +713,23 @@ async fn delete_mapped_lun(
 #[utoipa::path(put, path = "/api/v1/discovery_auth", tag = "config",
     request_body = AuthDoc,
     responses((status = 200, description = "CHAP required of discovery sessions", body = Changes),
-        (status = 400, description = "Invalid", body = ErrorBody)))]
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn set_discovery_auth(
     State(live): State<Shared>,
     b: Result<Json<AuthDoc>, JsonRejection>,
 ) -> ApiResult<Json<Changes>> {
     let b = b?.0;
+    auth_paths(&b)?;
     change(&live, |d| ops::set_discovery_auth(d, Some(b))).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/discovery_auth", tag = "config",
-    responses((status = 200, description = "Discovery is open", body = Changes)))]
+    responses((status = 200, description = "Discovery is open", body = Changes),
+        (status = 400, description = "Invalid: refused as a file with the change would be", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
 async fn clear_discovery_auth(State(live): State<Shared>) -> ApiResult<Json<Changes>> {
     change(&live, |d| ops::set_discovery_auth(d, None)).await
 }
@@ -672,6 +796,9 @@ async fn metrics(State(live): State<Shared>) -> Response {
         delete_mapped_lun,
         set_discovery_auth,
         clear_discovery_auth,
+        get_sessions,
+        get_stats,
+        metrics,
     )
 )]
 pub struct ApiDoc;
@@ -684,6 +811,16 @@ async fn not_found() -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         "no such resource: see GET /openapi.json for the API".into(),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not an operation of {}: see GET /openapi.json for the API",
+            uri.path()
+        ),
     )
 }
 
@@ -752,6 +889,7 @@ pub fn router(live: Shared) -> Router {
             put(set_discovery_auth).delete(clear_discovery_auth),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(live)
 }
 
@@ -760,5 +898,6 @@ pub fn metrics_router(live: Shared) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(live)
 }

@@ -204,6 +204,12 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
     }
 }
 
+impl From<axum::extract::rejection::StringRejection> for ApiError {
+    fn from(e: axum::extract::rejection::StringRejection) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, e.body_text())
+    }
+}
+
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(e: axum::extract::rejection::QueryRejection) -> ApiError {
         ApiError(StatusCode::BAD_REQUEST, e.body_text())
