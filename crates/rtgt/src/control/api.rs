@@ -901,3 +901,90 @@ pub fn metrics_router(live: Shared) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(live)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramdisk(name: &str, size: u64) -> BackstoreDoc {
+        BackstoreDoc {
+            name: name.into(),
+            kind: BackstoreKind::Ramdisk,
+            size: Some(doc::SizeDoc(size)),
+            path: None,
+            block_size: None,
+            write_back: None,
+            read_only: false,
+            removable: false,
+            physical_block_size: None,
+            thin: None,
+            sanitize_rate: None,
+            faults: None,
+        }
+    }
+
+    #[test]
+    fn a_ramdisk_bigger_than_memory_is_refused_unless_it_was_there() {
+        let huge = physical_memory().saturating_add(1 << 20) & !511;
+        let old = Doc::default();
+        let mut new = Doc::default();
+        new.backstore.push(ramdisk("small", 1 << 20));
+        assert!(ramdisk_sizes(&old, &new).is_ok());
+        new.backstore.push(ramdisk("huge", huge));
+        let e = ramdisk_sizes(&old, &new).unwrap_err();
+        assert_eq!(e.0, StatusCode::BAD_REQUEST);
+        assert!(e.1.contains("more than this machine's memory"), "{}", e.1);
+        // loaded from the file at start: other changes still go through
+        assert!(ramdisk_sizes(&new, &new).is_ok());
+    }
+
+    #[test]
+    fn files_are_named_by_absolute_paths() {
+        let mut b = ramdisk("f", 1 << 20);
+        b.kind = BackstoreKind::Fileio;
+        b.path = Some("disk.img".into());
+        assert_eq!(absolute_paths(&b).unwrap_err().0, StatusCode::BAD_REQUEST);
+        b.path = Some("/var/lib/rtgt/disk.img".into());
+        assert!(absolute_paths(&b).is_ok());
+        let a = AuthDoc {
+            userid: "u".into(),
+            mutual_password_file: Some("secret".into()),
+            ..AuthDoc::default()
+        };
+        assert!(auth_paths(&a)
+            .unwrap_err()
+            .1
+            .contains("mutual_password_file"));
+    }
+
+    #[test]
+    fn the_document_lists_every_route() {
+        let doc = ApiDoc::openapi();
+        for p in [
+            "/api/v1/sessions",
+            "/api/v1/stats",
+            "/metrics",
+            "/api/v1/backstores",
+        ] {
+            assert!(
+                doc.paths.paths.contains_key(p),
+                "{p} is not in /openapi.json"
+            );
+        }
+        // every operation that changes something documents the errors a change can meet
+        let json = serde_json::to_value(&doc).unwrap();
+        for (path, item) in json["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if method == "get" || path == "/api/v1/config/save" {
+                    continue;
+                }
+                for code in ["400", "409", "503"] {
+                    assert!(
+                        op["responses"].get(code).is_some(),
+                        "{method} {path} does not document {code}"
+                    );
+                }
+            }
+        }
+    }
+}
