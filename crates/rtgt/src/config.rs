@@ -394,6 +394,18 @@ backstore = "ram0"
         Ok(config)
     }
 
+    /// Validate a configuration built in memory (not read from text):
+    /// errors carry no line.
+    pub fn validated(mut self, name: &Path) -> Result<Config, ConfigError> {
+        let lines = Lines {
+            file: name,
+            text: "",
+        };
+        self.validate(&lines)
+            .map_err(|e| ConfigError { line: None, ..e })?;
+        Ok(self)
+    }
+
     fn validate(&mut self, l: &Lines<'_>) -> Result<(), ConfigError> {
         if let Some(algs) = &self.iscsi.chap_algorithms {
             if algs.get_ref().is_empty() {

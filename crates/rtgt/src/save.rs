@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Previous versions kept.
@@ -34,9 +34,6 @@ pub fn save(path: &Path, text: &str) -> std::io::Result<()> {
     if old.as_deref() == Some(text.as_bytes()) {
         return Ok(());
     }
-    if let Some(old) = &old {
-        backup(dir, &name, old)?;
-    }
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         // The file may hold CHAP secrets: owner only.
@@ -48,6 +45,9 @@ pub fn save(path: &Path, text: &str) -> std::io::Result<()> {
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
+        if old.is_some() {
+            backup(dir, path, &name)?;
+        }
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();
@@ -57,11 +57,16 @@ pub fn save(path: &Path, text: &str) -> std::io::Result<()> {
     result
 }
 
-/// Keep `old` as `backup/<name>.<n>` where n grows with each save; drop
-/// all but the newest [`BACKUPS`].
-fn backup(dir: &Path, name: &str, old: &[u8]) -> std::io::Result<()> {
+/// Keep the current `path` as `backup/<name>.<n>` (n grows with each
+/// save) by a hard link, so no byte is copied and the version is as
+/// durable as it already was; drop all but the newest [`BACKUPS`]. Where
+/// links are not possible the file is copied.
+fn backup(dir: &Path, path: &Path, name: &str) -> std::io::Result<()> {
     let bdir = dir.join("backup");
-    fs::create_dir_all(&bdir)?;
+    if !bdir.exists() {
+        fs::create_dir_all(&bdir)?;
+        fs::set_permissions(&bdir, fs::Permissions::from_mode(0o700))?;
+    }
     let prefix = format!("{name}.");
     let mut numbers: Vec<u64> = fs::read_dir(&bdir)?
         .filter_map(|e| e.ok())
@@ -75,30 +80,20 @@ fn backup(dir: &Path, name: &str, old: &[u8]) -> std::io::Result<()> {
     numbers.sort_unstable();
     let next = numbers.last().map_or(1, |n| n + 1);
     let dest = bdir.join(format!("{prefix}{next}"));
-    let tmp = bdir.join(format!(".{prefix}{next}.tmp"));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(old)?;
-        f.sync_all()?;
+    if fs::hard_link(path, &dest).is_err() {
+        fs::copy(path, &dest)?;
     }
-    fs::rename(&tmp, &dest)?;
     numbers.push(next);
     let drop = numbers.len().saturating_sub(BACKUPS);
     for n in &numbers[..drop] {
         let _ = fs::remove_file(bdir.join(format!("{prefix}{n}")));
     }
-    File::open(&bdir)?.sync_all()
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn saves_atomically_and_rotates_backups() {

@@ -525,12 +525,13 @@ pub async fn serve(
         config_path: config_path.clone(),
     }));
     let control = crate::control::start(live.clone(), control).await?;
-    // Every portal listens and the control socket answers: ready.
-    crate::notify::ready();
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // Every portal listens, the control socket answers and a reload
+    // (SIGHUP) is handled: ready.
+    crate::notify::ready();
     loop {
         tokio::select! {
             _ = term.recv() => break,
