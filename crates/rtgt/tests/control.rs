@@ -305,10 +305,7 @@ fn cli_builds_a_target_initiators_use_and_it_comes_back_after_restart() {
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("desired.toml:2:"), "{e}");
-    assert_eq!(
-        ok(&d, &["config", "dump", "--secrets"]).contains("name = \"f1\""),
-        true
-    );
+    assert!(ok(&d, &["config", "dump", "--secrets"]).contains("name = \"f1\""));
 
     // Deleting the target ends the session.
     ok(&d, &["/iscsi", "delete", IQN]);
