@@ -13,6 +13,9 @@ command -v python3 >/dev/null || need+=(python3)
 command -v tgtd >/dev/null || need+=(tgt)
 command -v sg_inq >/dev/null || need+=(sg3-utils)
 command -v pgrep >/dev/null || need+=(procps)
+# tests/api_schema.sh installs schemathesis from PyPI into a venv
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         echo "missing: ${need[*]} (install them, or run this as root on Debian/Ubuntu)" >&2
