@@ -755,7 +755,20 @@ fn read_secret(
                     ),
                 );
             }
-            let mut b = std::fs::read(path)
+            // A secret is a small regular file: a FIFO or a device would
+            // block or never end (and the control API waits for this).
+            if !meta.is_file() {
+                return l.err(
+                    f.span(),
+                    format!("{key}_file {} is not a regular file", path.display()),
+                );
+            }
+            let mut b = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|file| {
+                    use std::io::Read;
+                    file.take(MAX_SECRET as u64 + 3).read_to_end(&mut b)
+                })
                 .map_err(|e| l.error(f.span(), format!("{key}_file {}: {e}", path.display())))?;
             if b.last() == Some(&b'\n') {
                 b.pop();
