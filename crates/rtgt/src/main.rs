@@ -173,7 +173,9 @@ fn client(cli_socket: Option<PathBuf>, json: bool, cmd: Option<Cmd>) -> ExitCode
             return ExitCode::FAILURE;
         }
     };
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb");
     let mut ctx = cli::Ctx {
         client,
         json,
