@@ -41,7 +41,7 @@ pub enum BackstoreError {
     #[error("operation not supported by this backstore")]
     Unsupported,
     /// The underlying I/O failed.
-    #[error("I/O error: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 

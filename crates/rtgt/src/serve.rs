@@ -39,12 +39,11 @@ pub fn open_backstore(name: &str, b: &BackstoreSpec) -> Result<Arc<dyn Backstore
                 block_size: b.block_size,
                 write_back: b.write_back,
             })
-            .with_context(|| format!("backstore {name:?}: cannot open {}", path.display()))?,
+            .with_context(|| format!("backstore {name:?}"))?,
         ),
-        BackstoreKind::Blockio => Arc::new(
-            BlockIo::open(&path)
-                .with_context(|| format!("backstore {name:?}: cannot open {}", path.display()))?,
-        ),
+        BackstoreKind::Blockio => {
+            Arc::new(BlockIo::open(&path).with_context(|| format!("backstore {name:?}"))?)
+        }
     };
     let Some(f) = &b.faults else {
         return Ok(store);
