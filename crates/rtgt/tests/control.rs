@@ -153,6 +153,8 @@ fn cli_builds_a_target_initiators_use_and_it_comes_back_after_restart() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("delete those LUNs first"));
     assert_eq!(rtgt(&d, &["/bogus", "ls"]).status.code(), Some(2));
+    assert!(ok(&d, &["/iscsi", "--help"]).contains("create IQN"));
+    assert!(ok(&d, &[&format!("{tpg}/luns"), "create", "--help"]).contains("create BACKSTORE"));
     let o = Command::new(env!("CARGO_BIN_EXE_rtgt"))
         .args(["--socket", "/nonexistent/rtgt.sock", "ls"])
         .output()

@@ -265,7 +265,7 @@ pub fn run(ctx: &Ctx, cwd: &str, words: &[String]) -> Result<(String, Option<Str
     let Some(node) = tree::parse(&path) else {
         return usage(format!("no such path {path:?} (try `ls /`)"));
     };
-    if rest.iter().any(|w| w == "--help" || w == "-h") || cmd == "help" {
+    if rest.iter().any(|w| w == "--help" || w == "-h") || ["help", "--help", "-h"].contains(&cmd) {
         return Ok((help(&node), None));
     }
     let out = match cmd {
