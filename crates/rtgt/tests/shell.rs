@@ -321,6 +321,19 @@ fn shell_session_in_a_pty() {
         "--config",
         cfg.to_str().unwrap(),
     ]);
+    // An initiator is logged in the whole time: the shell shows it.
+    let host = "iqn.2026-11.org.rtgt:shell-host";
+    let logged_in = common::iscsi_login::login(
+        d.port(),
+        &common::iscsi_login::LoginOptions {
+            initiator: host.into(),
+            target: Some("iqn.2026-11.org.rtgt:demo".into()),
+            chap: None,
+            isid: [0x80, 0, 0, 0x5e, 0x11, 0x01],
+        },
+    )
+    .unwrap();
+    assert!(logged_in.succeeded());
     let history = dir.path().join("state/shell_history");
     let mut t = Term::spawn(&d.control, &history);
 
@@ -359,7 +372,7 @@ fn shell_session_in_a_pty() {
     );
     assert!(
         out.lines()
-            .any(|l| l.contains("o- tpg1") && l.contains("[mode: demo, auth: none, sessions: 0]")),
+            .any(|l| l.contains("o- tpg1") && l.contains("[mode: demo, auth: none, sessions: 1]")),
         "ls:\n{out}"
     );
     let r = t.find_row(start, "o- backstores").unwrap();
@@ -483,7 +496,13 @@ fn shell_session_in_a_pty() {
     t.type_keys("\r");
     t.wait_prompt(&tpg, Some(start));
     let out = t.text_from(start);
-    assert!(has(&out, "no sessions"), "sessions:\n{out}");
+    assert!(
+        has(
+            &out,
+            &format!("{host} (Normal) -> iqn.2026-11.org.rtgt:demo tpg1")
+        ),
+        "sessions:\n{out}"
+    );
 
     // saveconfig writes the --config file, with the new objects in it.
     let out = t.command(&tpg, "saveconfig", &tpg);
