@@ -134,6 +134,13 @@ fn cli_builds_a_target_initiators_use_and_it_comes_back_after_restart() {
     ok(&d, &[&format!("{tpg}/acls"), "create", HOST]);
     let acl = format!("{tpg}/acls/{HOST}");
     ok(&d, &[&acl, "create", "mapped_lun=0", "tpg_lun=0"]);
+    let o = rtgt(&d, &[&tpg, "set", "attribute", "authentication=1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("none yet for: {HOST}")),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     ok(
         &d,
         &[
@@ -144,6 +151,9 @@ fn cli_builds_a_target_initiators_use_and_it_comes_back_after_restart() {
             &format!("password={SECRET}"),
         ],
     );
+
+    assert!(ok(&d, &[&tpg, "set", "attribute", "authentication=1"]).contains("already"));
+    assert!(ok(&d, &[&tpg, "get", "attribute"]).contains("authentication=1"));
 
     // Errors say what to do, with exit codes scripts can use.
     let o = rtgt(&d, &[&format!("{tpg}/luns"), "create", "nope"]);

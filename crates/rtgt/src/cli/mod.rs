@@ -225,6 +225,15 @@ fn auth_body(a: &mut Args) -> Result<Value, CliError> {
     Ok(Value::Object(m))
 }
 
+/// Whether every initiator of the group must pass CHAP: the group has
+/// credentials, or it admits only ACLs and each has its own.
+fn chap_required(g: &crate::doc::TpgDoc) -> bool {
+    g.auth.is_some()
+        || (g.mode == crate::config::TpgMode::Acl
+            && !g.acl.is_empty()
+            && g.acl.iter().all(|a| a.auth.is_some()))
+}
+
 /// Help for the commands of a node.
 pub fn help(node: &Node) -> String {
     let s = match node {
@@ -596,13 +605,39 @@ fn set(ctx: &Ctx, node: &Node, rest: &[String]) -> Result<String, CliError> {
             }
             if let Some(v) = a.take("authentication") {
                 if flag(&v)? {
-                    return usage("authentication=1: give the credentials with `set auth userid=NAME password=SECRET`; that turns CHAP on");
+                    // CHAP is required wherever credentials are set: the
+                    // group's, or every ACL's own. Say which are missing.
+                    let d = ctx.doc()?;
+                    let Some(g) = d
+                        .target(iqn)
+                        .and_then(|t| t.tpg.iter().find(|g| g.tag == *tag))
+                    else {
+                        return Err(CliError::Refused(format!("no tpg{tag} in {iqn}")));
+                    };
+                    let missing: Vec<&str> = g
+                        .acl
+                        .iter()
+                        .filter(|a| a.auth.is_none())
+                        .map(|a| a.initiator.as_str())
+                        .collect();
+                    if !chap_required(g) {
+                        return Err(CliError::Refused(format!(
+                            "authentication=1 needs credentials: `set auth userid=NAME password=SECRET` on this tpg (every initiator), or on each ACL{}",
+                            if missing.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (none yet for: {})", missing.join(", "))
+                            }
+                        )));
+                    }
+                    out.push_str("CHAP is required for every initiator of this tpg already\n");
+                } else {
+                    out.push_str(&ctx.change(
+                        Method::DELETE,
+                        &format!("{}/auth", tpg_base(iqn, *tag)),
+                        None,
+                    )?);
                 }
-                out.push_str(&ctx.change(
-                    Method::DELETE,
-                    &format!("{}/auth", tpg_base(iqn, *tag)),
-                    None,
-                )?);
             }
             a.finish("set attribute")?;
             if b.as_object().is_some_and(|o| !o.is_empty()) {
@@ -681,7 +716,7 @@ fn info(ctx: &Ctx, node: &Node, cmd: &str, rest: &[String]) -> Result<String, Cl
                     },
                     _ => format!(
                         "authentication={}\ngenerate_node_acls={}\ndemo_mode_write_protect={}\nrelative_port_id={}\n",
-                        u8::from(tpg.auth.is_some()),
+                        u8::from(chap_required(tpg)),
                         u8::from(tpg.mode == crate::config::TpgMode::Demo),
                         u8::from(tpg.demo_read_only),
                         tpg.relative_port_id.map(|r| r.to_string()).unwrap_or_else(|| "(derived)".into())
