@@ -254,8 +254,13 @@ pass() {
         "${extra[@]}" "${report[@]}" "$@") > "$work/$name.log" 2>&1 || rc=$?
     # failures in full; the rest of the report from its summary on
     if [ "$rc" -ne 0 ]; then
-        sed -n '/= FAILURES =/,$p' "$work/$name.log"
-        [ -s "$work/$name.log" ] && grep -q '= FAILURES =' "$work/$name.log" || tail -40 "$work/$name.log"
+        # failures and errors (a network error names its operation and
+        # what the connection did) in full, else the end of the log
+        if grep -q '= FAILURES =\|= ERRORS =' "$work/$name.log"; then
+            sed -n '/= \(FAILURES\|ERRORS\) =/,$p' "$work/$name.log"
+        else
+            tail -40 "$work/$name.log"
+        fi
         status=1
     else
         sed -n '/= SUMMARY =/,$p' "$work/$name.log"

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use rtgt_scsi::access::{ChapAuth, Credential, Secret};
@@ -822,26 +822,34 @@ pub fn check_iscsi_name(name: &str) -> Result<(), String> {
 
 /// Parse `host:port`, `host` (port 3260), `[v6]:port`.
 pub fn parse_portal(s: &str) -> Result<SocketAddr, String> {
+    // Literal addresses only (and `localhost`): a portal is an address of
+    // this machine to listen on, and looking a name up would block the
+    // caller (the control API among them) for as long as DNS takes.
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if let Ok(ip) = s
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-    {
-        return Ok(SocketAddr::new(ip, ISCSI_PORT));
-    }
-    let with_port = if s.contains(':') {
-        s.to_string()
-    } else {
-        format!("{s}:{ISCSI_PORT}")
+    let (host, port) = match s.rsplit_once(':') {
+        // "host:port", but not a bare IPv6 address ("::1").
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| format!("invalid portal {s:?}: the port must be 0..65535"))?;
+            (h, port)
+        }
+        _ => (s, ISCSI_PORT),
     };
-    with_port
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("invalid portal {s:?}: expected HOST:PORT"))
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        host.parse::<std::net::IpAddr>().map_err(|_| {
+            format!(
+                "invalid portal {s:?}: give an IP address of this machine and an optional port \
+                 (0.0.0.0:3260, 192.0.2.10, [::]:3260); host names are not looked up"
+            )
+        })?
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -1059,5 +1067,13 @@ mod tests {
         assert_eq!(parse_portal("127.0.0.1:3261").unwrap().port(), 3261);
         assert_eq!(parse_portal("127.0.0.1").unwrap().port(), 3260);
         assert_eq!(parse_portal("[::1]:3262").unwrap().port(), 3262);
+        assert_eq!(parse_portal("::1").unwrap(), "[::1]:3260".parse().unwrap());
+        assert_eq!(
+            parse_portal("localhost:3263").unwrap(),
+            "127.0.0.1:3263".parse().unwrap()
+        );
+        assert!(parse_portal("storage.example.com:3260").is_err(), "no DNS");
+        assert!(parse_portal("a").is_err());
+        assert!(parse_portal("127.0.0.1:99999").is_err());
     }
 }
