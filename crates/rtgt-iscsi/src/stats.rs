@@ -510,10 +510,9 @@ impl LunSlots {
         let Some(nexus) = nexus else {
             return self.stats.no_lu.clone();
         };
-        let map = nexus.luns();
-        if !self.map.as_ref().is_some_and(|m| Arc::ptr_eq(m, &map)) {
+        if !self.map.as_ref().is_some_and(|m| nexus.luns_are(m)) {
             self.by_lun.clear();
-            self.map = Some(map);
+            self.map = Some(nexus.luns());
         }
         if let Some(s) = self.by_lun.get(&lun) {
             return s.clone();

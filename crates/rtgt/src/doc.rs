@@ -411,13 +411,12 @@ impl Doc {
 
     /// Check the document as a file would be checked; the model it
     /// describes, or what is wrong.
-    pub fn check(&self) -> Result<(Config, Model), String> {
+    pub fn check(&self) -> Result<Model, String> {
         let config = self
             .to_config()
             .validated(Path::new("<change>"))
             .map_err(|e| e.message)?;
-        let model = Model::from_config(&config);
-        Ok((config, model))
+        Ok(Model::from_config(&config))
     }
 
     /// The configuration this document describes, as if read from a file
@@ -533,6 +532,19 @@ impl Doc {
         self.backstore.iter().find(|b| b.name == name)
     }
 
+    /// The LUNs that use backstore `name`, as tree paths.
+    pub fn backstore_users(&self, name: &str) -> Vec<String> {
+        let mut users = Vec::new();
+        for t in &self.target {
+            for g in &t.tpg {
+                for l in g.lun.iter().filter(|l| l.backstore == name) {
+                    users.push(format!("/iscsi/{}/tpg{}/luns/lun{}", t.iqn, g.tag, l.lun));
+                }
+            }
+        }
+        users
+    }
+
     /// Every object by its path in the tree (`/backstores/fileio/disk1`,
     /// `/iscsi/<iqn>/tpg1/luns/lun0`, ...) with its own attributes (not its
     /// children), for comparing two documents object by object.
@@ -586,21 +598,47 @@ pub enum Obj<'a> {
 }
 
 impl Obj<'_> {
+    /// Equal in its own attributes. The objects with children are taken
+    /// apart field by field, so that a field added to them fails to
+    /// compile here rather than go unnoticed by `diff`.
     fn same(&self, other: &Obj<'_>) -> bool {
         match (self, other) {
             (Obj::Iscsi(a), Obj::Iscsi(b)) => a == b,
             (Obj::Backstore(a), Obj::Backstore(b)) => a == b,
-            (Obj::Target(a), Obj::Target(b)) => a.iqn == b.iqn && a.alias == b.alias,
+            (Obj::Target(a), Obj::Target(b)) => {
+                let TargetDoc { iqn, alias, tpg: _ } = a;
+                (iqn, alias) == (&b.iqn, &b.alias)
+            }
             (Obj::Tpg(a), Obj::Tpg(b)) => {
-                a.tag == b.tag
-                    && a.mode == b.mode
-                    && a.demo_read_only == b.demo_read_only
-                    && a.relative_port_id == b.relative_port_id
-                    && a.auth == b.auth
+                let TpgDoc {
+                    tag,
+                    portals: _,
+                    mode,
+                    demo_read_only,
+                    relative_port_id,
+                    auth,
+                    lun: _,
+                    acl: _,
+                } = a;
+                (tag, mode, demo_read_only, relative_port_id, auth)
+                    == (
+                        &b.tag,
+                        &b.mode,
+                        &b.demo_read_only,
+                        &b.relative_port_id,
+                        &b.auth,
+                    )
             }
             (Obj::Portal, Obj::Portal) => true,
             (Obj::Lun(a), Obj::Lun(b)) => a == b,
-            (Obj::Acl(a), Obj::Acl(b)) => a.initiator == b.initiator && a.auth == b.auth,
+            (Obj::Acl(a), Obj::Acl(b)) => {
+                let AclDoc {
+                    initiator,
+                    auth,
+                    mapped_lun: _,
+                } = a;
+                (initiator, auth) == (&b.initiator, &b.auth)
+            }
             (Obj::MappedLun(a), Obj::MappedLun(b)) => a == b,
             _ => false,
         }
@@ -746,8 +784,7 @@ pub fn kind_name(k: BackstoreKind) -> &'static str {
 /// One difference between two documents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Change {
-    /// `create`, `delete` or `modify`.
-    pub op: String,
+    pub op: ChangeOp,
     /// The object's path in the tree.
     pub path: String,
     /// For `modify`: the attributes that differ, `name: old -> new`
@@ -756,12 +793,21 @@ pub struct Change {
     pub attributes: Vec<String>,
 }
 
+/// What a change does to its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    Create,
+    Delete,
+    Modify,
+}
+
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = match self.op.as_str() {
-            "create" => '+',
-            "delete" => '-',
-            _ => '~',
+        let sign = match self.op {
+            ChangeOp::Create => '+',
+            ChangeOp::Delete => '-',
+            ChangeOp::Modify => '~',
         };
         write!(f, "{sign} {}", self.path)?;
         for a in &self.attributes {
@@ -779,14 +825,14 @@ pub fn diff(from: &Doc, to: &Doc) -> Vec<Change> {
     let mut out = Vec::new();
     for p in a.keys().rev().filter(|p| !b.contains_key(*p)) {
         out.push(Change {
-            op: "delete".into(),
+            op: ChangeOp::Delete,
             path: p.clone(),
             attributes: Vec::new(),
         });
     }
     for p in b.keys().filter(|p| !a.contains_key(*p)) {
         out.push(Change {
-            op: "create".into(),
+            op: ChangeOp::Create,
             path: p.clone(),
             attributes: Vec::new(),
         });
@@ -795,7 +841,7 @@ pub fn diff(from: &Doc, to: &Doc) -> Vec<Change> {
         let Some(old) = a.get(p) else { continue };
         if !old.same(new) {
             out.push(Change {
-                op: "modify".into(),
+                op: ChangeOp::Modify,
                 path: p.clone(),
                 attributes: attribute_changes(&old.json(), &new.json()),
             });
@@ -880,7 +926,7 @@ read_only = true
         assert!(text.contains("size = \"1000960\""), "{text}");
         let again = doc(&text);
         assert_eq!(again, d);
-        let (_, model) = d.check().unwrap();
+        let model = d.check().unwrap();
         assert_eq!(
             model,
             Model::from_config(&Config::parse(Path::new("t.toml"), FILE).unwrap())

@@ -141,26 +141,6 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     rtgt::config::parse_portal(s)
 }
 
-/// The conventional place for a daemon's state, per user.
-fn default_state_dir() -> Option<PathBuf> {
-    // Root is told by the effective uid in /proc (no libc call needed).
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if root {
-        return Some(PathBuf::from("/var/lib/rtgt"));
-    }
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
-        return Some(PathBuf::from(x).join("rtgt"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/rtgt"))
-}
-
 /// Run a client command against the daemon.
 fn client(cli_socket: Option<PathBuf>, json: bool, cmd: Option<Cmd>) -> ExitCode {
     use rtgt::cli::{self, CliError};
@@ -264,7 +244,7 @@ fn main() -> ExitCode {
             control,
             metrics_listen,
         } => {
-            let state_dir = state_dir.or_else(default_state_dir);
+            let state_dir = state_dir.or_else(rtgt::state::default_dir);
             let cfg = match &config {
                 Some(path) => match rtgt::config::Config::load(path) {
                     Ok(c) => c,

@@ -444,11 +444,13 @@ impl Live {
     /// changed; an identical document touches nothing.
     pub async fn replace(&mut self, mut new: Doc, save: bool) -> Result<Vec<Change>, ChangeError> {
         new.canonicalize();
-        let changes = doc::diff(&self.doc, &new);
-        if changes.is_empty() {
-            return Ok(changes);
+        // Whether to act is decided on the whole document; the object by
+        // object difference only reports what that changes.
+        if new == self.doc {
+            return Ok(Vec::new());
         }
-        let (_, model) = new.check().map_err(ChangeError::Invalid)?;
+        let changes = doc::diff(&self.doc, &new);
+        let model = new.check().map_err(ChangeError::Invalid)?;
         self.running
             .apply(model)
             .await
@@ -457,7 +459,7 @@ impl Live {
         if save {
             if let Err(e) = self.save() {
                 // What runs must be what comes back after a restart: undo.
-                let back = old.check().map(|(_, m)| m);
+                let back = old.check();
                 if let Ok(m) = back {
                     if let Err(e2) = self.running.apply(m).await {
                         tracing::error!("undoing an unsaved change failed: {e2:#}");

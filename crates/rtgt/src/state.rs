@@ -9,6 +9,30 @@ use std::path::{Path, PathBuf};
 
 use rtgt_scsi::StateStore;
 
+/// The process' effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// This user's rtgt state: `$XDG_STATE_HOME/rtgt`, else
+/// `~/.local/state/rtgt`.
+pub fn user_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("rtgt"))
+}
+
+/// Where `rtgt serve` keeps state: `/var/lib/rtgt` as root, else
+/// [`user_dir`].
+pub fn default_dir() -> Option<PathBuf> {
+    if euid() == 0 {
+        return Some(PathBuf::from("/var/lib/rtgt"));
+    }
+    user_dir()
+}
+
 pub struct DirStore {
     dir: PathBuf,
 }

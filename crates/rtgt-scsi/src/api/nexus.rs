@@ -116,6 +116,12 @@ impl Nexus {
         self.luns.load_full()
     }
 
+    /// Whether `map` is the nexus' LUN map now (no reference taken: cheap
+    /// enough for every command).
+    pub fn luns_are(&self, map: &Arc<LunMap>) -> bool {
+        Arc::ptr_eq(&self.luns.load(), map)
+    }
+
     /// Replace the LUN map while the nexus runs: LUs it no longer reaches
     /// forget it (commands already running on them complete), LUs it now
     /// reaches learn of it, and its initiator is told REPORTED LUNS DATA HAS

@@ -118,25 +118,15 @@ impl Ctx {
     }
 }
 
-/// `+ /path` lines, or a note that nothing changed.
+/// `+ /path` lines (the changes as [`crate::doc::Change`] shows them), or
+/// a note that nothing changed.
 pub fn changes_text(v: &Value) -> String {
-    let list = v["changes"].as_array().cloned().unwrap_or_default();
+    let list: Vec<crate::doc::Change> =
+        serde_json::from_value(v["changes"].clone()).unwrap_or_default();
     if list.is_empty() {
         return "nothing to change\n".into();
     }
-    let mut out = String::new();
-    for c in list {
-        let sign = match c["op"].as_str() {
-            Some("create") => '+',
-            Some("delete") => '-',
-            _ => '~',
-        };
-        out.push_str(&format!("{sign} {}\n", c["path"].as_str().unwrap_or("?")));
-        for a in c["attributes"].as_array().into_iter().flatten() {
-            out.push_str(&format!("    {}\n", a.as_str().unwrap_or("")));
-        }
-    }
-    out
+    list.iter().map(|c| format!("{c}\n")).collect()
 }
 
 /// Arguments: positional words and `key=value` pairs.

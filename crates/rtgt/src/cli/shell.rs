@@ -25,10 +25,7 @@ pub fn history_file() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("RTGT_HISTORY") {
         return Some(PathBuf::from(p));
     }
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("rtgt/shell_history"))
+    Some(crate::state::user_dir()?.join("shell_history"))
 }
 
 struct ShellHelper<'a> {

@@ -162,18 +162,8 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
             if b.read_only {
                 s.push_str(" read-only");
             }
-            let users = d
-                .target
-                .iter()
-                .flat_map(|t| t.tpg.iter())
-                .flat_map(|g| g.lun.iter())
-                .filter(|l| l.backstore == b.name)
-                .count();
-            s.push_str(if users > 0 {
-                " activated"
-            } else {
-                " deactivated"
-            });
+            let used = !d.backstore_users(&b.name).is_empty();
+            s.push_str(if used { " activated" } else { " deactivated" });
             stores.push(item(&b.name, s, Vec::new()));
         }
         let n = stores.len();

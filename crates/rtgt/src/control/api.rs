@@ -257,14 +257,7 @@ async fn get_status(State(live): State<Shared>) -> Json<Status> {
         .backstore_state()
         .into_iter()
         .map(|(name, (capacity_bytes, block_size))| {
-            let mut used_by = Vec::new();
-            for t in &d.target {
-                for g in &t.tpg {
-                    for l in g.lun.iter().filter(|l| l.backstore == name) {
-                        used_by.push(format!("/iscsi/{}/tpg{}/luns/lun{}", t.iqn, g.tag, l.lun));
-                    }
-                }
-            }
+            let used_by = d.backstore_users(&name);
             BackstoreStatus {
                 name,
                 capacity_bytes,

@@ -36,8 +36,7 @@ pub struct Options {
 /// `/run/rtgt/rtgt.sock` as root; else under `$XDG_RUNTIME_DIR`, or
 /// `/tmp/rtgt-<uid>`.
 pub fn default_socket() -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::state::euid();
     if uid == 0 {
         return PathBuf::from("/run/rtgt/rtgt.sock");
     }

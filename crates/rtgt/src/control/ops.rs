@@ -188,14 +188,7 @@ pub fn patch_backstore(d: &mut Doc, name: &str, p: BackstorePatch) -> OpResult {
 /// without being asked).
 pub fn delete_backstore(d: &mut Doc, name: &str) -> OpResult {
     backstore_mut(d, name)?;
-    let mut users = Vec::new();
-    for t in &d.target {
-        for g in &t.tpg {
-            for l in g.lun.iter().filter(|l| l.backstore == name) {
-                users.push(format!("/iscsi/{}/tpg{}/luns/lun{}", t.iqn, g.tag, l.lun));
-            }
-        }
-    }
+    let users = d.backstore_users(name);
     if !users.is_empty() {
         return Err(OpError::Conflict(format!(
             "backstore {name:?} is in use by {}: delete those LUNs first",
