@@ -60,11 +60,24 @@ pub(crate) async fn run(
     let (rd, mut wr) = stream.into_split();
     let digests = Arc::new(Digests::default());
     let mut reader = PduReader::new(BufReader::with_capacity(64 * 1024, rd), digests.clone());
+    let mut ticket = match server.gate.enter(peer.ip()) {
+        Ok(t) => t,
+        Err(full) => {
+            server
+                .registry
+                .login_failed(crate::stats::LoginFailureReason::LoginLimit);
+            tracing::warn!(%peer, "login refused (03/02): {full} at the limit");
+            crate::login_phase::refuse(&server, &mut reader, &mut wr).await;
+            return;
+        }
+    };
     let login = tokio::time::timeout(
         server.settings.login_timeout,
-        crate::login_phase::login(&server, &mut reader, &mut wr, local),
+        crate::login_phase::login(&server, &mut reader, &mut wr, (local, peer), &mut ticket),
     )
     .await;
+    // Out of the login phase: the place goes to the next connection.
+    drop(ticket);
     let logged_in = match login {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {

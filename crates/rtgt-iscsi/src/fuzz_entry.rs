@@ -25,7 +25,9 @@ use rtgt_scsi::access::{ChapAuth, Credential, Secret};
 use rtgt_scsi::fuzz_entry::{block_on, nexus_for, ram_lu, task_set_drained, BLOCK};
 use tokio::io::AsyncWrite;
 
-use crate::chap::{decode_binary, encode_hex, Chap, ChapAlgorithm, DEFAULT_ALGORITHMS};
+use crate::chap::{
+    decode_binary, encode_hex, Challenges, Chap, ChapAlgorithm, ChapSettings, DEFAULT_ALGORITHMS,
+};
 use crate::discovery::{TargetPortals, TextExchange};
 use crate::ffp::{Ffp, FfpParams, Liveness, TextService};
 use crate::login::{
@@ -233,7 +235,11 @@ impl Directory {
             None => AuthPolicy::None,
             Some(a) => AuthPolicy::Required(Box::new(Chap::new(
                 a.clone(),
-                &self.algorithms,
+                &ChapSettings {
+                    algorithms: self.algorithms.clone(),
+                    ..ChapSettings::default()
+                },
+                Challenges::new(4),
                 initiator.to_string(),
             ))),
         }

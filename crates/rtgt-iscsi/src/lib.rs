@@ -6,10 +6,12 @@ pub mod discovery;
 pub mod ffp;
 #[doc(hidden)]
 pub mod fuzz_entry;
+pub mod gate;
 pub mod login;
 mod login_phase;
 pub mod negotiation;
 pub mod outbox;
+pub mod pacing;
 pub mod pdu;
 pub mod server;
 pub mod session;

@@ -66,6 +66,9 @@ pub struct LoginFailure {
     pub reason: String,
     /// Text for the response (TargetAddress of a redirection).
     pub data: Vec<Pair>,
+    /// When the authentication method failed: its label for the
+    /// metrics ([`Authenticator::failure_label`]).
+    pub auth: Option<&'static str>,
 }
 
 impl LoginFailure {
@@ -75,6 +78,7 @@ impl LoginFailure {
             detail: st.1,
             reason: reason.into(),
             data: Vec::new(),
+            auth: None,
         }
     }
     pub fn status(&self) -> status::Status {
@@ -198,15 +202,27 @@ pub enum AuthStatus {
     Success,
     /// Authentication failed (login fails with 02/01).
     Failure,
+    /// The target cannot take the exchange on now (login fails with
+    /// 03/02, which an initiator retries).
+    OutOfResources,
 }
 
-/// An authentication method run in the security stage (CHAP later).
+/// An authentication method run in the security stage (CHAP).
 pub trait Authenticator: Send {
     /// Its AuthMethod value, e.g. "CHAP".
     fn method(&self) -> &str;
     /// One round: `keys` are the request's authentication keys (CHAP_A,
     /// CHAP_N, ...); append the keys to send to `out`.
     fn step(&mut self, keys: &[Pair], out: &mut Vec<Pair>) -> AuthStatus;
+    /// Whether the next round checks the initiator's proof (a CHAP
+    /// response): the round the driver paces after failures.
+    fn checks_proof_next(&self) -> bool {
+        false
+    }
+    /// Why it failed, as a metrics label, once it did.
+    fn failure_label(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// What authentication a target (or discovery) requires of an initiator.
@@ -429,6 +445,18 @@ impl Login {
     /// Initiator name, once the first complete request was processed.
     pub fn initiator_name(&self) -> Option<&str> {
         self.identity.as_ref().map(|i| i.initiator_name.as_str())
+    }
+
+    /// Whether the next complete request is checked against the
+    /// initiator's proof of identity (see
+    /// [`Authenticator::checks_proof_next`]).
+    pub fn checks_proof_next(&self) -> bool {
+        !self.over && matches!(&self.auth, AuthState::InProgress(a) if a.checks_proof_next())
+    }
+
+    /// Whether an authentication method (not None) has succeeded.
+    pub fn authenticated(&self) -> bool {
+        matches!(&self.auth, AuthState::Done(m) if m != "None")
     }
 
     /// Target name (normal sessions), once known.
@@ -877,7 +905,17 @@ impl Login {
                         AuthStatus::Continue => {}
                         AuthStatus::Success => self.auth = AuthState::Done(method),
                         AuthStatus::Failure => {
-                            return Err(fail(AUTHENTICATION_FAILURE, format!("{method} failed")));
+                            let mut f = fail(AUTHENTICATION_FAILURE, format!("{method} failed"));
+                            f.auth = a.failure_label();
+                            return Err(f);
+                        }
+                        AuthStatus::OutOfResources => {
+                            let mut f = fail(
+                                OUT_OF_RESOURCES,
+                                format!("{method}: no room for the exchange"),
+                            );
+                            f.auth = a.failure_label();
+                            return Err(f);
                         }
                     }
                 }

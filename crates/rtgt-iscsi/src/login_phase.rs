@@ -4,7 +4,8 @@
 //! feature phase.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -12,11 +13,13 @@ use crate::chap::Chap;
 use crate::conn::{session_key, LoggedIn};
 use crate::discovery::TargetPortals;
 use crate::ffp::FfpParams;
+use crate::gate::{Full, LoginTicket};
 use crate::login::{
-    AuthPolicy, Login, LoginConfig, LoginRequest, LoginResponse, Lookup, Step, TargetDirectory,
-    TargetInfo,
+    status, AuthPolicy, Login, LoginConfig, LoginFailure, LoginRequest, LoginResponse, Lookup,
+    Step, TargetDirectory, TargetInfo, STAGE_SECURITY,
 };
 use crate::negotiation::{Digest, NegotiationConfig, SessionType};
+use crate::pacing::{Admit, PaceKey};
 use crate::pdu::{op, reject, Bhs};
 use crate::server::Server;
 use crate::stats::{LoginFailureReason, NegotiatedParams};
@@ -32,7 +35,16 @@ struct Directory<'a> {
     server: &'a Server,
     targets: &'a Targets,
     local: SocketAddr,
-    admitted: std::sync::Mutex<Option<Admission>>,
+    admitted: Mutex<Option<Admission>>,
+    /// This connection's place in the login phase, counted against the
+    /// initiator name once the login names one.
+    ticket: Mutex<&'a mut LoginTicket>,
+    /// The bound that refused the login, if one did.
+    limited: Mutex<Option<Full>>,
+}
+
+fn lock<'m, T>(m: &'m Mutex<T>) -> std::sync::MutexGuard<'m, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Directory<'_> {
@@ -41,14 +53,21 @@ impl Directory<'_> {
             None => AuthPolicy::None,
             Some(a) => AuthPolicy::Required(Box::new(Chap::new(
                 a,
-                &self.targets.chap_algorithms,
+                &self.targets.chap,
+                self.server.challenges.clone(),
                 initiator_name.to_string(),
             ))),
         }
     }
 
-    /// Whether the initiator already has all the sessions it may.
-    fn at_session_limit(&self, initiator_name: &str) -> bool {
+    /// Whether the initiator already has all the sessions it may, or all
+    /// the connections in login.
+    fn at_limit(&self, initiator_name: &str) -> bool {
+        if let Err(full) = lock(&self.ticket).name(initiator_name) {
+            tracing::warn!(initiator = %initiator_name, "login refused (03/02): {full} at the limit");
+            *lock(&self.limited) = Some(full);
+            return true;
+        }
         let n = self.server.sessions.count_for(initiator_name);
         let max = self.server.settings.max_sessions_per_initiator;
         if n >= max {
@@ -60,7 +79,7 @@ impl Directory<'_> {
 
 impl TargetDirectory for Directory<'_> {
     fn lookup(&self, target_name: &str, initiator_name: &str) -> Lookup {
-        if self.at_session_limit(initiator_name) {
+        if self.at_limit(initiator_name) {
             return Lookup::OutOfResources;
         }
         let Some(t) = self.targets.find(target_name) else {
@@ -75,9 +94,7 @@ impl TargetDirectory for Directory<'_> {
             return Lookup::NotAllowed;
         };
         let auth = self.chap(admission.auth().cloned(), initiator_name);
-        if let Ok(mut a) = self.admitted.lock() {
-            *a = Some(admission);
-        }
+        *lock(&self.admitted) = Some(admission);
         Lookup::Found(TargetInfo {
             alias: t.alias.clone(),
             auth,
@@ -85,7 +102,7 @@ impl TargetDirectory for Directory<'_> {
     }
 
     fn lookup_discovery(&self, initiator_name: &str) -> Lookup {
-        if self.at_session_limit(initiator_name) {
+        if self.at_limit(initiator_name) {
             return Lookup::OutOfResources;
         }
         Lookup::Found(TargetInfo {
@@ -193,11 +210,56 @@ impl LoginError {
     }
 }
 
+/// How long a refused connection gets to send the Login Request its 03/02
+/// answers.
+const REFUSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Answer a connection the login gate turned away: 03/02 (out of
+/// resources, which initiators retry) to its first Login Request, then
+/// close. At most [`crate::server::MAX_REFUSING`] at once; past that the
+/// connection is closed unanswered.
+pub(crate) async fn refuse<R, W>(server: &Server, reader: &mut PduReader<R>, wr: &mut W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct Slot<'a>(&'a AtomicUsize);
+    impl Drop for Slot<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let slot = Slot(&server.refusing);
+    if slot.0.fetch_add(1, Ordering::AcqRel) >= crate::server::MAX_REFUSING {
+        return;
+    }
+    reader.max_data = crate::login::LOGIN_MAX_DSL;
+    let first = tokio::time::timeout(REFUSE_WAIT, async {
+        let inc = reader.read_header().await?;
+        let data = reader.read_data_vec(&inc).await?;
+        Ok::<_, ReadError>((inc, data))
+    })
+    .await;
+    let Ok(Ok((inc, data))) = first else {
+        return;
+    };
+    if inc.bhs.opcode() != op::LOGIN_REQ {
+        return;
+    }
+    let req = LoginRequest::from_bhs(&inc.bhs, data);
+    let f = LoginFailure::new(status::OUT_OF_RESOURCES, "too many connections in login");
+    let resp = Login::failure_response(&req, &f);
+    let _ = send_response(wr, &resp, 1, req.cmdsn, 1).await;
+    let _ = wr.shutdown().await;
+}
+
 pub(crate) async fn login<R, W>(
     server: &Arc<Server>,
     reader: &mut PduReader<R>,
     wr: &mut W,
-    local: SocketAddr,
+    (local, peer): (SocketAddr, SocketAddr),
+    ticket: &mut LoginTicket,
 ) -> Result<LoggedIn, LoginError>
 where
     R: AsyncRead + Unpin,
@@ -213,14 +275,44 @@ where
         server,
         targets: &targets,
         local,
-        admitted: std::sync::Mutex::new(None),
+        admitted: Mutex::new(None),
+        ticket: Mutex::new(ticket),
+        limited: Mutex::new(None),
     };
+    // Until it has authenticated, a peer holds its place in the login
+    // phase for the security deadline at most.
+    let security_deadline = tokio::time::Instant::now() + settings.security_timeout;
     loop {
-        let inc = reader.read_header().await.map_err(LoginError::read)?;
-        if inc.bhs.opcode() != op::LOGIN_REQ {
+        let in_security = machine.as_ref().is_none_or(|l| l.stage() == STAGE_SECURITY);
+        let pdu = async {
+            let inc = reader.read_header().await?;
+            if inc.bhs.opcode() != op::LOGIN_REQ {
+                let _ = reader.skip_data(&inc).await;
+                return Ok((inc, None));
+            }
+            let data = reader.read_data_vec(&inc).await?;
+            Ok::<_, ReadError>((inc, Some(data)))
+        };
+        let read = if in_security {
+            match tokio::time::timeout_at(security_deadline, pdu).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(LoginError::new(
+                        LoginFailureReason::Timeout,
+                        format!(
+                            "security stage not completed within {:?}",
+                            settings.security_timeout
+                        ),
+                    ))
+                }
+            }
+        } else {
+            pdu.await
+        };
+        let (inc, data) = read.map_err(LoginError::read)?;
+        let Some(data) = data else {
             // Anything but a Login Request before login completes is a
             // protocol error; answer with a Reject and close.
-            let _ = reader.skip_data(&inc).await;
             let mut r = Bhs::new(op::REJECT);
             r.set_flags(0x80);
             r.0[2] = reject::PROTOCOL_ERROR;
@@ -230,8 +322,7 @@ where
                 LoginFailureReason::ProtocolError,
                 format!("opcode {:#04x} before login completed", inc.bhs.opcode()),
             ));
-        }
-        let data = reader.read_data_vec(&inc).await.map_err(LoginError::read)?;
+        };
         let req = LoginRequest::from_bhs(&inc.bhs, data);
         let login = machine.get_or_insert_with(|| {
             let negotiation = NegotiationConfig {
@@ -247,7 +338,55 @@ where
             })
         });
         let exp_cmdsn = req.cmdsn;
-        match login.step(&req, &dir) {
+
+        // A request that will be checked against the initiator's proof
+        // waits for its (initiator name, source)'s turn.
+        let pace = (login.checks_proof_next() && !req.cont)
+            .then(|| PaceKey::new(login.initiator_name().unwrap_or_default(), peer.ip()));
+        if let Some(key) = &pace {
+            let admit = server.pacer().admit(key, std::time::Instant::now());
+            let refused = match admit {
+                Admit::Locked(_) => Some((
+                    "locked_out",
+                    "locked out after repeated authentication failures",
+                )),
+                Admit::At(t) => {
+                    let t = tokio::time::Instant::from_std(t);
+                    if t > security_deadline {
+                        Some((
+                            "paced",
+                            "authentication failed too often from this source: the next try is not due in time",
+                        ))
+                    } else {
+                        tokio::time::sleep_until(t).await;
+                        None
+                    }
+                }
+            };
+            if let Some((label, why)) = refused {
+                server.registry.auth_failed(label);
+                tracing::warn!(initiator = %login.initiator_name().unwrap_or_default(), %peer,
+                    reason = label, "authentication refused unchecked");
+                let f = LoginFailure::new(status::AUTHENTICATION_FAILURE, why);
+                let resp = Login::failure_response(&req, &f);
+                let _ = send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window).await;
+                return Err(LoginError::new(
+                    LoginFailureReason::AuthenticationFailed,
+                    f.to_string(),
+                ));
+            }
+        }
+        let step = login.step(&req, &dir);
+        if let Some(key) = &pace {
+            match &step {
+                Step::Fail(_, f) if f.status() == status::AUTHENTICATION_FAILURE => {
+                    server.pacer().failed(key, std::time::Instant::now())
+                }
+                _ if login.authenticated() => server.pacer().succeeded(key),
+                _ => {}
+            }
+        }
+        match step {
             Step::Continue(resp) => {
                 send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window)
                     .await
@@ -255,11 +394,18 @@ where
                 stat_sn = stat_sn.wrapping_add(1);
             }
             Step::Fail(resp, failure) => {
+                if let Some(label) = failure.auth {
+                    server.registry.auth_failed(label);
+                    tracing::warn!(initiator = %login.initiator_name().unwrap_or_default(), %peer,
+                        reason = label, "authentication failed");
+                }
                 let _ = send_response(wr, &resp, stat_sn, exp_cmdsn, settings.cmd_window).await;
-                return Err(LoginError::new(
-                    LoginFailureReason::from_status(failure.class, failure.detail),
-                    failure.to_string(),
-                ));
+                let reason = if lock(&dir.limited).is_some() {
+                    LoginFailureReason::LoginLimit
+                } else {
+                    LoginFailureReason::from_status(failure.class, failure.detail)
+                };
+                return Err(LoginError::new(reason, failure.to_string()));
             }
             Step::Complete(mut resp, outcome) => {
                 let discovery = outcome.session_type == SessionType::Discovery;
@@ -285,7 +431,7 @@ where
                 let tpg_tag = group_tag_for(&targets, &target, local);
                 let s = &outcome.session;
                 let c = &outcome.connection;
-                let admission = dir.admitted.lock().ok().and_then(|mut a| a.take());
+                let admission = lock(&dir.admitted).take();
                 let digest = |d: Digest| d.as_str().to_string();
                 let negotiated = NegotiatedParams {
                     max_recv_data_segment_length: c.max_recv_dsl,

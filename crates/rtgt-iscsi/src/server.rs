@@ -9,9 +9,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
+use crate::chap::Challenges;
+use crate::gate::{LoginGate, LoginLimits};
+use crate::pacing::{Pacer, PacingConfig};
 use crate::session::SessionTable;
 use crate::shards::Shards;
-use crate::stats::{LoginFailureReason, ServerStats, StatsRegistry};
+use crate::stats::{LoginFailureReason, LoginPhaseStats, ServerStats, StatsRegistry};
 use crate::target::Targets;
 
 /// Tunables of the iSCSI fabric.
@@ -30,6 +33,14 @@ pub struct Settings {
     pub nop_timeout: Duration,
     /// Time allowed for a login to complete.
     pub login_timeout: Duration,
+    /// Time allowed from accept to the end of the security stage
+    /// (authentication done): a peer that has proved nothing holds its
+    /// place in the login phase at most this long.
+    pub security_timeout: Duration,
+    /// Bounds on connections in the login phase (see [`crate::gate`]).
+    pub login_limits: LoginLimits,
+    /// Pacing of failed authentication (see [`crate::pacing`]).
+    pub pacing: PacingConfig,
     /// A write waiting this long for Data-Out that does not come ends its
     /// connection (error recovery level 0), as LIO's dataout_timeout.
     pub data_out_timeout: Duration,
@@ -71,6 +82,9 @@ impl Default for Settings {
             nop_interval: Duration::from_secs(30),
             nop_timeout: Duration::from_secs(60),
             login_timeout: Duration::from_secs(15),
+            security_timeout: Duration::from_secs(5),
+            login_limits: LoginLimits::default(),
+            pacing: PacingConfig::default(),
             data_out_timeout: Duration::from_secs(3),
             send_timeout: Duration::from_secs(60),
             reply_backlog: 4 << 20,
@@ -98,7 +112,20 @@ pub struct Server {
     per_address: Mutex<HashMap<IpAddr, usize>>,
     /// Session statistics and login counters.
     pub(crate) registry: Arc<StatsRegistry>,
+    /// Connections in the login phase.
+    pub(crate) gate: Arc<LoginGate>,
+    /// Refused connections being answered 03/02 right now (bounded: past
+    /// the bound they are closed without an answer).
+    pub(crate) refusing: AtomicUsize,
+    /// CHAP challenges outstanding on any connection: room for one per
+    /// connection the gate lets into the login phase.
+    pub(crate) challenges: Arc<Challenges>,
+    /// Failed authentications by (initiator name, source).
+    pub(crate) pacer: Mutex<Pacer>,
 }
+
+/// Refused connections answered at once, at most; more are closed.
+pub(crate) const MAX_REFUSING: usize = 64;
 
 impl Server {
     /// A server; starts its shards' threads when `settings.shards > 0`.
@@ -111,11 +138,15 @@ impl Server {
             targets: RwLock::new(Arc::new(targets)),
             sessions: Arc::new(SessionTable::default()),
             runs,
-            settings,
             connections: AtomicUsize::new(0),
             idle: Notify::new(),
             per_address: Mutex::new(HashMap::new()),
             registry: Arc::new(StatsRegistry::default()),
+            gate: LoginGate::new(settings.login_limits),
+            refusing: AtomicUsize::new(0),
+            challenges: Challenges::new(settings.login_limits.global.max(1)),
+            pacer: Mutex::new(Pacer::new(settings.pacing.clone())),
+            settings,
         }))
     }
 
@@ -241,7 +272,25 @@ impl Server {
             .iter()
             .flat_map(|(_, _, c)| c.luns.values().map(|l| l.lu.config().name.as_str()));
         let ports = groups.iter().map(|&(name, tag, _)| (name, tag));
-        self.registry.snapshot(lus, ports)
+        let mut stats = self.registry.snapshot(lus, ports);
+        let limits = self.gate.limits();
+        stats.login_phase = LoginPhaseStats {
+            in_login: self.gate.in_login() as u64,
+            limit: limits.global as u64,
+            limit_per_network: limits.per_network as u64,
+            limit_per_initiator: limits.per_initiator as u64,
+            security_timeout_seconds: self.settings.security_timeout.as_secs_f64(),
+            login_timeout_seconds: self.settings.login_timeout.as_secs_f64(),
+            challenges_outstanding: self.challenges.outstanding() as u64,
+            challenges_capacity: self.challenges.capacity() as u64,
+            paced_sources: self.pacer().len() as u64,
+        };
+        stats
+    }
+
+    /// The pacing table (a plain map: a panic elsewhere leaves it usable).
+    pub(crate) fn pacer(&self) -> std::sync::MutexGuard<'_, Pacer> {
+        self.pacer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn connection_count(&self) -> usize {

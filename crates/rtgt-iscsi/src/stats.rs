@@ -320,6 +320,8 @@ pub enum LoginFailureReason {
     TooManyConnections,
     /// The initiator already has all the sessions it may have.
     TooManySessions,
+    /// A bound on connections in the login phase was full (03/02).
+    LoginLimit,
     /// The login did not complete in time.
     Timeout,
     /// The connection broke or was closed during login.
@@ -328,13 +330,14 @@ pub enum LoginFailureReason {
 }
 
 impl LoginFailureReason {
-    pub const ALL: [LoginFailureReason; 9] = [
+    pub const ALL: [LoginFailureReason; 10] = [
         LoginFailureReason::AuthenticationFailed,
         LoginFailureReason::AuthorizationFailed,
         LoginFailureReason::TargetNotFound,
         LoginFailureReason::ProtocolError,
         LoginFailureReason::TooManyConnections,
         LoginFailureReason::TooManySessions,
+        LoginFailureReason::LoginLimit,
         LoginFailureReason::Timeout,
         LoginFailureReason::ConnectionLost,
         LoginFailureReason::Other,
@@ -349,6 +352,7 @@ impl LoginFailureReason {
             LoginFailureReason::ProtocolError => "protocol_error",
             LoginFailureReason::TooManyConnections => "too_many_connections",
             LoginFailureReason::TooManySessions => "too_many_sessions",
+            LoginFailureReason::LoginLimit => "login_limit",
             LoginFailureReason::Timeout => "timeout",
             LoginFailureReason::ConnectionLost => "connection_lost",
             LoginFailureReason::Other => "other",
@@ -381,6 +385,35 @@ pub struct LoginStats {
     pub succeeded: u64,
     /// Failed logins by reason (every reason present).
     pub failures: BTreeMap<&'static str, u64>,
+    /// Failed authentications by reason (every reason present): what the
+    /// CHAP exchange found wrong, or `locked_out` / `paced` when the
+    /// proof was refused unchecked.
+    pub auth_failures: BTreeMap<&'static str, u64>,
+}
+
+/// Labels of [`LoginStats::auth_failures`] beyond the method's own.
+pub const AUTH_REFUSED_LABELS: [&str; 2] = ["locked_out", "paced"];
+
+/// The login phase's bounds and what is in it now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LoginPhaseStats {
+    /// Connections in the login phase now.
+    pub in_login: u64,
+    /// Bounds on connections in the login phase: in all, per source
+    /// network (/24 or /64), per initiator name.
+    pub limit: u64,
+    pub limit_per_network: u64,
+    pub limit_per_initiator: u64,
+    /// Deadlines: for authentication (the security stage), and for the
+    /// whole login.
+    pub security_timeout_seconds: f64,
+    pub login_timeout_seconds: f64,
+    /// CHAP challenges outstanding, and how many the record holds.
+    pub challenges_outstanding: u64,
+    pub challenges_capacity: u64,
+    /// (initiator name, source) pairs with failed authentications on
+    /// record (being paced).
+    pub paced_sources: u64,
 }
 
 /// Everything [`crate::server::Server::stats`] reports.
@@ -399,6 +432,7 @@ pub struct ServerStats {
     /// with the commands of ended sessions included.
     pub ports: Vec<PortStats>,
     pub logins: LoginStats,
+    pub login_phase: LoginPhaseStats,
 }
 
 /// The statistics side of one session, shared by its connection (which
@@ -551,6 +585,8 @@ struct Registry {
 pub struct StatsRegistry {
     inner: Mutex<Registry>,
     logins: LoginCounters,
+    /// Not on any I/O path: a map behind a lock will do.
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// A session's place in the registry; dropping it (when the session ends)
@@ -595,6 +631,12 @@ impl StatsRegistry {
 
     pub fn login_failed(&self, why: LoginFailureReason) {
         self.logins.failures[why.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Count a failed authentication under `label` (a method's failure
+    /// label, or one of [`AUTH_REFUSED_LABELS`]).
+    pub fn auth_failed(&self, label: &'static str) {
+        *lock(&self.auth_failures).entry(label).or_default() += 1;
     }
 
     /// Live sessions.
@@ -696,7 +738,19 @@ impl StatsRegistry {
                     .iter()
                     .map(|r| (r.as_str(), self.logins.failures[r.index()].load(Relaxed)))
                     .collect(),
+                auth_failures: {
+                    let mut m: BTreeMap<&'static str, u64> = crate::chap::ChapFailure::LABELS
+                        .iter()
+                        .chain(AUTH_REFUSED_LABELS.iter())
+                        .map(|l| (*l, 0))
+                        .collect();
+                    for (l, n) in lock(&self.auth_failures).iter() {
+                        *m.entry(l).or_default() += n;
+                    }
+                    m
+                },
             },
+            login_phase: LoginPhaseStats::default(),
         }
     }
 }

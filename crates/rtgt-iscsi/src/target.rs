@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rtgt_scsi::access::{ChapAuth, PortGroup};
 use rtgt_scsi::TargetPort;
 
-use crate::chap::{ChapAlgorithm, DEFAULT_ALGORITHMS};
+use crate::chap::ChapSettings;
 
 /// A target portal group: a set of portals and the core's port group
 /// behind them.
@@ -49,8 +49,8 @@ pub struct Targets {
     pub targets: Vec<Target>,
     /// CHAP required of discovery sessions.
     pub discovery_auth: Option<ChapAuth>,
-    /// CHAP algorithms accepted, in the target's order of preference.
-    pub chap_algorithms: Vec<ChapAlgorithm>,
+    /// CHAP algorithms and the shortest initiator challenge accepted.
+    pub chap: ChapSettings,
 }
 
 impl Default for Targets {
@@ -58,7 +58,7 @@ impl Default for Targets {
         Targets {
             targets: Vec::new(),
             discovery_auth: None,
-            chap_algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            chap: ChapSettings::default(),
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct Iscsi {
     pub chap_algorithms: Option<Spanned<Vec<String>>>,
     /// CHAP required of discovery sessions (none: discovery is open).
     pub discovery_auth: Option<Auth>,
+    /// Shortest CHAP_C (bytes) accepted from an initiator for mutual CHAP
+    /// (default 16): a short challenge makes the target's answers
+    /// precomputable.
+    pub chap_min_challenge: Option<Spanned<u32>>,
 }
 
 /// CHAP credentials: the user name and secret the initiator must prove,
@@ -371,12 +375,111 @@ backstore = "ram0"
 
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             line: None,
             message: format!("cannot read: {e}"),
         })?;
-        Config::parse(path, &text)
+        let config = Config::parse(path, &text)?;
+        // Secrets in the file itself: the file is held to the rule of a
+        // password file.
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        if mode & 0o077 != 0 {
+            if let Some((span, key)) = config.inline_secrets().next() {
+                let lines = Lines {
+                    file: path,
+                    text: &text,
+                };
+                return lines.err(
+                    span,
+                    format!(
+                        "inline {key} in a file readable by group or others (mode {mode:04o}): \
+                         chmod 600 {}, or move the secret to a {key}_file",
+                        path.display()
+                    ),
+                );
+            }
+        }
+        Ok(config)
+    }
+
+    /// Every CHAP setting of the file with a place for messages: where it
+    /// is, and the spans of its user names.
+    fn auths(&self) -> Vec<(String, &Auth)> {
+        let mut v: Vec<(String, &Auth)> = Vec::new();
+        if let Some(a) = &self.iscsi.discovery_auth {
+            v.push(("[iscsi.discovery_auth]".into(), a));
+        }
+        for t in &self.target {
+            for g in &t.tpg {
+                let iqn = t.iqn.get_ref();
+                let tag = g.tag.get_ref();
+                if let Some(a) = &g.auth {
+                    v.push((format!("the auth of target {iqn:?} tpg {tag}"), a));
+                }
+                for acl in &g.acl {
+                    if let Some(a) = &acl.auth {
+                        v.push((
+                            format!(
+                                "the auth of ACL {:?} (target {iqn:?} tpg {tag})",
+                                acl.initiator.get_ref()
+                            ),
+                            a,
+                        ));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The inline secrets (`password`, `mutual_password`) of the file.
+    fn inline_secrets(&self) -> impl Iterator<Item = (std::ops::Range<usize>, &'static str)> + '_ {
+        self.auths().into_iter().flat_map(|(_, a)| {
+            [
+                a.password.as_ref().map(|p| (p.span(), "password")),
+                a.mutual_password
+                    .as_ref()
+                    .map(|p| (p.span(), "mutual_password")),
+            ]
+            .into_iter()
+            .flatten()
+        })
+    }
+
+    /// RFC 7143 9.2.1, over every credential at once (each setting's own
+    /// pair is checked where it is read).
+    fn check_secret_roles(&self, l: &Lines<'_>) -> Result<(), ConfigError> {
+        let auths = self.auths();
+        let resolved = auths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, a))| a.resolved.as_ref().map(|r| (i, r)));
+        let Some(clash) = rtgt_scsi::access::find_secret_in_both_roles(resolved) else {
+            return Ok(());
+        };
+        let (ini_place, ini) = &auths[clash.initiator];
+        let (tgt_place, tgt) = &auths[clash.target];
+        let span = tgt
+            .mutual_userid
+            .as_ref()
+            .map_or(tgt.userid.span(), |u| u.span());
+        let ini_line = if l.text.is_empty() {
+            String::new()
+        } else {
+            format!(" (line {})", l.line_of(ini.userid.span().start))
+        };
+        l.err(
+            span,
+            format!(
+                "the mutual secret of {tgt_place} is also the initiator secret of {ini_place}{ini_line}: \
+                 a secret that authenticates initiators must not authenticate the target (RFC 7143 9.2.1), \
+                 or a mutual login could be made to answer another initiator's challenge; give each its own secret"
+            ),
+        )
     }
 
     /// Parse and validate config text; `file` names it in errors.
@@ -425,6 +528,15 @@ backstore = "ram0"
         }
         if let Some(a) = &mut self.iscsi.discovery_auth {
             a.resolve(l)?;
+        }
+        if let Some(m) = &self.iscsi.chap_min_challenge {
+            let max = rtgt_iscsi::chap::MAX_PEER_CHALLENGE_LEN;
+            if !(1..=max as u32).contains(m.get_ref()) {
+                return l.err(
+                    m.span(),
+                    format!("chap_min_challenge must be 1..{max} (bytes; default 16)"),
+                );
+            }
         }
         let mut names = HashSet::new();
         for b in &self.backstore {
@@ -650,7 +762,7 @@ backstore = "ram0"
                 }
             }
         }
-        Ok(())
+        self.check_secret_roles(l)
     }
 }
 
@@ -959,6 +1071,170 @@ mod tests {
 
     const TPG: &str = "[[backstore]]\nname = \"x\"\ntype = \"ramdisk\"\nsize = \"1M\"\n\
         [[target]]\niqn = \"iqn.2026-11.a:t\"\n[[target.tpg]]\ntag = 1\n";
+
+    /// Two ACLs and a group credential, with the secrets given.
+    fn three_credentials(
+        group: &str,
+        ow2: &str,
+        mu2: &str,
+        mu2_mutual: &str,
+        disc_mutual: &str,
+    ) -> String {
+        format!(
+            "[iscsi.discovery_auth]\nuserid = \"d\"\npassword = \"discovery-secret\"\n\
+             mutual_userid = \"dt\"\nmutual_password = \"{disc_mutual}\"\n\
+             {TPG}mode = \"acl\"\n\
+             [target.tpg.auth]\nuserid = \"g\"\npassword = \"{group}\"\n\
+             [[target.tpg.acl]]\ninitiator = \"iqn.1994-05.x:ow2\"\n\
+             [target.tpg.acl.auth]\nuserid = \"ow2\"\npassword = \"{ow2}\"\n\
+             [[target.tpg.acl]]\ninitiator = \"iqn.1994-05.x:mu2\"\n\
+             [target.tpg.acl.auth]\nuserid = \"mu2\"\npassword = \"{mu2}\"\n\
+             mutual_userid = \"tgt\"\nmutual_password = \"{mu2_mutual}\"\n"
+        )
+    }
+
+    #[test]
+    fn no_secret_authenticates_both_initiators_and_the_target() {
+        let ok = three_credentials(
+            "group-secret-1",
+            "ow2-secret-123",
+            "mu2-secret-123",
+            "target-secret-1",
+            "disc-target-secret",
+        );
+        parse(&ok).unwrap();
+        // The same target secret for discovery and an ACL is no clash.
+        parse(&three_credentials(
+            "group-secret-1",
+            "ow2-secret-123",
+            "mu2-secret-123",
+            "target-secret-1",
+            "target-secret-1",
+        ))
+        .unwrap();
+        for (case, text, line, places) in [
+            (
+                "ACL ow2's initiator secret is ACL mu2's mutual secret",
+                three_credentials(
+                    "group-secret-1",
+                    "shared-secret-S",
+                    "mu2-secret-123",
+                    "shared-secret-S",
+                    "disc-target-secret",
+                ),
+                28,
+                ["ACL \"iqn.1994-05.x:mu2\"", "ACL \"iqn.1994-05.x:ow2\""],
+            ),
+            (
+                "the group secret is an ACL's mutual secret",
+                three_credentials(
+                    "shared-secret-S",
+                    "ow2-secret-123",
+                    "mu2-secret-123",
+                    "shared-secret-S",
+                    "disc-target-secret",
+                ),
+                28,
+                ["ACL \"iqn.1994-05.x:mu2\"", "tpg 1"],
+            ),
+            (
+                "an ACL's initiator secret is the discovery mutual secret",
+                three_credentials(
+                    "group-secret-1",
+                    "shared-secret-S",
+                    "mu2-secret-123",
+                    "target-secret-1",
+                    "shared-secret-S",
+                ),
+                4,
+                ["[iscsi.discovery_auth]", "ACL \"iqn.1994-05.x:ow2\""],
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, Some(line), "{case}: {e}");
+            assert!(e.message.contains("RFC 7143 9.2.1"), "{case}: {e}");
+            for p in places {
+                assert!(e.message.contains(p), "{case}: {p} not in {e}");
+            }
+            assert!(!e.to_string().contains("shared-secret-S"), "{case}: {e}");
+            // A change through the control API is validated the same way.
+            let c: Config = toml::from_str(&text).unwrap();
+            let e = c.validated(Path::new("<change>")).unwrap_err();
+            assert!(
+                e.message.contains("RFC 7143 9.2.1") && e.line.is_none(),
+                "{case}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn inline_secrets_need_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "from a file 123\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let head = format!("{TPG}mode = \"demo\"\n[target.tpg.auth]\nuserid = \"u\"\n");
+        let inline = format!("{head}password = \"twelve chars\"\n");
+        let by_file = format!("{head}password_file = \"{}\"\n", secret.display());
+        let f = dir.path().join("rtgt.toml");
+        for (text, mode, ok) in [
+            (&inline, 0o644, false),
+            (&inline, 0o640, false),
+            (&inline, 0o604, false),
+            (&inline, 0o600, true),
+            (&inline, 0o400, true),
+            (&by_file, 0o644, true),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            match Config::load(&f) {
+                Ok(_) => assert!(ok, "mode {mode:o} accepted"),
+                Err(e) => {
+                    assert!(!ok, "mode {mode:o}: {e}");
+                    assert_eq!(e.line, Some(12), "{e}");
+                    assert!(
+                        e.message.contains("chmod 600") && e.message.contains("password_file"),
+                        "{e}"
+                    );
+                    assert!(
+                        e.to_string().starts_with(&format!("{}:12:", f.display())),
+                        "{e}"
+                    );
+                    assert!(!e.to_string().contains("twelve chars"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chap_min_challenge_is_checked() {
+        let t = |v: &str| format!("[iscsi]\nchap_min_challenge = {v}\n{TPG}mode = \"demo\"\n");
+        for (v, ok) in [
+            ("16", true),
+            ("1", true),
+            ("1024", true),
+            ("0", false),
+            ("1025", false),
+            ("-1", false),
+        ] {
+            match parse(&t(v)) {
+                Ok(c) => {
+                    assert!(ok, "{v} accepted");
+                    assert_eq!(
+                        c.iscsi
+                            .chap_min_challenge
+                            .map(|m| m.into_inner().to_string()),
+                        Some(v.to_string())
+                    );
+                }
+                Err(e) => {
+                    assert!(!ok, "{v}: {e}");
+                    assert_eq!(e.line, Some(2), "{e}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn tpg_mode_is_required() {

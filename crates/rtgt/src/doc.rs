@@ -40,6 +40,9 @@ pub struct IscsiDoc {
     /// CHAP required of discovery sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery_auth: Option<AuthDoc>,
+    /// Shortest CHAP_C (bytes) accepted from an initiator (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_min_challenge: Option<u32>,
 }
 
 impl IscsiDoc {
@@ -263,6 +266,7 @@ impl Doc {
                     .as_ref()
                     .map(|a| a.get_ref().clone()),
                 discovery_auth: c.iscsi.discovery_auth.as_ref().map(auth_doc),
+                chap_min_challenge: c.iscsi.chap_min_challenge.as_ref().map(|m| *m.get_ref()),
             },
             backstore: c
                 .backstore
@@ -438,6 +442,7 @@ impl Doc {
             iscsi: config::Iscsi {
                 chap_algorithms: self.iscsi.chap_algorithms.clone().map(sp),
                 discovery_auth: self.iscsi.discovery_auth.as_ref().map(auth),
+                chap_min_challenge: self.iscsi.chap_min_challenge.map(sp),
             },
             backstore: self
                 .backstore

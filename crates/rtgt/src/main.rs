@@ -78,6 +78,8 @@ enum Cmd {
         /// Sessions one initiator name may have.
         #[arg(long, value_name = "N", default_value_t = 64)]
         max_sessions_per_initiator: usize,
+        #[command(flatten)]
+        login_guard: LoginGuard,
         /// Memory for command data in flight, all sessions together
         /// (K/M/G); beyond it, new commands wait for data to drain.
         #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
@@ -121,6 +123,62 @@ enum Cmd {
     /// A path of the tree and a command: `rtgt /iscsi create IQN`.
     #[command(external_subcommand)]
     Path(Vec<String>),
+}
+
+/// Bounds on the login phase and pacing of failed authentication
+/// (SECURITY.md explains each).
+#[derive(clap::Args)]
+struct LoginGuard {
+    /// Connections in the login phase at once, in all; more get 03/02.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_logins: usize,
+    /// ...from one source network (IPv4 /24, IPv6 /64).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    max_logins_per_network: usize,
+    /// ...for one initiator name.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_logins_per_initiator: usize,
+    /// Seconds from connect to the end of authentication (security stage).
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    security_timeout: u64,
+    /// Seconds from connect to full feature phase.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    login_timeout: u64,
+    /// After a failed authentication, the next from the same (initiator
+    /// name, source) waits this long, doubling with each failure...
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    auth_fail_delay_ms: u64,
+    /// ...up to this.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    auth_fail_delay_max_ms: u64,
+    /// Refuse an (initiator name, source) outright after this many failures
+    /// in a row (0: never)...
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    auth_lockout_after: u32,
+    /// ...for this long.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    auth_lockout_secs: u64,
+}
+
+impl LoginGuard {
+    fn apply(&self, s: &mut rtgt_iscsi::server::Settings) {
+        use std::time::Duration;
+        s.login_limits = rtgt_iscsi::gate::LoginLimits {
+            global: self.max_logins.max(1),
+            per_network: self.max_logins_per_network.max(1),
+            per_initiator: self.max_logins_per_initiator.max(1),
+        };
+        s.login_timeout = Duration::from_secs(self.login_timeout.max(1));
+        s.security_timeout =
+            Duration::from_secs(self.security_timeout.clamp(1, self.login_timeout.max(1)));
+        s.pacing = rtgt_iscsi::pacing::PacingConfig {
+            base: Duration::from_millis(self.auth_fail_delay_ms),
+            max: Duration::from_millis(self.auth_fail_delay_max_ms),
+            lockout_after: self.auth_lockout_after,
+            lockout: Duration::from_secs(self.auth_lockout_secs),
+            ..Default::default()
+        };
+    }
 }
 
 #[derive(Subcommand)]
@@ -239,6 +297,7 @@ fn main() -> ExitCode {
             send_timeout,
             max_connections_per_address,
             max_sessions_per_initiator,
+            login_guard,
             data_budget,
             busy_poll_us,
             control,
@@ -274,7 +333,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let settings = rtgt_iscsi::server::Settings {
+            let mut settings = rtgt_iscsi::server::Settings {
                 nop_interval: std::time::Duration::from_secs(nop_interval.max(1)),
                 nop_timeout: std::time::Duration::from_secs(nop_timeout.max(1)),
                 data_out_timeout: std::time::Duration::from_secs(data_out_timeout.max(1)),
@@ -286,6 +345,7 @@ fn main() -> ExitCode {
                 busy_poll: std::time::Duration::from_micros(busy_poll_us),
                 ..Default::default()
             };
+            login_guard.apply(&mut settings);
             match rt.block_on(rtgt::serve::serve(
                 cfg,
                 config,

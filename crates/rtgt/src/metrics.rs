@@ -69,6 +69,81 @@ pub fn render(stats: &ServerStats) -> String {
             escape(reason)
         );
     }
+    header(
+        &mut out,
+        "rtgt_auth_failures_total",
+        "counter",
+        "Failed authentications (CHAP) by reason; locked_out and paced were refused unchecked.",
+    );
+    for (reason, n) in &stats.logins.auth_failures {
+        let _ = writeln!(
+            out,
+            "rtgt_auth_failures_total{{reason=\"{}\"}} {n}",
+            escape(reason)
+        );
+    }
+    let lp = &stats.login_phase;
+    header(
+        &mut out,
+        "rtgt_logins_in_progress",
+        "gauge",
+        "Connections in the login phase now.",
+    );
+    let _ = writeln!(out, "rtgt_logins_in_progress {}", lp.in_login);
+    header(
+        &mut out,
+        "rtgt_login_limit",
+        "gauge",
+        "Bounds on connections in the login phase: in all, per source network (/24, /64), per initiator name.",
+    );
+    for (scope, n) in [
+        ("global", lp.limit),
+        ("network", lp.limit_per_network),
+        ("initiator", lp.limit_per_initiator),
+    ] {
+        let _ = writeln!(out, "rtgt_login_limit{{scope=\"{scope}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "rtgt_login_timeout_seconds",
+        "gauge",
+        "Deadlines of the login: for authentication (security stage) and for the whole login.",
+    );
+    for (stage, t) in [
+        ("security", lp.security_timeout_seconds),
+        ("login", lp.login_timeout_seconds),
+    ] {
+        let _ = writeln!(out, "rtgt_login_timeout_seconds{{stage=\"{stage}\"}} {t}");
+    }
+    header(
+        &mut out,
+        "rtgt_chap_challenges_outstanding",
+        "gauge",
+        "CHAP challenges sent and not yet answered (the reflection guard's record).",
+    );
+    let _ = writeln!(
+        out,
+        "rtgt_chap_challenges_outstanding {}",
+        lp.challenges_outstanding
+    );
+    header(
+        &mut out,
+        "rtgt_chap_challenges_capacity",
+        "gauge",
+        "Challenges the record holds; a login finding it full gets 03/02, nothing is forgotten.",
+    );
+    let _ = writeln!(
+        out,
+        "rtgt_chap_challenges_capacity {}",
+        lp.challenges_capacity
+    );
+    header(
+        &mut out,
+        "rtgt_auth_paced_sources",
+        "gauge",
+        "(initiator name, source) pairs whose failed authentications are on record and paced.",
+    );
+    let _ = writeln!(out, "rtgt_auth_paced_sources {}", lp.paced_sources);
     out
 }
 
@@ -162,7 +237,8 @@ pub fn escape(v: &str) -> String {
 mod tests {
     use super::*;
     use rtgt_iscsi::stats::{
-        Latency, LoginFailureReason, LoginStats, LuStats, PortStats, LATENCY_BUCKETS,
+        Latency, LoginFailureReason, LoginPhaseStats, LoginStats, LuStats, PortStats,
+        LATENCY_BUCKETS,
     };
     use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -229,6 +305,20 @@ mod tests {
             logins: LoginStats {
                 succeeded: 42,
                 failures,
+                auth_failures: [("wrong_response", 7), ("locked_out", 2)]
+                    .into_iter()
+                    .collect(),
+            },
+            login_phase: LoginPhaseStats {
+                in_login: 5,
+                limit: 1024,
+                limit_per_network: 128,
+                limit_per_initiator: 16,
+                security_timeout_seconds: 5.0,
+                login_timeout_seconds: 15.0,
+                challenges_outstanding: 3,
+                challenges_capacity: 1024,
+                paced_sources: 9,
             },
         }
     }
@@ -290,6 +380,19 @@ mod tests {
             );
         }
         assert!(s.docs.contains_key("rtgt_lu_commands_total"));
+        let auth = |r| value(&s, "rtgt_auth_failures_total", &[("reason", r)]);
+        assert_eq!((auth("wrong_response"), auth("locked_out")), (7.0, 2.0));
+        assert_eq!(value(&s, "rtgt_logins_in_progress", &[]), 5.0);
+        let limit = |scope| value(&s, "rtgt_login_limit", &[("scope", scope)]);
+        assert_eq!(
+            (limit("global"), limit("network"), limit("initiator")),
+            (1024.0, 128.0, 16.0)
+        );
+        let t = |stage| value(&s, "rtgt_login_timeout_seconds", &[("stage", stage)]);
+        assert_eq!((t("security"), t("login")), (5.0, 15.0));
+        assert_eq!(value(&s, "rtgt_chap_challenges_outstanding", &[]), 3.0);
+        assert_eq!(value(&s, "rtgt_chap_challenges_capacity", &[]), 1024.0);
+        assert_eq!(value(&s, "rtgt_auth_paced_sources", &[]), 9.0);
     }
 
     #[test]

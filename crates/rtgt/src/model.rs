@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use rtgt_iscsi::chap::{ChapAlgorithm, DEFAULT_ALGORITHMS};
+use rtgt_iscsi::chap::{
+    ChapAlgorithm, ChapSettings, DEFAULT_ALGORITHMS, DEFAULT_MIN_PEER_CHALLENGE_LEN,
+};
 use rtgt_scsi::access::ChapAuth;
 
 use crate::config::{self, BackstoreKind, Config, TpgMode};
@@ -18,8 +20,9 @@ use crate::config::{self, BackstoreKind, Config, TpgMode};
 /// Everything the daemon serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
-    /// CHAP algorithms accepted, strongest first.
-    pub chap_algorithms: Vec<ChapAlgorithm>,
+    /// CHAP algorithms accepted (strongest first) and the shortest
+    /// initiator challenge.
+    pub chap: ChapSettings,
     /// CHAP required of discovery sessions.
     pub discovery_auth: Option<ChapAuth>,
     pub backstores: BTreeMap<String, BackstoreSpec>,
@@ -97,13 +100,20 @@ pub struct MappedSpec {
 impl Model {
     /// The model a validated config describes.
     pub fn from_config(c: &Config) -> Model {
-        let chap_algorithms = match &c.iscsi.chap_algorithms {
-            Some(list) => list
-                .get_ref()
-                .iter()
-                .filter_map(|a| ChapAlgorithm::from_name(a))
-                .collect(),
-            None => DEFAULT_ALGORITHMS.to_vec(),
+        let chap = ChapSettings {
+            algorithms: match &c.iscsi.chap_algorithms {
+                Some(list) => list
+                    .get_ref()
+                    .iter()
+                    .filter_map(|a| ChapAlgorithm::from_name(a))
+                    .collect(),
+                None => DEFAULT_ALGORITHMS.to_vec(),
+            },
+            min_peer_challenge: c
+                .iscsi
+                .chap_min_challenge
+                .as_ref()
+                .map_or(DEFAULT_MIN_PEER_CHALLENGE_LEN, |m| *m.get_ref() as usize),
         };
         let auth = |a: &Option<config::Auth>| a.as_ref().and_then(|a| a.resolved.clone());
         let backstores = c
@@ -195,7 +205,7 @@ impl Model {
             })
             .collect();
         Model {
-            chap_algorithms,
+            chap,
             discovery_auth: auth(&c.iscsi.discovery_auth),
             backstores,
             targets,

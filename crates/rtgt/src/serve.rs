@@ -261,7 +261,7 @@ impl Running {
         self.server.set_targets(Targets {
             targets,
             discovery_auth: new.discovery_auth.clone(),
-            chap_algorithms: new.chap_algorithms.clone(),
+            chap: new.chap.clone(),
         });
 
         // Listeners: start the new ones, stop those no longer wanted.

@@ -106,6 +106,44 @@ impl ChapAuth {
     }
 }
 
+/// Where a secret authenticates the target (a mutual credential) and,
+/// the same bytes, an initiator: the places of [`find_secret_in_both_roles`]'s
+/// answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleClash<P> {
+    /// The settings whose initiator secret it is.
+    pub initiator: P,
+    /// The settings whose mutual (target) secret it is.
+    pub target: P,
+}
+
+/// RFC 7143 9.2.1 across every CHAP setting of a daemon: a secret that
+/// authenticates initiators must not authenticate the target, anywhere.
+/// Otherwise an attacker who can make the target answer a challenge with
+/// the mutual secret (any mutual login) gets the answer to a challenge the
+/// target sent on another connection, and logs in as the other initiator
+/// without knowing its secret. Returns the first clash, naming the places
+/// `P` the caller attached to each setting.
+pub fn find_secret_in_both_roles<'a, P: Copy + 'a>(
+    settings: impl IntoIterator<Item = (P, &'a ChapAuth)>,
+) -> Option<RoleClash<P>> {
+    let settings: Vec<(P, &ChapAuth)> = settings.into_iter().collect();
+    let initiator_secrets: std::collections::HashMap<&[u8], P> = settings
+        .iter()
+        .rev() // the first place wins
+        .map(|(p, a)| (a.initiator.secret.expose(), *p))
+        .collect();
+    settings.iter().find_map(|(p, a)| {
+        let m = a.mutual.as_ref()?;
+        initiator_secrets
+            .get(m.secret.expose())
+            .map(|&initiator| RoleClash {
+                initiator,
+                target: *p,
+            })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +182,44 @@ mod tests {
         assert_eq!(a.validate(), Err(AuthError::EmptyUser));
         a.mutual = Some(cred("t", ""));
         assert_eq!(a.validate(), Err(AuthError::EmptySecret("t".into())));
+    }
+
+    #[test]
+    fn a_secret_in_both_roles_anywhere_is_found() {
+        let one_way = |u: &str, s: &str| ChapAuth {
+            initiator: cred(u, s),
+            mutual: None,
+        };
+        let mutual = |u: &str, s: &str, m: &str| ChapAuth {
+            initiator: cred(u, s),
+            mutual: Some(cred("target", m)),
+        };
+        let ow2 = one_way("ow2", "shared-secret-S");
+        let mu2 = mutual("mu2", "mu2-own-secret", "shared-secret-S");
+        let other = mutual("x", "x-secret-12345", "target-secret-1");
+        let fine = [("ow2", &ow2), ("other", &other)];
+        assert_eq!(find_secret_in_both_roles(fine), None);
+        let clash = [("other", &other), ("ow2", &ow2), ("mu2", &mu2)];
+        assert_eq!(
+            find_secret_in_both_roles(clash),
+            Some(RoleClash {
+                initiator: "ow2",
+                target: "mu2"
+            })
+        );
+        // Within one setting too (what validate() also refuses).
+        let same = mutual("y", "same-secret-12", "same-secret-12");
+        assert_eq!(
+            find_secret_in_both_roles([("y", &same)]),
+            Some(RoleClash {
+                initiator: "y",
+                target: "y"
+            })
+        );
+        // The same mutual secret for many initiators, and the same
+        // initiator secret for many, are no clash.
+        let a = mutual("a", "a-secret-12345", "target-secret-1");
+        let b = mutual("b", "a-secret-12345", "target-secret-1");
+        assert_eq!(find_secret_in_both_roles([("a", &a), ("b", &b)]), None);
     }
 }

@@ -8,7 +8,7 @@
 pub mod auth;
 pub mod port_group;
 
-pub use auth::{AuthError, ChapAuth, Credential, Secret};
+pub use auth::{find_secret_in_both_roles, AuthError, ChapAuth, Credential, RoleClash, Secret};
 pub use port_group::{
     AccessDenied, Admission, LunMapping, NodeAcl, PortGroup, PortGroupConfig, TpgLun, TpgMode,
 };
