@@ -44,7 +44,7 @@ impl Target {
 
 /// Every target the fabric serves, and the fabric-wide settings that may
 /// change with them.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Targets {
     pub targets: Vec<Target>,
     /// CHAP required of discovery sessions.
@@ -53,15 +53,6 @@ pub struct Targets {
     pub chap: ChapSettings,
 }
 
-impl Default for Targets {
-    fn default() -> Self {
-        Targets {
-            targets: Vec::new(),
-            discovery_auth: None,
-            chap: ChapSettings::default(),
-        }
-    }
-}
 
 impl Targets {
     pub fn find(&self, name: &str) -> Option<&Target> {

@@ -79,7 +79,7 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = 64)]
         max_sessions_per_initiator: usize,
         #[command(flatten)]
-        login_guard: LoginGuard,
+        login_guard: Box<LoginGuard>,
         /// Memory for command data in flight, all sessions together
         /// (K/M/G); beyond it, new commands wait for data to drain.
         #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
