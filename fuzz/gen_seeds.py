@@ -2,7 +2,7 @@
 """Writes the seed corpus of the fuzz targets into fuzz/corpus/<target>/.
 
 The input formats are documented on the entry points:
-crates/rtgt-iscsi/src/fuzz_entry.rs (pdu, login, ffp) and
+crates/rtgt-iscsi/src/fuzz_entry.rs (pdu, login, ffp, chap) and
 crates/rtgt-scsi/src/fuzz_entry.rs (cdb, param_list). Run from anywhere:
     python3 fuzz/gen_seeds.py
 It only (re)writes the files it names; seeds added by hand (e.g. crash
@@ -563,6 +563,53 @@ def param_seeds():
     return s
 
 
+def chap_round(flags, extra=0, txt=b""):
+    """A round of the chap target: flags (bits 0-1 connection, 0x04 right
+    CHAP_R, 0x08 CHAP_N, 0x10 fresh mutual challenge, 0x20 reflect, 0x40
+    copy CHAP_R, 0x80 drop), extra (bits 0-1 wrong response, 2-3 encoding,
+    0x10 short challenge, 0x20 reconnect, 6-7 source offset), text."""
+    return bytes([flags, extra]) + be(len(txt), 2) + txt
+
+
+def chap_seeds():
+    s = {}
+    a = lambda v: text(("CHAP_A", v))
+    r = chap_round
+    # Control bytes: connections / secrets, algorithms, min_peer_challenge,
+    # record capacity - 1.
+    s["one_way_md5"] = bytes([0x00, 0x0F, 16, 3]) + r(0, 0, a("5")) + r(0x0C)
+    s["one_way_sha3_base64"] = bytes([0x00, 0x0F, 16, 3]) + r(0, 0, a("8,7")) + r(0x0C, 0x08)
+    s["mutual_sha256"] = bytes([0x01, 0x0F, 16, 3]) + r(0, 0, a("7")) + r(0x1C, 0x04)
+    # min_peer_challenge 1024: one byte short fails, 1024 bytes succeed.
+    s["mutual_max_challenge"] = bytes([0x01, 0x0F, 0xC0 + 34, 3]) + r(0, 0, a("8")) \
+        + r(0x9C, 0x10) + r(0, 0x20, a("8")) + r(0x1C, 0x0C)
+    # The target's own challenge sent back as CHAP_C.
+    s["reflect_own"] = bytes([0x01, 0x0F, 16, 3]) + r(0, 0, a("5")) + r(0x2C)
+    # A and B mutual, one secret for both directions, B its own initiator
+    # credentials: B is asked to answer A's challenge (which would be A's
+    # response), then A is sent what B output.
+    s["reflect_cross"] = bytes([0x4F, 0x0F, 16, 3]) + r(0, 0, a("5")) + r(1, 0, a("5")) \
+        + r(0x2D, 0x40) + r(0x48, 0x40)
+    # Capacity 1: B is refused (03/02) and dropped; once A is done, B
+    # reconnects and succeeds.
+    s["full_record"] = bytes([0x02, 0x0F, 16, 0]) + r(0, 0, a("5")) + r(0x81, 0, a("5")) \
+        + r(0x0C) + r(1, 0x20, a("5")) + r(0x0D)
+    # Wrong CHAP_I, the mutual secret, a flipped byte; then the right one.
+    s["wrong_responses"] = bytes([0x00, 0x0F, 16, 3]) + r(0, 0, a("6")) + r(0x8C, 0x01) \
+        + r(0, 0x20, a("6")) + r(0x8C, 0x02) + r(0, 0x20, a("6")) + r(0x8C, 0x03) \
+        + r(0, 0x20, a("6")) + r(0x0C)
+    # Three fillers and A fill a record of 4, B is refused; A reflects a
+    # filler's challenge, reconnects and succeeds.
+    s["fillers"] = bytes([0x33, 0x0F, 16, 3]) + r(0, 0, a("5")) + r(1, 0, a("5")) \
+        + r(0xBC, 0x80) + r(0, 0x20, a("5")) + r(0x1C)
+    # MD5 only: repeated and unknown CHAP_A values, a hex code, an unknown
+    # key, mutual keys to a one-way target.
+    s["protocol_junk"] = bytes([0x00, 0x01, 0, 3]) + r(0x80, 0, a("5") + a("5")) \
+        + r(0x80, 0x20, a("7,6")) + r(0, 0x20, a("99,abc,0x5")) \
+        + r(0x8C, 0, text(("CHAP_X", "1"))) + r(0, 0x20, b"\x01=5\0") + r(0x1C)
+    return s
+
+
 def write(target, seeds):
     d = os.path.join(CORPUS, target)
     os.makedirs(d, exist_ok=True)
@@ -577,6 +624,7 @@ def main():
     write("ffp", ffp_seeds())
     write("cdb", cdb_seeds())
     write("param_list", param_seeds())
+    write("chap", chap_seeds())
     total = 0
     for root, _, files in os.walk(CORPUS):
         for f in files:

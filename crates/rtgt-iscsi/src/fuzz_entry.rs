@@ -15,6 +15,10 @@
 //!   LU, the bytes being the PDU stream after login; afterwards no command
 //!   may hold a window slot or a task, and what the target sent must frame
 //!   with the right digests and StatSN sequence.
+//! - [`chap`]: CHAP, target side ([`Chap`]), over one or two connections
+//!   (and fillers) sharing a challenge record: success only with the right
+//!   response, no answer to an outstanding (reflected) challenge, nothing
+//!   left in the record, no secret in the output.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -843,4 +847,719 @@ fn check_output(out: &[u8], hd: bool, dd: bool, depth: u32) {
             }
         }
     });
+}
+
+/// CHAP, target side: [`Chap`] driven through [`Authenticator::step`]
+/// (`crate::login::Authenticator`) by a harness that can answer the
+/// target's challenge correctly, with up to five connections sharing one
+/// [`Challenges`] record.
+///
+/// Four control bytes, then rounds.
+///
+/// - Byte 0: bit 0 connection A does mutual CHAP; bit 1 a second
+///   connection B shares the record; bit 2 B does mutual CHAP; bit 3 the
+///   mutual secret is the initiator secret [`CHAP_SECRET`] (the
+///   misconfiguration RFC 7143 9.2.1 is about, which makes a reflected
+///   challenge's answer a valid response); bits 4-5 how many "filler"
+///   connections (one-way CHAP, own credentials) take a challenge before
+///   the rounds start; bit 6 B has its own initiator credentials instead
+///   of A's.
+/// - Byte 1: bits 0-3 the algorithms allowed (MD5, SHA1, SHA256,
+///   SHA3-256); bit 4 the list is given twice (the second time reversed).
+/// - Byte 2: `min_peer_challenge`: the byte itself below 0xc0, else
+///   990 + (byte - 0xc0) (around the 1024-byte maximum).
+/// - Byte 3: bits 0-1 the record's capacity minus 1 (1..=4).
+///
+/// Each round is `[flags, extra, len_hi, len_lo, text]`; `text` is
+/// NUL-separated `key=value` items turned into strings lossily, a key of
+/// the single byte 1..=5 standing for CHAP_A, CHAP_I, CHAP_C, CHAP_N,
+/// CHAP_R. The harness then edits the list (setting a key replaces every
+/// copy of it, or appends it):
+///
+/// - `flags`: bits 0-1 the connection the round goes to (modulo the
+///   number of connections: A, B, fillers); bit 2 CHAP_R := the response
+///   to the challenge that connection was sent (see `extra` bits 0-1);
+///   bit 3 CHAP_N := its user; bit 4 CHAP_I / CHAP_C := a fresh mutual
+///   challenge of `max(min_peer_challenge, 1)` bytes; bit 5 CHAP_I /
+///   CHAP_C := the challenge the source connection (`extra` bits 6-7) was
+///   sent, its own included (reflection); bit 6 (without bit 2) CHAP_R :=
+///   the last CHAP_R the source connection output; bit 7 the connection
+///   is dropped after the round.
+/// - `extra`: bits 0-1 the response of bit 2 is 0 the right one, 1 for
+///   the wrong CHAP_I, 2 with the mutual secret, 3 with its last byte
+///   flipped; bits 2-3 harness-made binary values in lower-case hex,
+///   upper-case hex, base64, unpadded base64; bit 4 the fresh challenge is
+///   one byte short; bit 5 a dropped connection is replaced by a new one
+///   (new `Chap`, same record) for this round, else the round is skipped;
+///   bits 6-7 the source connection, as an offset from the round's one.
+///
+/// Invariants: no panic; `Success` only when the harness put the right
+/// response (computed here with the md5 / sha1 / sha2 / sha3 crates) and
+/// the configured user there, no key outside CHAP_N / CHAP_R / CHAP_I /
+/// CHAP_C, each once, the mutual configuration matching, and the two
+/// directions' secrets distinct; no CHAP_R output when the initiator's
+/// CHAP_C is a challenge outstanding in the record; a mutual CHAP_R is
+/// H(CHAP_I || mutual secret || CHAP_C) computed here, for a CHAP_C of
+/// `min_peer_challenge..=1024` bytes, and CHAP_R is output on success
+/// only; the record holds exactly the challenges of the connections
+/// awaiting a response (never more than its capacity), a connection
+/// refused for a full record gets `OutOfResources` and outputs nothing,
+/// and after every `Chap` is dropped nothing is outstanding; no output
+/// value, `Debug` or failure text contains a secret; the round-1 answer is
+/// CHAP_A (the initiator's first allowed choice) / CHAP_I / CHAP_C of the
+/// algorithm's challenge length; a round with only the harness' right
+/// keys succeeds (and fails when the mutual configuration differs).
+pub fn chap(data: &[u8]) {
+    chap_harness::run(data);
+}
+
+mod chap_harness {
+    use std::sync::Arc;
+
+    use rtgt_scsi::access::{ChapAuth, Credential, Secret};
+    use sha2::Digest as _;
+
+    use super::{CHAP_MUTUAL_SECRET, CHAP_MUTUAL_USER, CHAP_SECRET, CHAP_USER, MAX_INPUT};
+    use crate::chap::{
+        decode_binary, Challenges, Chap, ChapAlgorithm, ChapFailure, ChapSettings,
+        MAX_PEER_CHALLENGE_LEN,
+    };
+    use crate::login::{AuthStatus, Authenticator};
+    use crate::negotiation::parse_number;
+    use crate::text::Pair;
+
+    /// B's own initiator credentials (byte 0 bit 6).
+    const USER_B: &str = "fuzzuser-b";
+    const SECRET_B: &[u8] = b"fuzz-secret-b-90";
+    /// The fillers' credentials.
+    const FILLER_USER: &str = "fuzzfiller";
+    const FILLER_SECRET: &[u8] = b"fuzz-filler-0000";
+    const MAX_ROUNDS: usize = 32;
+    const ALGORITHMS: [ChapAlgorithm; 4] = [
+        ChapAlgorithm::Md5,
+        ChapAlgorithm::Sha1,
+        ChapAlgorithm::Sha256,
+        ChapAlgorithm::Sha3_256,
+    ];
+    const KEY_NAMES: [&str; 5] = ["CHAP_A", "CHAP_I", "CHAP_C", "CHAP_N", "CHAP_R"];
+
+    /// H(id || secret || challenge) for CHAP_A code `code`, independent of
+    /// `ChapAlgorithm::response`.
+    fn digest(code: u8, id: u8, secret: &[u8], challenge: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(1 + secret.len() + challenge.len());
+        m.push(id);
+        m.extend_from_slice(secret);
+        m.extend_from_slice(challenge);
+        match code {
+            5 => md5::Md5::digest(&m).to_vec(),
+            6 => sha1::Sha1::digest(&m).to_vec(),
+            7 => sha2::Sha256::digest(&m).to_vec(),
+            8 => sha3::Sha3_256::digest(&m).to_vec(),
+            _ => panic!("no CHAP algorithm {code}"),
+        }
+    }
+
+    /// The length of the challenge the target must send for `code`: the
+    /// digest size, at least 16 bytes.
+    fn challenge_len(code: u8) -> usize {
+        match code {
+            5 => 16,
+            6 => 20,
+            _ => 32,
+        }
+    }
+
+    /// A binary value in one of the four encodings (`extra` bits 2-3).
+    fn encode(bytes: &[u8], how: u8) -> String {
+        const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::new();
+        match how & 3 {
+            0 | 1 => {
+                let upper = how & 3 == 1;
+                s.push_str(if upper { "0X" } else { "0x" });
+                for b in bytes {
+                    if upper {
+                        s.push_str(&format!("{b:02X}"));
+                    } else {
+                        s.push_str(&format!("{b:02x}"));
+                    }
+                }
+            }
+            _ => {
+                s.push_str("0b");
+                for chunk in bytes.chunks(3) {
+                    let mut n = [0u8; 3];
+                    n[..chunk.len()].copy_from_slice(chunk);
+                    let v = u32::from(n[0]) << 16 | u32::from(n[1]) << 8 | u32::from(n[2]);
+                    for i in 0..4 {
+                        if i <= chunk.len() {
+                            s.push(char::from(B64[(v >> (18 - 6 * i) & 63) as usize]));
+                        } else if how & 3 == 2 {
+                            s.push('=');
+                        }
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// The round's text: NUL-separated items, `key=value` (no `=`: an
+    /// empty value), a one-byte key 1..=5 standing for a CHAP key.
+    fn parse_pairs(text: &[u8]) -> Vec<Pair> {
+        text.split(|&b| b == 0)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                let (k, v) = match item.iter().position(|&b| b == b'=') {
+                    Some(p) => (&item[..p], &item[p + 1..]),
+                    None => (item, &[][..]),
+                };
+                let key = match k {
+                    [n @ 1..=5] => KEY_NAMES[usize::from(*n - 1)].to_string(),
+                    _ => String::from_utf8_lossy(k).into_owned(),
+                };
+                (key, String::from_utf8_lossy(v).into_owned())
+            })
+            .collect()
+    }
+
+    /// Replace every `key` of `keys` by `value`, or append it.
+    fn set(keys: &mut Vec<Pair>, key: &str, value: &str) {
+        let mut found = false;
+        for (k, v) in keys.iter_mut() {
+            if k == key {
+                *v = value.to_string();
+                found = true;
+            }
+        }
+        if !found {
+            keys.push((key.to_string(), value.to_string()));
+        }
+    }
+
+    /// The values of `key` in `keys`.
+    fn values<'a>(keys: &'a [Pair], key: &str) -> Vec<&'a str> {
+        keys.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The value of `key` if `keys` has it exactly once.
+    fn single<'a>(keys: &'a [Pair], key: &str) -> Option<&'a str> {
+        match values(keys, key)[..] {
+            [v] => Some(v),
+            _ => None,
+        }
+    }
+
+    fn cred(user: &str, secret: &[u8]) -> Credential {
+        Credential {
+            user: user.into(),
+            secret: Secret::new(secret),
+        }
+    }
+
+    /// A challenge the target sent.
+    #[derive(Clone)]
+    struct Sent {
+        code: u8,
+        id: u8,
+        challenge: Vec<u8>,
+    }
+
+    enum Phase {
+        /// Waiting for CHAP_A.
+        Initial,
+        /// Challenge sent (and outstanding in the record).
+        Awaiting(Sent),
+        /// Succeeded or failed: every further round fails.
+        Done,
+    }
+
+    /// One connection's CHAP and what the harness knows of it.
+    struct Slot {
+        auth: ChapAuth,
+        peer: String,
+        chap: Option<Chap>,
+        phase: Phase,
+        /// The last challenge it was sent, outstanding or not.
+        last_sent: Option<Sent>,
+        /// The last CHAP_R it output.
+        last_r: Option<String>,
+    }
+
+    impl Slot {
+        fn pending(&self) -> Option<&Sent> {
+            match (&self.chap, &self.phase) {
+                (Some(_), Phase::Awaiting(s)) => Some(s),
+                _ => None,
+            }
+        }
+    }
+
+    /// What the harness did to a round's keys.
+    struct Edits {
+        /// The right response to the challenge awaiting an answer is in
+        /// CHAP_R (every copy of it), put there by the harness.
+        correct_response: bool,
+        /// Only the harness' keys (CHAP_N, the right CHAP_R and, if
+        /// `mutual_asked`, a fresh mutual challenge): Some(whether that
+        /// challenge, if any, has an acceptable length).
+        canonical: Option<bool>,
+        /// The harness sent a fresh mutual CHAP_I / CHAP_C.
+        mutual_asked: bool,
+    }
+
+    struct Harness {
+        record: Arc<Challenges>,
+        capacity: usize,
+        settings: ChapSettings,
+        slots: Vec<Slot>,
+        /// Every secret configured, and its hex digits.
+        secrets: Vec<(Vec<u8>, String)>,
+    }
+
+    pub(super) fn run(data: &[u8]) {
+        if data.len() < 4 || data.len() > MAX_INPUT {
+            return;
+        }
+        let (c0, c1, c2, c3) = (data[0], data[1], data[2], data[3]);
+        let mutual_secret = if c0 & 0x08 != 0 {
+            CHAP_SECRET
+        } else {
+            CHAP_MUTUAL_SECRET
+        };
+        let mutual = cred(CHAP_MUTUAL_USER, mutual_secret);
+        let mut auths = vec![ChapAuth {
+            initiator: cred(CHAP_USER, CHAP_SECRET),
+            mutual: (c0 & 0x01 != 0).then(|| mutual.clone()),
+        }];
+        if c0 & 0x02 != 0 {
+            auths.push(ChapAuth {
+                initiator: if c0 & 0x40 != 0 {
+                    cred(USER_B, SECRET_B)
+                } else {
+                    cred(CHAP_USER, CHAP_SECRET)
+                },
+                mutual: (c0 & 0x04 != 0).then(|| mutual.clone()),
+            });
+        }
+        for _ in 0..(c0 >> 4) & 3 {
+            auths.push(ChapAuth {
+                initiator: cred(FILLER_USER, FILLER_SECRET),
+                mutual: None,
+            });
+        }
+        let mut algorithms: Vec<ChapAlgorithm> = ALGORITHMS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c1 >> i & 1 != 0)
+            .map(|(_, a)| *a)
+            .collect();
+        if c1 & 0x10 != 0 {
+            let again: Vec<ChapAlgorithm> = algorithms.iter().rev().copied().collect();
+            algorithms.extend(again);
+        }
+        let settings = ChapSettings {
+            algorithms,
+            min_peer_challenge: if c2 < 0xc0 {
+                usize::from(c2)
+            } else {
+                990 + usize::from(c2 - 0xc0)
+            },
+        };
+        let capacity = usize::from(c3 & 3) + 1;
+        let record = Challenges::new(capacity);
+        assert_eq!(record.capacity(), capacity, "record capacity");
+        let secrets = [CHAP_SECRET, CHAP_MUTUAL_SECRET, SECRET_B, FILLER_SECRET]
+            .iter()
+            .map(|s| (s.to_vec(), s.iter().map(|b| format!("{b:02x}")).collect()))
+            .collect();
+        let mut h = Harness {
+            record,
+            capacity,
+            settings,
+            slots: Vec::new(),
+            secrets,
+        };
+        for (i, auth) in auths.into_iter().enumerate() {
+            let peer = format!("iqn.1994-05.com.redhat:fuzz-{i}");
+            let chap = Chap::new(auth.clone(), &h.settings, h.record.clone(), peer.clone());
+            h.slots.push(Slot {
+                auth,
+                peer,
+                chap: Some(chap),
+                phase: Phase::Initial,
+                last_sent: None,
+                last_r: None,
+            });
+        }
+        let no_edits = Edits {
+            correct_response: false,
+            canonical: None,
+            mutual_asked: false,
+        };
+        let first_filler = if c0 & 0x02 != 0 { 2 } else { 1 };
+        for i in first_filler..h.slots.len() {
+            h.step(i, &[("CHAP_A".into(), "8,7,6,5".into())], &no_edits);
+        }
+
+        let mut rest = &data[4..];
+        for round in 0..MAX_ROUNDS {
+            if rest.len() < 4 {
+                break;
+            }
+            let (flags, extra) = (rest[0], rest[1]);
+            let n = (usize::from(rest[2]) << 8 | usize::from(rest[3])).min(rest.len() - 4);
+            let text = &rest[4..4 + n];
+            rest = &rest[4 + n..];
+            h.round(round, flags, extra, text);
+        }
+
+        let record = h.record.clone();
+        drop(h);
+        assert_eq!(
+            record.outstanding(),
+            0,
+            "challenges left in the record after every Chap was dropped"
+        );
+    }
+
+    impl Harness {
+        fn round(&mut self, round: usize, flags: u8, extra: u8, text: &[u8]) {
+            let n = self.slots.len();
+            let t = usize::from(flags & 3) % n;
+            let src = (t + usize::from(extra >> 6)) % n;
+            if self.slots[t].chap.is_none() {
+                if extra & 0x20 == 0 {
+                    return;
+                }
+                let s = &mut self.slots[t];
+                s.chap = Some(Chap::new(
+                    s.auth.clone(),
+                    &self.settings,
+                    self.record.clone(),
+                    s.peer.clone(),
+                ));
+                s.phase = Phase::Initial;
+                self.check_record();
+            }
+            let mut keys = parse_pairs(text);
+            let from_fuzzer = keys.len();
+            let how = (extra >> 2) & 3;
+            if flags & 0x08 != 0 {
+                let user = self.slots[t].auth.initiator.user.clone();
+                set(&mut keys, "CHAP_N", &user);
+            }
+            let mut fresh_ok = false;
+            if flags & 0x10 != 0 {
+                let min = self.settings.min_peer_challenge.max(1);
+                let len = if extra & 0x10 != 0 { min - 1 } else { min };
+                let c: Vec<u8> = (0..len)
+                    .map(|i| (i as u8).wrapping_mul(0x3b) ^ (round as u8) ^ 0xa5)
+                    .collect();
+                fresh_ok = len >= min && len <= MAX_PEER_CHALLENGE_LEN;
+                set(&mut keys, "CHAP_I", &round.to_string());
+                set(&mut keys, "CHAP_C", &encode(&c, how));
+            }
+            let reflect = flags & 0x20 != 0;
+            if reflect {
+                let s = &self.slots[src];
+                if let Some(sent) = s.pending().or(s.last_sent.as_ref()).cloned() {
+                    set(&mut keys, "CHAP_I", &sent.id.to_string());
+                    set(&mut keys, "CHAP_C", &encode(&sent.challenge, how));
+                }
+            }
+            let mut correct_response = false;
+            if flags & 0x04 != 0 {
+                let s = &self.slots[t];
+                if let Some(sent) = s.pending().or(s.last_sent.as_ref()) {
+                    let secret = s.auth.initiator.secret.expose();
+                    let right = digest(sent.code, sent.id, secret, &sent.challenge);
+                    let r = match extra & 3 {
+                        0 => right.clone(),
+                        1 => digest(sent.code, sent.id.wrapping_add(1), secret, &sent.challenge),
+                        2 => digest(sent.code, sent.id, CHAP_MUTUAL_SECRET, &sent.challenge),
+                        _ => {
+                            let mut r = right.clone();
+                            if let Some(last) = r.last_mut() {
+                                *last ^= 1;
+                            }
+                            r
+                        }
+                    };
+                    correct_response = s.pending().is_some() && r == right;
+                    set(&mut keys, "CHAP_R", &encode(&r, how));
+                }
+            } else if flags & 0x40 != 0 {
+                if let Some(r) = self.slots[src].last_r.clone() {
+                    set(&mut keys, "CHAP_R", &r);
+                }
+            }
+            let mutual_asked = flags & 0x10 != 0;
+            let edits = Edits {
+                correct_response,
+                canonical: (from_fuzzer == 0 && flags & 0x08 != 0 && correct_response && !reflect)
+                    .then_some(!mutual_asked || fresh_ok),
+                mutual_asked,
+            };
+            self.step(t, &keys, &edits);
+            if flags & 0x80 != 0 {
+                let s = &mut self.slots[t];
+                s.chap = None;
+                s.phase = Phase::Done;
+                self.check_record();
+            }
+        }
+
+        /// The record holds exactly the challenges of the connections
+        /// awaiting a response.
+        fn check_record(&self) {
+            let pending: Vec<&Sent> = self.slots.iter().filter_map(Slot::pending).collect();
+            let n = self.record.outstanding();
+            assert!(
+                n <= self.capacity,
+                "record holds {n} over {}",
+                self.capacity
+            );
+            assert_eq!(n, pending.len(), "outstanding challenges in the record");
+            for s in pending {
+                assert!(
+                    self.record.contains(&s.challenge),
+                    "an outstanding challenge is missing from the record"
+                );
+            }
+        }
+
+        fn no_secret(&self, what: &str, s: &str) {
+            let lower = s.to_ascii_lowercase();
+            for (raw, hex) in &self.secrets {
+                assert!(
+                    !s.as_bytes().windows(raw.len()).any(|w| w == raw.as_slice()),
+                    "{what} contains a secret"
+                );
+                assert!(
+                    !lower.contains(hex.as_str()),
+                    "{what} contains a secret in hex"
+                );
+            }
+        }
+
+        /// One round to connection `t`, and every check on its answer.
+        fn step(&mut self, t: usize, keys: &[Pair], edits: &Edits) {
+            self.check_record();
+            let outstanding: Vec<Vec<u8>> = self
+                .slots
+                .iter()
+                .filter_map(Slot::pending)
+                .map(|s| s.challenge.clone())
+                .collect();
+            let count_before = outstanding.len();
+            let reflected = values(keys, "CHAP_C")
+                .into_iter()
+                .filter_map(decode_binary)
+                .any(|c| outstanding.contains(&c));
+            let min_peer = self.settings.min_peer_challenge;
+            let allowed = self.settings.algorithms.clone();
+
+            let slot = &mut self.slots[t];
+            let Some(chap) = slot.chap.as_mut() else {
+                return;
+            };
+            let phase = std::mem::replace(&mut slot.phase, Phase::Done);
+            assert_eq!(chap.method(), "CHAP");
+            assert_eq!(
+                chap.checks_proof_next(),
+                matches!(phase, Phase::Awaiting(_)),
+                "checks_proof_next"
+            );
+            let mut out = Vec::new();
+            let st = chap.step(keys, &mut out);
+            let debug = format!("{chap:?}");
+            let reason = chap.failure_reason().map(|f| f.to_string());
+            let label = chap.failure_label();
+            let succeeded = chap.succeeded();
+            let algorithm = chap.algorithm();
+            let auth = slot.auth.clone();
+
+            for (k, v) in &out {
+                self.no_secret("output key", k);
+                self.no_secret("output value", v);
+            }
+            self.no_secret("Debug", &debug);
+            if let Some(r) = &reason {
+                self.no_secret("failure reason", r);
+            }
+            if let Some(l) = label {
+                assert!(ChapFailure::LABELS.contains(&l), "label {l}");
+            }
+            assert_eq!(
+                succeeded,
+                st == AuthStatus::Success,
+                "succeeded() after {st:?}"
+            );
+            let out_r = values(&out, "CHAP_R");
+            assert!(
+                out_r.is_empty() || st == AuthStatus::Success,
+                "CHAP_R output on {st:?}"
+            );
+            if reflected {
+                assert!(
+                    out_r.is_empty(),
+                    "CHAP_R computed for an outstanding challenge"
+                );
+                assert_ne!(
+                    st,
+                    AuthStatus::Success,
+                    "success with a reflected challenge"
+                );
+            }
+
+            // Round 1 with nothing but a CHAP_A offering an allowed
+            // algorithm must be answered, unless the record is full.
+            let offer = match keys {
+                [(k, v)] if k == "CHAP_A" => Some(v.as_str()),
+                _ => None,
+            };
+            let first_allowed = offer.and_then(|v| {
+                v.split(',')
+                    .filter_map(parse_number)
+                    .filter_map(ChapAlgorithm::from_code)
+                    .find(|a| allowed.contains(a))
+            });
+            if let (Phase::Initial, Some(_)) = (&phase, first_allowed) {
+                let want = if count_before < self.capacity {
+                    AuthStatus::Continue
+                } else {
+                    AuthStatus::OutOfResources
+                };
+                assert_eq!(st, want, "round 1 with {count_before} outstanding");
+            }
+
+            let slot = &mut self.slots[t];
+            match st {
+                AuthStatus::Continue => {
+                    assert!(matches!(phase, Phase::Initial), "Continue after round 1");
+                    let Some(alg) = first_allowed else {
+                        panic!("Continue without a CHAP_A offering an allowed algorithm");
+                    };
+                    assert_eq!(algorithm, Some(alg), "algorithm()");
+                    let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+                    assert_eq!(names, ["CHAP_A", "CHAP_I", "CHAP_C"], "round-1 answer");
+                    assert_eq!(out[0].1, alg.code().to_string(), "CHAP_A answer");
+                    let id: u8 = out[1].1.parse().unwrap_or_else(|_| panic!("CHAP_I"));
+                    assert!(out[2].1.starts_with("0x"), "CHAP_C not hex");
+                    let challenge = decode_binary(&out[2].1).unwrap_or_else(|| panic!("CHAP_C"));
+                    assert_eq!(
+                        challenge.len(),
+                        challenge_len(alg.code()),
+                        "challenge length"
+                    );
+                    assert!(count_before < self.capacity, "challenge over capacity");
+                    let sent = Sent {
+                        code: alg.code(),
+                        id,
+                        challenge,
+                    };
+                    slot.last_sent = Some(sent.clone());
+                    slot.phase = Phase::Awaiting(sent);
+                }
+                AuthStatus::Success => {
+                    let Phase::Awaiting(sent) = &phase else {
+                        panic!("Success without a challenge awaiting its response");
+                    };
+                    assert!(
+                        edits.correct_response,
+                        "Success without the right response from the harness"
+                    );
+                    assert_eq!(
+                        single(keys, "CHAP_N"),
+                        Some(auth.initiator.user.as_str()),
+                        "Success without the configured user"
+                    );
+                    const KNOWN: [&str; 4] = ["CHAP_N", "CHAP_R", "CHAP_I", "CHAP_C"];
+                    for (k, _) in keys {
+                        assert!(KNOWN.contains(&k.as_str()), "Success with key {k:?}");
+                        assert_eq!(values(keys, k).len(), 1, "Success with {k} repeated");
+                    }
+                    match &auth.mutual {
+                        None => {
+                            assert!(out.is_empty(), "one-way success output {out:?}");
+                            assert!(
+                                values(keys, "CHAP_I").is_empty()
+                                    && values(keys, "CHAP_C").is_empty(),
+                                "one-way success with CHAP_I / CHAP_C"
+                            );
+                        }
+                        Some(m) => {
+                            assert_ne!(
+                                m.secret.expose(),
+                                auth.initiator.secret.expose(),
+                                "mutual success with one secret for both directions"
+                            );
+                            let i = single(keys, "CHAP_I")
+                                .and_then(parse_number)
+                                .and_then(|i| u8::try_from(i).ok())
+                                .unwrap_or_else(|| panic!("mutual success without CHAP_I"));
+                            let c = single(keys, "CHAP_C")
+                                .and_then(decode_binary)
+                                .unwrap_or_else(|| panic!("mutual success without CHAP_C"));
+                            assert!(
+                                c.len() >= min_peer.max(1) && c.len() <= MAX_PEER_CHALLENGE_LEN,
+                                "answered a CHAP_C of {} bytes (min {min_peer})",
+                                c.len()
+                            );
+                            assert!(!outstanding.contains(&c), "answered an outstanding CHAP_C");
+                            let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+                            assert_eq!(names, ["CHAP_N", "CHAP_R"], "mutual answer");
+                            assert_eq!(out[0].1, m.user, "mutual CHAP_N");
+                            assert!(out[1].1.starts_with("0x"), "CHAP_R not hex");
+                            let want = digest(sent.code, i, m.secret.expose(), &c);
+                            assert_eq!(
+                                decode_binary(&out[1].1),
+                                Some(want),
+                                "mutual CHAP_R is not H(CHAP_I || secret || CHAP_C)"
+                            );
+                        }
+                    }
+                }
+                AuthStatus::Failure => {
+                    let reject = [("CHAP_A".to_string(), "Reject".to_string())];
+                    assert!(
+                        out.is_empty() || (matches!(phase, Phase::Initial) && out == reject),
+                        "output on failure: {out:?}"
+                    );
+                    assert!(label.is_some(), "failure without a label");
+                }
+                AuthStatus::OutOfResources => {
+                    assert!(out.is_empty(), "output on out of resources: {out:?}");
+                    assert!(matches!(phase, Phase::Initial), "out of resources later");
+                    assert_eq!(count_before, self.capacity, "out of resources with room");
+                    assert_eq!(label, Some("out_of_resources"));
+                }
+            }
+            // A round with just the harness' right keys.
+            if let (Phase::Awaiting(_), Some(fresh_ok)) = (&phase, edits.canonical) {
+                let ok = match &auth.mutual {
+                    None => !edits.mutual_asked,
+                    Some(m) => {
+                        edits.mutual_asked
+                            && fresh_ok
+                            && m.secret.expose() != auth.initiator.secret.expose()
+                    }
+                };
+                let want = if ok {
+                    AuthStatus::Success
+                } else {
+                    AuthStatus::Failure
+                };
+                assert_eq!(st, want, "round with only the harness' keys");
+            }
+            if let Some(r) = out_r.first() {
+                slot.last_r = Some(r.to_string());
+            }
+            self.check_record();
+        }
+    }
 }

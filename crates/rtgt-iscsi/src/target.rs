@@ -53,7 +53,6 @@ pub struct Targets {
     pub chap: ChapSettings,
 }
 
-
 impl Targets {
     pub fn find(&self, name: &str) -> Option<&Target> {
         // iSCSI names are case-insensitive (RFC 3722 normalises to lower case).

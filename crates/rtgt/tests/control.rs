@@ -41,41 +41,6 @@ fn ok(d: &Daemon, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// One HTTP/1.1 request on the control socket: status and body.
-fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: rtgt\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let (head, rest) = out.split_once("\r\n\r\n").unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut b = String::new();
-        let mut r = rest;
-        while let Some((len, tail)) = r.split_once("\r\n") {
-            let n = usize::from_str_radix(len.trim(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            b.push_str(&tail[..n]);
-            r = &tail[n + 2..];
-        }
-        b
-    } else {
-        rest.to_string()
-    };
-    (status, body)
-}
-
 fn empty_config(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("rtgt.toml");
     std::fs::write(&p, "").unwrap();

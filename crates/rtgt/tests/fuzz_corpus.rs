@@ -78,3 +78,8 @@ fn cdb() {
 fn param_list() {
     replay("param_list", rtgt_scsi::fuzz_entry::param_list);
 }
+
+#[test]
+fn chap() {
+    replay("chap", rtgt_iscsi::fuzz_entry::chap);
+}

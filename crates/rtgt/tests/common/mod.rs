@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
@@ -470,3 +470,38 @@ impl Drop for LoopDev {
 
 pub mod iscsi_login;
 pub mod scsi_client;
+
+/// One HTTP/1.1 request on the control socket: status and body.
+pub fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: rtgt\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let (head, rest) = out.split_once("\r\n\r\n").unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut b = String::new();
+        let mut r = rest;
+        while let Some((len, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            b.push_str(&tail[..n]);
+            r = &tail[n + 2..];
+        }
+        b
+    } else {
+        rest.to_string()
+    };
+    (status, body)
+}
