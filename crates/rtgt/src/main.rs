@@ -191,6 +191,31 @@ enum ConfigCmd {
     },
 }
 
+/// Every connection costs a descriptor, and the login-phase bounds
+/// (1024 by default) assume the daemon can hold them: raise the soft limit
+/// on open files to the hard one, as a server with many clients does
+/// (systemd and most shells start processes at a soft limit of 1024).
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct,
+    // which lives on this stack frame for both calls.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max && {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0
+        }
+    };
+    if !raised && l.rlim_cur < 4096 {
+        tracing::warn!(
+            "open files limited to {}: connections beyond it are refused at accept",
+            l.rlim_cur
+        );
+    }
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     rtgt::config::parse_size(s)
 }
@@ -303,6 +328,7 @@ fn main() -> ExitCode {
             control,
             metrics_listen,
         } => {
+            raise_fd_limit();
             let state_dir = state_dir.or_else(rtgt::state::default_dir);
             let cfg = match &config {
                 Some(path) => match rtgt::config::Config::load(path) {

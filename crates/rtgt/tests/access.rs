@@ -108,7 +108,7 @@ fn b_chap(algorithms: &str) -> String {
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("rtgt.toml");
-    std::fs::write(&p, text).unwrap();
+    common::write_private(&p, text);
     p
 }
 
@@ -400,7 +400,7 @@ fn chap_every_algorithm_mutual_and_failures() {
     );
 
     // Mutual CHAP: the target proves itself with the mutual secret.
-    std::fs::write(&cfg, seed_config(&b_chap(&mutual), "")).unwrap();
+    common::write_private(&cfg, &seed_config(&b_chap(&mutual), ""));
     reload(&d, 1);
     for alg in [5u8, 8] {
         let mut c = chap("bob", B_SECRET, &[alg]);
@@ -436,7 +436,7 @@ fn chap_every_algorithm_mutual_and_failures() {
         "[iscsi]\nchap_algorithms = [\"SHA256\"]\n{}",
         seed_config(&b_chap(""), "")
     );
-    std::fs::write(&cfg, restricted).unwrap();
+    common::write_private(&cfg, &restricted);
     reload(&d, 2);
     let r = login(
         d.port(),
@@ -644,7 +644,7 @@ fn sighup_changes_a_live_map_without_disturbing_others() {
     std::thread::sleep(Duration::from_millis(300));
 
     // A gains Z as LUN 7; a broken file in between changes nothing.
-    std::fs::write(&cfg, "[[target]]\niqn = \"bogus\"\n").unwrap();
+    common::write_private(&cfg, "[[target]]\niqn = \"bogus\"\n");
     d.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d.stderr().contains("reload refused") {
@@ -663,7 +663,7 @@ fn sighup_changes_a_live_map_without_disturbing_others() {
     );
 
     let extra = "\n[[target.tpg.acl.mapped_lun]]\nmapped_lun = 7\ntpg_lun = 12\n";
-    std::fs::write(&cfg, seed_config("", extra)).unwrap();
+    common::write_private(&cfg, &seed_config("", extra));
     reload(&d, 1);
     assert!(
         bench.try_wait().unwrap().is_none(),
@@ -695,7 +695,7 @@ fn sighup_changes_a_live_map_without_disturbing_others() {
         &format!("initiator = \"{A}\""),
         "initiator = \"iqn.2026-11.org.rtgt:gone\"",
     );
-    std::fs::write(&cfg, no_a).unwrap();
+    common::write_private(&cfg, &no_a);
     reload(&d, 2);
     assert!(
         a.command(0, &[0; 6], &[], 0).is_err(),
@@ -738,7 +738,7 @@ fn sighup_grows_a_fileio_lun_and_refuses_to_shrink_it() {
         u32::from_be_bytes(r.data[0..4].try_into().unwrap()) as u64 + 1
     };
     assert_eq!(read_capacity(&mut s), (16 << 20) / 512);
-    std::fs::write(&cfg, config("24M")).unwrap();
+    common::write_private(&cfg, &config("24M"));
     reload(&d, 1);
     let r = s.command(0, &[0; 6], &[], 0).unwrap();
     assert_eq!(
@@ -754,7 +754,7 @@ fn sighup_grows_a_fileio_lun_and_refuses_to_shrink_it() {
     w.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
     assert_eq!(s.command(0, &w, &[0x77; 512], 0).unwrap().status, 0);
     // Shrinking would drop data: refused, nothing changes.
-    std::fs::write(&cfg, config("8M")).unwrap();
+    common::write_private(&cfg, &config("8M"));
     d.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d.stderr().contains("cannot shrink") {
@@ -795,13 +795,13 @@ fn sighup_binds_new_portals_and_closes_removed_ones() {
             .unwrap_or(false)
     };
     assert!(logs_in(p1) && !logs_in(p2));
-    std::fs::write(&cfg, config(&[p1, p2])).unwrap();
+    common::write_private(&cfg, &config(&[p1, p2]));
     reload(&d, 1);
     assert!(logs_in(p1) && logs_in(p2), "new portal served");
     // A session on the portal that stays is not disturbed.
     let mut s = session_on(p2);
     s.clear_unit_attentions(0);
-    std::fs::write(&cfg, config(&[p2])).unwrap();
+    common::write_private(&cfg, &config(&[p2]));
     reload(&d, 2);
     assert!(!logs_in(p1), "removed portal still accepts logins");
     assert_eq!(s.command(0, &[0; 6], &[], 0).unwrap().status, 0);

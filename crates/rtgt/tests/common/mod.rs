@@ -505,3 +505,11 @@ pub fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, 
     };
     (status, body)
 }
+
+/// Write a configuration file readable by its owner only, as one holding
+/// inline CHAP secrets must be.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
