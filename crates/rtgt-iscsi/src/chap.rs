@@ -684,7 +684,7 @@ impl Chap {
             initiator = %self.peer,
             algorithm = alg.name(),
             mutual = self.auth.mutual.is_some(),
-            "CHAP authentication succeeded"
+            "CHAP: initiator authenticated (with mutual CHAP the initiator then checks the target's answer)"
         );
         AuthStatus::Success
     }

@@ -1087,6 +1087,9 @@ mod chap_harness {
         last_sent: Option<Sent>,
         /// The last CHAP_R it output.
         last_r: Option<String>,
+        /// It was refused for a full record (its later rounds may say
+        /// `OutOfResources` again: the first failure sticks).
+        refused: bool,
     }
 
     impl Slot {
@@ -1193,6 +1196,7 @@ mod chap_harness {
                 phase: Phase::Initial,
                 last_sent: None,
                 last_r: None,
+                refused: false,
             });
         }
         let no_edits = Edits {
@@ -1243,6 +1247,7 @@ mod chap_harness {
                     s.peer.clone(),
                 ));
                 s.phase = Phase::Initial;
+                s.refused = false;
                 self.check_record();
             }
             let mut keys = parse_pairs(text);
@@ -1438,6 +1443,13 @@ mod chap_harness {
             }
 
             let slot = &mut self.slots[t];
+            if matches!(phase, Phase::Done) {
+                assert!(
+                    matches!(st, AuthStatus::Failure | AuthStatus::OutOfResources),
+                    "{st:?} after the exchange ended"
+                );
+                assert!(out.is_empty(), "output after the exchange ended: {out:?}");
+            }
             match st {
                 AuthStatus::Continue => {
                     assert!(matches!(phase, Phase::Initial), "Continue after round 1");
@@ -1534,9 +1546,16 @@ mod chap_harness {
                 }
                 AuthStatus::OutOfResources => {
                     assert!(out.is_empty(), "output on out of resources: {out:?}");
-                    assert!(matches!(phase, Phase::Initial), "out of resources later");
-                    assert_eq!(count_before, self.capacity, "out of resources with room");
                     assert_eq!(label, Some("out_of_resources"));
+                    if matches!(phase, Phase::Initial) {
+                        assert_eq!(count_before, self.capacity, "out of resources with room");
+                        slot.refused = true;
+                    } else {
+                        assert!(
+                            matches!(phase, Phase::Done) && slot.refused,
+                            "out of resources after round 1"
+                        );
+                    }
                 }
             }
             // A round with just the harness' right keys.
