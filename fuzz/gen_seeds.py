@@ -594,9 +594,11 @@ def chap_seeds():
     # reconnects and succeeds.
     s["full_record"] = bytes([0x02, 0x0F, 16, 0]) + r(0, 0, a("5")) + r(0x81, 0, a("5")) \
         + r(0x0C) + r(1, 0x20, a("5")) + r(0x0D)
-    # Wrong CHAP_I, the mutual secret, a flipped byte; then the right one.
+    # Wrong CHAP_I, the mutual secret, a flipped byte, the right response
+    # for another user name; then the right one.
     s["wrong_responses"] = bytes([0x00, 0x0F, 16, 3]) + r(0, 0, a("6")) + r(0x8C, 0x01) \
         + r(0, 0x20, a("6")) + r(0x8C, 0x02) + r(0, 0x20, a("6")) + r(0x8C, 0x03) \
+        + r(0, 0x20, a("6")) + r(0x84, 0, text(("CHAP_N", "FuzzUser"))) \
         + r(0, 0x20, a("6")) + r(0x0C)
     # Three fillers and A fill a record of 4, B is refused; A reflects a
     # filler's challenge, reconnects and succeeds.
