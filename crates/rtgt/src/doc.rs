@@ -235,6 +235,45 @@ impl<'de> Deserialize<'de> for SizeDoc {
 }
 
 /// `1073741824` -> `"1G"`; sizes that are no whole number of a unit stay digits.
+/// The order people expect names in: runs of digits compare as numbers
+/// (k10x2 before k10x10), letters without case; ties broken exactly, so
+/// the order is total.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn runs(s: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let first = rest.chars().next()?;
+            let digit = first.is_ascii_digit();
+            let end = rest
+                .find(|c: char| c.is_ascii_digit() != digit)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digit, run))
+        })
+    }
+    let mut x = runs(a);
+    let mut y = runs(b);
+    loop {
+        let ord = match (x.next(), y.next()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some((true, p)), Some((true, q))) => {
+                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+            }
+            (Some((_, p)), Some((_, q))) => p
+                .chars()
+                .map(|c| c.to_ascii_lowercase())
+                .cmp(q.chars().map(|c| c.to_ascii_lowercase())),
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+}
+
 pub fn format_size(n: u64) -> String {
     for (shift, unit) in [(40, 'T'), (30, 'G'), (20, 'M'), (10, 'K')] {
         if n != 0 && n.is_multiple_of(1u64 << shift) {
@@ -352,13 +391,14 @@ impl Doc {
     /// Sort every list by its objects' identities, so that the saved file
     /// is stable (diffs in git show changes, not reorderings).
     pub fn canonicalize(&mut self) {
-        self.backstore.sort_by(|a, b| a.name.cmp(&b.name));
-        self.target.sort_by_key(|t| t.iqn.to_ascii_lowercase());
+        self.backstore.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        self.target.sort_by(|a, b| natural_cmp(&a.iqn, &b.iqn));
         for t in &mut self.target {
             t.tpg.sort_by_key(|g| g.tag);
             for g in &mut t.tpg {
                 g.lun.sort_by_key(|l| l.lun);
-                g.acl.sort_by_key(|a| a.initiator.to_ascii_lowercase());
+                g.acl
+                    .sort_by(|a, b| natural_cmp(&a.initiator, &b.initiator));
                 for a in &mut g.acl {
                     a.mapped_lun.sort_by_key(|m| m.mapped_lun);
                 }
@@ -1004,6 +1044,41 @@ read_only = true
                 format!("~ {t}/acls/iqn.2026-11.org.example:host/mapped_lun0\n    read_only: true -> (unset)"),
             ]
         );
+    }
+
+    #[test]
+    fn names_sort_naturally() {
+        use std::cmp::Ordering::*;
+        let mut v = vec![
+            "k10x100", "k10x2", "K10x10", "k10x1", "k9", "k010x3", "a", "",
+        ];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            ["", "a", "k9", "k10x1", "k10x2", "k010x3", "K10x10", "k10x100"]
+        );
+        assert_eq!(natural_cmp("x01", "x1"), Less, "ties broken exactly");
+        assert_eq!(natural_cmp("x1", "x1"), Equal);
+        assert_eq!(
+            natural_cmp("99999999999999999999999a", "100000000000000000000000a"),
+            Less,
+            "no overflow"
+        );
+        // The document lists backstores, targets and ACLs that way.
+        let mut text = String::new();
+        for n in ["k10x1", "k10x10", "k10x100", "k10x2"] {
+            text.push_str(&format!(
+                "[[backstore]]\nname = \"{n}\"\ntype = \"ramdisk\"\nsize = \"1M\"\n"
+            ));
+        }
+        for t in ["iqn.2026-11.a:t10", "iqn.2026-11.a:t9"] {
+            text.push_str(&format!("[[target]]\niqn = \"{t}\"\n"));
+        }
+        let d = doc(&text);
+        let names: Vec<&str> = d.backstore.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["k10x1", "k10x2", "k10x10", "k10x100"]);
+        let iqns: Vec<&str> = d.target.iter().map(|t| t.iqn.as_str()).collect();
+        assert_eq!(iqns, ["iqn.2026-11.a:t9", "iqn.2026-11.a:t10"]);
     }
 
     #[test]
