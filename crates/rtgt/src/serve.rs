@@ -430,6 +430,27 @@ impl Live {
             .collect()
     }
 
+    /// The addresses each portal group is served on now, by (lower-cased
+    /// IQN, tag): its portals as bound (port 0 resolved), or the
+    /// `--listen` addresses that replace them.
+    pub fn listening(&self) -> BTreeMap<(String, u16), Vec<SocketAddr>> {
+        let targets = self.running.server.targets();
+        targets
+            .targets
+            .iter()
+            .flat_map(|t| {
+                t.groups
+                    .iter()
+                    .map(move |g| ((t.name.to_ascii_lowercase(), g.tag), g.portals.clone()))
+            })
+            .collect()
+    }
+
+    /// Whether `--listen` replaced the file's portals.
+    pub fn portals_overridden(&self) -> bool {
+        !self.running.listen.is_empty()
+    }
+
     /// Capacity and block size of each open backstore, by name.
     pub fn backstore_state(&self) -> BTreeMap<String, (u64, u32)> {
         self.running

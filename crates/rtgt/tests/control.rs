@@ -574,3 +574,40 @@ fn a_thousand_luns_through_the_api_and_by_apply() {
          rtgt apply of the 1000-LUN file: {apply:?}; apply again (no-op): {again:?}"
     );
 }
+
+/// `--listen` replaces the file's portals: `ls` and the status say what
+/// the daemon listens on, and that the file's portal is not served.
+#[test]
+fn ls_shows_the_portals_actually_listened_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rtgt.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[target]]\niqn = \"{IQN}\"\n[[target.tpg]]\ntag = 1\nportals = [\"127.0.0.1:3260\"]\nmode = \"demo\"\n"),
+    )
+    .unwrap();
+    // with_config adds --listen 127.0.0.1:0
+    let d = Daemon::with_config(&cfg);
+    let actual = format!("127.0.0.1:{}", d.port());
+    let ls = ok(&d, &["ls", &format!("/iscsi/{IQN}/tpg1/portals")]);
+    let line = |addr: &str| {
+        ls.lines()
+            .find(|l| l.contains(&format!("o- {addr} ")))
+            .unwrap_or_else(|| panic!("{addr} not in:\n{ls}"))
+            .to_string()
+    };
+    assert!(
+        line("127.0.0.1:3260").contains("[not listening: replaced by --listen]"),
+        "{ls}"
+    );
+    assert!(line(&actual).contains("[listening (--listen)]"), "{ls}");
+    let (st, body) = http(&d.control, "GET", "/api/v1/status", None);
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["tpgs"][0]["listening"],
+        serde_json::json!([actual]),
+        "{body}"
+    );
+    assert_eq!(v["tpgs"][0]["portals_overridden"], true, "{body}");
+}

@@ -127,6 +127,22 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
             ))
         })
         .collect();
+    let listening: BTreeMap<(String, u64), (Vec<String>, bool)> = status["tpgs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let addrs = t["listening"]
+                .as_array()?
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            Some((
+                (t["iqn"].as_str()?.to_ascii_lowercase(), t["tag"].as_u64()?),
+                (addrs, t["portals_overridden"].as_bool().unwrap_or(false)),
+            ))
+        })
+        .collect();
     let capacity: BTreeMap<String, u64> = status["backstores"]
         .as_array()
         .into_iter()
@@ -218,7 +234,33 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
                     item(&a.initiator, format!("Mapped LUNs: {n}{auth}"), mapped)
                 })
                 .collect();
-            let portals: Vec<Item> = g.portals.iter().map(|p| item(p, "", Vec::new())).collect();
+            let key = (t.iqn.to_ascii_lowercase(), u64::from(g.tag));
+            let live = listening.get(&key);
+            let overridden = live.is_some_and(|(_, o)| *o);
+            let mut portals: Vec<Item> = g
+                .portals
+                .iter()
+                .map(|p| {
+                    let what = if overridden {
+                        "not listening: replaced by --listen"
+                    } else {
+                        ""
+                    };
+                    item(p, what, Vec::new())
+                })
+                .collect();
+            // What the daemon actually listens on, where the file does
+            // not say it (--listen, or port 0 bound to a free port).
+            for a in live.into_iter().flat_map(|(l, _)| l) {
+                if !g.portals.iter().any(|p| p == a) {
+                    let why = if overridden {
+                        "listening (--listen)"
+                    } else {
+                        "listening"
+                    };
+                    portals.push(item(a, why, Vec::new()));
+                }
+            }
             let n_sess = sessions
                 .get(&(t.iqn.to_ascii_lowercase(), g.tag as u64))
                 .copied()

@@ -40,6 +40,11 @@ pub struct TpgStatus {
     pub tag: u16,
     /// Sessions open on the group.
     pub sessions: usize,
+    /// The addresses it is served on now (the portals as bound, or the
+    /// `--listen` addresses that replace them).
+    pub listening: Vec<String>,
+    /// Whether `rtgt serve --listen` replaced the configured portals.
+    pub portals_overridden: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -241,6 +246,8 @@ async fn get_tree(
 async fn get_status(State(live): State<Shared>) -> Json<Status> {
     let l = live.lock().await;
     let counts = l.session_counts();
+    let listening = l.listening();
+    let overridden = l.portals_overridden();
     let d = l.doc();
     let mut tpgs = Vec::new();
     for t in &d.target {
@@ -250,6 +257,13 @@ async fn get_status(State(live): State<Shared>) -> Json<Status> {
                 iqn: t.iqn.clone(),
                 tag: g.tag,
                 sessions: counts.get(&key).copied().unwrap_or(0),
+                listening: listening
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.to_string())
+                    .collect(),
+                portals_overridden: overridden,
             });
         }
     }
