@@ -634,3 +634,50 @@ fn shell_without_a_daemon_says_so() {
         "a prompt without a daemon:\n{screen}"
     );
 }
+
+/// Every line that reaches the terminal runs, in order: one write() of 20
+/// commands (typed ahead, or pasted by a terminal without bracketed
+/// paste) creates all 18 backstores; then a bracketed paste of three
+/// lines and Enter runs all three.
+#[test]
+fn typed_ahead_and_pasted_lines_all_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let d = Daemon::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let mut t = Term::spawn(&d.control, &dir.path().join("history"));
+    t.wait_prompt("/", None);
+    let mut burst = String::from("cd /backstores/ramdisk\r");
+    for i in 1..=18 {
+        burst.push_str(&format!("create burst{i} 1M\r"));
+    }
+    burst.push_str("cd /\r");
+    t.type_keys(&burst);
+    let names = |d: &Daemon| -> Vec<String> {
+        let (_, body) = common::http(&d.control, "GET", "/api/v1/backstores", None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let want: Vec<String> = (1..=18).map(|i| format!("burst{i}")).collect();
+    t.wait_until("18 backstores created", |_| {
+        let n = names(&d);
+        want.iter().all(|w| n.contains(w))
+    });
+    // ...and the last line of the burst ran too, after them.
+    t.wait_until("the prompt back at /", |t| t.row(t.cursor().0) == "/>");
+    t.type_keys("\x1b[200~cd /backstores/ramdisk\ncreate paste1 1M\ncreate paste2 1M\x1b[201~\r");
+    t.wait_until("both pasted creates", |_| {
+        let n = names(&d);
+        n.contains(&"paste1".to_string()) && n.contains(&"paste2".to_string())
+    });
+    t.wait_prompt("/backstores/ramdisk", None);
+}

@@ -270,40 +270,62 @@ pub fn run(ctx: &Ctx) -> Result<(), CliError> {
             .helper()
             .map(|h| h.cwd.borrow().clone())
             .unwrap_or_default();
-        let line = match rl.readline(&format!("{cwd}> ")) {
+        let input = match rl.readline(&format!("{cwd}> ")) {
             Ok(l) => l,
             Err(rustyline::error::ReadlineError::Interrupted) => continue,
             Err(_) => break,
         };
-        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        if words.is_empty() {
-            continue;
-        }
-        let _ = rl.add_history_entry(line.as_str());
-        if let Some(h) = &history {
-            if let Some(dir) = h.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            let _ = rl.save_history(h);
-        }
-        if matches!(words[0].as_str(), "exit" | "quit") {
-            break;
-        }
-        match super::run(ctx, &cwd, &words) {
-            Ok((out, cd)) => {
-                print!("{out}");
-                if let (Some(new), Some(h)) = (cd, rl.helper()) {
-                    *h.cwd.borrow_mut() = new;
-                }
-            }
-            Err(e) => {
-                if ctx.color {
-                    println!("\x1b[31merror:\x1b[0m {e}");
-                } else {
-                    println!("error: {e}");
-                }
+        // A bracketed paste arrives as one input with the pasted line
+        // breaks in it: each line is a command, run in order, as a shell
+        // does.
+        for line in input.lines() {
+            if !run_line(ctx, &mut rl, history.as_deref(), line) {
+                return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// Run one command line of the shell; false when it was `exit`/`quit`.
+fn run_line(
+    ctx: &Ctx,
+    rl: &mut Editor<ShellHelper<'_>, DefaultHistory>,
+    history: Option<&std::path::Path>,
+    line: &str,
+) -> bool {
+    let cwd = rl
+        .helper()
+        .map(|h| h.cwd.borrow().clone())
+        .unwrap_or_default();
+    let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    if words.is_empty() {
+        return true;
+    }
+    let _ = rl.add_history_entry(line);
+    if let Some(h) = history {
+        if let Some(dir) = h.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = rl.save_history(h);
+    }
+    if matches!(words[0].as_str(), "exit" | "quit") {
+        return false;
+    }
+    match super::run(ctx, &cwd, &words) {
+        Ok((out, cd)) => {
+            print!("{out}");
+            if let (Some(new), Some(h)) = (cd, rl.helper()) {
+                *h.cwd.borrow_mut() = new;
+            }
+        }
+        Err(e) => {
+            if ctx.color {
+                println!("\x1b[31merror:\x1b[0m {e}");
+            } else {
+                println!("error: {e}");
+            }
+        }
+    }
+    true
 }
