@@ -5,6 +5,7 @@ pub mod doc;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod preserve;
 pub mod save;
 pub mod serve;
 pub mod state;

@@ -498,8 +498,30 @@ impl Live {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
-        crate::save::save(path, &self.doc.to_toml(true))
+        crate::save::save(path, &self.text_to_save(path))
             .map_err(|e| format!("cannot save {}: {e}", path.display()))
+    }
+
+    /// The configuration as it goes into `path`: laid into the file's
+    /// current text (its comments and layout kept, see
+    /// [`crate::preserve`]) when that reads back as exactly this
+    /// configuration, else the canonical text, so nothing is ever saved
+    /// that would load differently.
+    fn text_to_save(&self, path: &std::path::Path) -> String {
+        let canonical = self.doc.to_toml(true);
+        let Ok(old) = std::fs::read_to_string(path) else {
+            return canonical;
+        };
+        match crate::preserve::merge(&old, &canonical) {
+            Some(merged)
+                if Config::parse(path, &merged)
+                    .map(|c| Doc::from_config(&c) == self.doc)
+                    .unwrap_or(false) =>
+            {
+                merged
+            }
+            _ => canonical,
+        }
     }
 }
 

@@ -611,3 +611,50 @@ fn ls_shows_the_portals_actually_listened_on() {
     );
     assert_eq!(v["tpgs"][0]["portals_overridden"], true, "{body}");
 }
+
+/// A change saved through the API keeps the administrator's comments and
+/// layout, and edits only what changed.
+#[test]
+fn saving_keeps_comments_and_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rtgt.toml");
+    let text = format!(
+        "# Storage for the lab, by hand.\n\n[[backstore]]   # the big one\nname = \"big\"\ntype = \"ramdisk\"\nsize = \"64M\"        # enough for now\n\n\
+         [[target]]\niqn = \"{IQN}\"\n\n[[target.tpg]]\ntag = 1\nportals = [\"127.0.0.1:0\"]   # loopback only\nmode = \"demo\"\n"
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let d = Daemon::with_config(&cfg);
+    ok(&d, &["/backstores/ramdisk", "create", "small", "16M"]);
+    let saved = std::fs::read_to_string(&cfg).unwrap();
+    // The new backstore goes with the others; the rest is the file as
+    // written, byte for byte.
+    let small = "[[backstore]]\nname = \"small\"\ntype = \"ramdisk\"\nsize = \"16M\"\n\n";
+    assert!(saved.contains(small), "{saved}");
+    assert_eq!(
+        saved.replacen(small, "", 1),
+        text,
+        "the file's own text changed"
+    );
+    let tpg = format!("/iscsi/{IQN}/tpg1");
+    ok(&d, &[&tpg, "set", "attribute", "demo_mode_write_protect=1"]);
+    let saved = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        saved.contains("# Storage for the lab, by hand.") && saved.contains("# the big one"),
+        "{saved}"
+    );
+    assert!(
+        saved.contains("# enough for now") && saved.contains("# loopback only"),
+        "{saved}"
+    );
+    assert!(
+        saved.contains("demo_read_only = true")
+            && saved.contains("size = \"64M\"        # enough for now"),
+        "{saved}"
+    );
+    ok(&d, &["/backstores/ramdisk", "delete", "small"]);
+    let saved = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        !saved.contains("small") && saved.contains("# the big one"),
+        "{saved}"
+    );
+}
