@@ -273,8 +273,7 @@ impl Challenges {
     }
 
     fn lock(&self) -> MutexGuard<'_, ChallengeSet> {
-        // The set holds no invariant a panic elsewhere could break.
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.live)
     }
 
     /// Record `challenge` as outstanding until the returned [`Issued`] is

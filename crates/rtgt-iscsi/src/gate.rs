@@ -53,23 +53,34 @@ impl std::fmt::Display for Full {
     }
 }
 
-/// The network a source address counts against: its /24 (IPv4, and
-/// IPv4-mapped IPv6) or its /64 (IPv6).
-pub fn network_of(ip: IpAddr) -> IpAddr {
+/// The host a source address stands for: an IPv4 address (IPv4-mapped
+/// IPv6 ones too), or the /64 of an IPv6 one, since a host there has all
+/// of its /64 to pick addresses from. Shared by the gate and the pacing of
+/// failed authentication.
+pub fn host_of(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V4(a) => {
-            let mut o = a.octets();
-            o[3] = 0;
-            IpAddr::V4(o.into())
-        }
+        IpAddr::V4(a) => IpAddr::V4(a),
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => network_of(IpAddr::V4(v4)),
+            Some(v4) => IpAddr::V4(v4),
             None => {
                 let mut o = a.octets();
                 o[8..].fill(0);
                 IpAddr::V6(o.into())
             }
         },
+    }
+}
+
+/// The network a source address counts against: the /24 of its IPv4
+/// host, or its /64 (IPv6).
+pub fn network_of(ip: IpAddr) -> IpAddr {
+    match host_of(ip) {
+        IpAddr::V4(a) => {
+            let mut o = a.octets();
+            o[3] = 0;
+            IpAddr::V4(o.into())
+        }
+        v6 => v6,
     }
 }
 
@@ -113,8 +124,7 @@ impl LoginGate {
     }
 
     fn lock(&self) -> MutexGuard<'_, Counts> {
-        // Plain counters: a panic elsewhere leaves them consistent.
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.counts)
     }
 
     /// A connection from `peer` enters the login phase.
@@ -197,6 +207,9 @@ mod tests {
         assert_eq!(network_of(ip("192.0.2.77")), ip("192.0.2.0"));
         assert_eq!(network_of(ip("::ffff:192.0.2.77")), ip("192.0.2.0"));
         assert_eq!(network_of(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
+        assert_eq!(host_of(ip("192.0.2.77")), ip("192.0.2.77"));
+        assert_eq!(host_of(ip("::ffff:192.0.2.77")), ip("192.0.2.77"));
+        assert_eq!(host_of(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
     }
 
     #[test]

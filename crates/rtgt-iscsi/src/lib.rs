@@ -1,3 +1,9 @@
+/// Lock a mutex whose data a panic elsewhere cannot leave inconsistent
+/// (counters, tables): take it even if poisoned, rather than panic too.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub mod budget;
 pub mod busy_poll;
 pub mod chap;

@@ -14,6 +14,7 @@ use crate::conn::{session_key, LoggedIn};
 use crate::discovery::TargetPortals;
 use crate::ffp::FfpParams;
 use crate::gate::{Full, LoginTicket};
+use crate::lock;
 use crate::login::{
     status, AuthPolicy, Login, LoginConfig, LoginFailure, LoginRequest, LoginResponse, Lookup,
     Step, TargetDirectory, TargetInfo, STAGE_SECURITY,
@@ -41,10 +42,6 @@ struct Directory<'a> {
     ticket: Mutex<&'a mut LoginTicket>,
     /// The bound that refused the login, if one did.
     limited: Mutex<Option<Full>>,
-}
-
-fn lock<'m, T>(m: &'m Mutex<T>) -> std::sync::MutexGuard<'m, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Directory<'_> {
@@ -347,14 +344,14 @@ where
             let admit = server.pacer().admit(key, std::time::Instant::now());
             let refused = match admit {
                 Admit::Locked(_) => Some((
-                    "locked_out",
+                    crate::stats::LOCKED_OUT,
                     "locked out after repeated authentication failures",
                 )),
                 Admit::At(t) => {
                     let t = tokio::time::Instant::from_std(t);
                     if t > security_deadline {
                         Some((
-                            "paced",
+                            crate::stats::PACED,
                             "authentication failed too often from this source: the next try is not due in time",
                         ))
                     } else {

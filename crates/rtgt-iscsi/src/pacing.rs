@@ -51,8 +51,7 @@ impl Default for PacingConfig {
 }
 
 /// Who an attempt comes from: the initiator name (lower case) and the
-/// source — an IPv4 address, or the /64 of an IPv6 one, since a host there
-/// has all of its /64 to pick addresses from.
+/// source host ([`crate::gate::host_of`]: an IPv4 address, or an IPv6 /64).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PaceKey {
     name: String,
@@ -61,20 +60,9 @@ pub struct PaceKey {
 
 impl PaceKey {
     pub fn new(initiator_name: &str, peer: IpAddr) -> PaceKey {
-        let source = match peer {
-            IpAddr::V4(a) => IpAddr::V4(a),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let mut o = a.octets();
-                    o[8..].fill(0);
-                    IpAddr::V6(o.into())
-                }
-            },
-        };
         PaceKey {
             name: initiator_name.to_ascii_lowercase(),
-            source,
+            source: crate::gate::host_of(peer),
         }
     }
 }
@@ -95,6 +83,19 @@ pub enum Admit {
     At(Instant),
     /// Refuse without checking: the key is locked out until then.
     Locked(Instant),
+}
+
+/// `min(base * 2^(n-1), max)`: the delay after `n` (>= 1) failures.
+fn delay(cfg: &PacingConfig, n: u32) -> Duration {
+    let shift = n.saturating_sub(1).min(31);
+    cfg.base
+        .saturating_mul(1u32 << shift)
+        .min(cfg.max.max(cfg.base))
+}
+
+/// Failures are forgotten after this long without one.
+fn forget_after(cfg: &PacingConfig) -> Duration {
+    FORGET_AFTER.max(cfg.lockout)
 }
 
 /// The table of recent failures.
@@ -118,40 +119,26 @@ impl Pacer {
 
     /// Delay after `n` (>= 1) failures.
     pub fn delay(&self, n: u32) -> Duration {
-        let shift = n.saturating_sub(1).min(31);
-        self.cfg
-            .base
-            .saturating_mul(1u32 << shift)
-            .min(self.cfg.max.max(self.cfg.base))
-    }
-
-    fn forget_after(&self) -> Duration {
-        FORGET_AFTER.max(self.cfg.lockout)
+        delay(&self.cfg, n)
     }
 
     /// An attempt of `key` at `now` is about to be checked: when.
     pub fn admit(&mut self, key: &PaceKey, now: Instant) -> Admit {
-        let forget = self.forget_after();
-        let Some(e) = self.entries.get(key) else {
+        let forget = forget_after(&self.cfg);
+        let Some(e) = self.entries.get_mut(key) else {
             return Admit::At(now);
         };
         if now.saturating_duration_since(e.last_failure) >= forget {
             self.entries.remove(key);
             return Admit::At(now);
         }
-        let delay = self.delay(e.failures);
-        let Some(e) = self.entries.get_mut(key) else {
-            return Admit::At(now);
-        };
-        if let Some(until) = e.locked_until {
-            if now < until {
-                return Admit::Locked(until);
-            }
+        if let Some(until) = e.locked_until.filter(|u| now < *u) {
+            return Admit::Locked(until);
         }
         // Take the next slot and push the following one back, as if this
         // attempt failed too; a success removes the entry.
         let slot = e.next.max(now);
-        e.next = slot + delay;
+        e.next = slot + delay(&self.cfg, e.failures);
         Admit::At(slot)
     }
 
@@ -168,15 +155,9 @@ impl Pacer {
         });
         e.failures = e.failures.saturating_add(1);
         e.last_failure = now;
-        let failures = e.failures;
-        let delay = self.delay(failures);
-        let lock = self.cfg.lockout_after > 0 && failures >= self.cfg.lockout_after;
-        let lockout = self.cfg.lockout;
-        if let Some(e) = self.entries.get_mut(key) {
-            e.next = e.next.max(now + delay);
-            if lock {
-                e.locked_until = Some(now + lockout);
-            }
+        e.next = e.next.max(now + delay(&self.cfg, e.failures));
+        if self.cfg.lockout_after > 0 && e.failures >= self.cfg.lockout_after {
+            e.locked_until = Some(now + self.cfg.lockout);
         }
     }
 
@@ -202,7 +183,7 @@ impl Pacer {
     /// Make room for one key: drop the forgotten ones, or else the one
     /// with the fewest failures (the oldest of those).
     fn evict(&mut self, now: Instant) {
-        let forget = self.forget_after();
+        let forget = forget_after(&self.cfg);
         let before = self.entries.len();
         self.entries
             .retain(|_, e| now.saturating_duration_since(e.last_failure) < forget);

@@ -288,9 +288,9 @@ impl Server {
         stats
     }
 
-    /// The pacing table (a plain map: a panic elsewhere leaves it usable).
+    /// The pacing table.
     pub(crate) fn pacer(&self) -> std::sync::MutexGuard<'_, Pacer> {
-        self.pacer.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.pacer)
     }
 
     pub fn connection_count(&self) -> usize {

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rtgt_scsi::api::status;
@@ -391,8 +391,12 @@ pub struct LoginStats {
     pub auth_failures: BTreeMap<&'static str, u64>,
 }
 
+/// A proof refused unchecked: its (initiator name, source) is locked out...
+pub const LOCKED_OUT: &str = "locked_out";
+/// ...or its paced turn would come after the security deadline.
+pub const PACED: &str = "paced";
 /// Labels of [`LoginStats::auth_failures`] beyond the method's own.
-pub const AUTH_REFUSED_LABELS: [&str; 2] = ["locked_out", "paced"];
+pub const AUTH_REFUSED_LABELS: [&str; 2] = [LOCKED_OUT, PACED];
 
 /// The login phase's bounds and what is in it now.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -447,9 +451,7 @@ pub struct SessionStats {
     no_lu: Arc<LuSlot>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::lock;
 
 impl SessionStats {
     pub fn new(info: SessionInfo, nexus: Option<&Arc<Nexus>>) -> Arc<SessionStats> {
