@@ -57,7 +57,7 @@ pub use api::{
     Cdb, Command, DataDirection, ExecOutcome, LunMap, MappedLun, Nexus, Prepared, Response,
     TargetPort, TaskAttr, TmfFunction, TmfResult,
 };
-pub use lu::{LogicalUnit, LuConfig, LuError};
+pub use lu::{LogicalUnit, LuConfig, LuError, Naa};
 pub use pr::pr_store::PrStateError;
 /// The largest transfer one command may ask for (VPD B0h), in bytes.
 pub use rtgt_backstore::IoBuf;

@@ -125,6 +125,14 @@ pub struct Backstore {
     pub sanitize_rate: Option<Spanned<Size>>,
     /// Fault injection, for test rigs: errors on chosen blocks, latency.
     pub faults: Option<Faults>,
+    /// The identity hosts know the LU by (INQUIRY, VPD 80h, VPD 83h):
+    /// defaults "RTGT", the name, "0001", a serial and an NAA 3 derived
+    /// from the name.
+    pub vendor: Option<Spanned<String>>,
+    pub product: Option<Spanned<String>>,
+    pub revision: Option<Spanned<String>>,
+    pub serial: Option<Spanned<String>>,
+    pub naa: Option<Spanned<String>>,
 }
 
 /// Faults a backstore injects (as SPDK's error bdev or dm-flakey do).
@@ -539,6 +547,8 @@ backstore = "ram0"
             }
         }
         let mut names = HashSet::new();
+        let mut serials = std::collections::HashMap::new();
+        let mut naas = std::collections::HashMap::new();
         for b in &self.backstore {
             let name = b.name.get_ref();
             if name.is_empty()
@@ -645,6 +655,46 @@ backstore = "ram0"
                 return l.err(
                     b.name.span(),
                     "write_back applies to fileio backstores only",
+                );
+            }
+            use rtgt_scsi::lu::identity;
+            for (key, v, max) in [
+                ("vendor", &b.vendor, identity::VENDOR_LEN),
+                ("product", &b.product, identity::PRODUCT_LEN),
+                ("revision", &b.revision, identity::REVISION_LEN),
+            ] {
+                if let Some(v) = v {
+                    identity::check_ascii(key, v.get_ref(), max).or_else(|e| l.err(v.span(), e))?;
+                }
+            }
+            let serial = match &b.serial {
+                Some(s) => {
+                    identity::check_serial(s.get_ref()).or_else(|e| l.err(s.span(), e))?;
+                    (s.get_ref().clone(), s.span())
+                }
+                None => (identity::default_serial(name), b.name.span()),
+            };
+            let naa = match &b.naa {
+                Some(n) => (
+                    n.get_ref()
+                        .parse::<rtgt_scsi::Naa>()
+                        .or_else(|e| l.err(n.span(), e))?,
+                    n.span(),
+                ),
+                None => (rtgt_scsi::Naa::local_from_name(name), b.name.span()),
+            };
+            // Two LUs with one identity would be taken by hosts for two
+            // paths to one disk (multipath would merge them).
+            if let Some(other) = serials.insert(serial.0.clone(), name.clone()) {
+                return l.err(
+                    serial.1,
+                    format!("backstores {other:?} and {name:?} have the same serial {:?}; each LU needs its own", serial.0),
+                );
+            }
+            if let Some(other) = naas.insert(naa.0, name.clone()) {
+                return l.err(
+                    naa.1,
+                    format!("backstores {other:?} and {name:?} have the same naa {}; each LU needs its own", naa.0),
                 );
             }
         }
@@ -970,6 +1020,39 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn lu_identity_is_checked_and_unique() {
+        let two = |a: &str, b: &str| {
+            parse(&format!(
+                "[[backstore]]\nname = \"a\"\ntype = \"ramdisk\"\nsize = \"1M\"\n{a}\n\
+                 [[backstore]]\nname = \"b\"\ntype = \"ramdisk\"\nsize = \"1M\"\n{b}\n"
+            ))
+        };
+        assert!(two(
+            "naa = \"6001405a1b2c3d4e5f60718293a4b5c6\"",
+            "serial = \"x1\""
+        )
+        .is_ok());
+        for (a, b, line, what) in [
+            (
+                "naa = \"3000000000000001\"",
+                "naa = \"0x3000000000000001\"",
+                10,
+                "same naa",
+            ),
+            ("serial = \"s1\"", "serial = \"s1\"", 10, "same serial"),
+            ("vendor = \"NINECHARS\"", "", 5, "longer than 8"),
+            ("product = \"seventeen chars!!\"", "", 5, "longer than 16"),
+            ("revision = \"12345\"", "", 5, "longer than 4"),
+            ("naa = \"5001405\"", "", 5, "16 or 32 hex digits"),
+            ("serial = \" padded\"", "", 5, "spaces"),
+        ] {
+            let e = two(a, b).unwrap_err();
+            assert_eq!(e.line, Some(line), "{a} / {b}: {e}");
+            assert!(e.message.contains(what), "{a} / {b}: {e}");
+        }
     }
 
     #[test]

@@ -127,6 +127,48 @@ pub struct BackstoreDoc {
     pub sanitize_rate: Option<SizeDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultsDoc>,
+    /// INQUIRY vendor, up to 8 printable ASCII characters (default "RTGT").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// INQUIRY product, up to 16 (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// INQUIRY revision, up to 4 (default "0001").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Unit serial number, VPD 80h (default: derived from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// NAA designator, VPD 83h: 16 or 32 hex digits (default: NAA 3,
+    /// locally assigned, derived from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(0x)?([235][0-9a-fA-F]{15}|6[0-9a-fA-F]{31})$")]
+    pub naa: Option<String>,
+}
+
+impl BackstoreDoc {
+    /// A backstore with every optional setting left at its default.
+    pub fn new(name: &str, kind: BackstoreKind) -> BackstoreDoc {
+        BackstoreDoc {
+            name: name.to_string(),
+            kind,
+            size: None,
+            path: None,
+            block_size: None,
+            write_back: None,
+            read_only: false,
+            removable: false,
+            physical_block_size: None,
+            thin: None,
+            sanitize_rate: None,
+            faults: None,
+            vendor: None,
+            product: None,
+            revision: None,
+            serial: None,
+            naa: None,
+        }
+    }
 }
 
 /// Injected faults (test rigs).
@@ -322,6 +364,11 @@ impl Doc {
                     physical_block_size: b.physical_block_size.as_ref().map(|s| *s.get_ref()),
                     thin: b.thin,
                     sanitize_rate: b.sanitize_rate.as_ref().map(|s| SizeDoc(s.get_ref().0)),
+                    vendor: b.vendor.as_ref().map(|v| v.get_ref().clone()),
+                    product: b.product.as_ref().map(|v| v.get_ref().clone()),
+                    revision: b.revision.as_ref().map(|v| v.get_ref().clone()),
+                    serial: b.serial.as_ref().map(|v| v.get_ref().clone()),
+                    naa: b.naa.as_ref().map(|v| v.get_ref().clone()),
                     faults: b.faults.as_ref().map(|f| FaultsDoc {
                         latency_ms: f.latency_ms,
                         rule: f
@@ -499,6 +546,11 @@ impl Doc {
                     physical_block_size: b.physical_block_size.map(sp),
                     thin: b.thin,
                     sanitize_rate: b.sanitize_rate.map(|s| sp(config::Size(s.0))),
+                    vendor: b.vendor.clone().map(sp),
+                    product: b.product.clone().map(sp),
+                    revision: b.revision.clone().map(sp),
+                    serial: b.serial.clone().map(sp),
+                    naa: b.naa.clone().map(sp),
                     faults: b.faults.as_ref().map(|f| config::Faults {
                         latency_ms: f.latency_ms,
                         rule: f
@@ -1018,18 +1070,8 @@ read_only = true
         b.target[0].tpg[0].acl[0].mapped_lun[0].read_only = false;
         b.target[0].tpg[0].lun.remove(0);
         b.backstore.push(BackstoreDoc {
-            name: "new".into(),
-            kind: BackstoreKind::Ramdisk,
             size: Some(SizeDoc(1 << 20)),
-            path: None,
-            block_size: None,
-            write_back: None,
-            read_only: false,
-            removable: false,
-            physical_block_size: None,
-            thin: None,
-            sanitize_rate: None,
-            faults: None,
+            ..BackstoreDoc::new("new", BackstoreKind::Ramdisk)
         });
         b.target[0].tpg[0].auth.as_mut().unwrap().password = Some("another-secret-1".into());
         let ch = diff(&a, &b);

@@ -45,6 +45,12 @@ pub struct BackstoreSpec {
     pub sanitize_rate: Option<u64>,
     /// Fault injection.
     pub faults: Option<config::Faults>,
+    /// INQUIRY vendor, product, revision; serial; NAA (validated).
+    pub vendor: Option<String>,
+    pub product: Option<String>,
+    pub revision: Option<String>,
+    pub serial: Option<String>,
+    pub naa: Option<rtgt_scsi::Naa>,
 }
 
 impl BackstoreSpec {
@@ -132,6 +138,11 @@ impl Model {
                     thin: b.thin,
                     sanitize_rate: b.sanitize_rate.as_ref().map(|r| r.get_ref().0),
                     faults: b.faults.clone(),
+                    vendor: b.vendor.as_ref().map(|v| v.get_ref().clone()),
+                    product: b.product.as_ref().map(|v| v.get_ref().clone()),
+                    revision: b.revision.as_ref().map(|v| v.get_ref().clone()),
+                    serial: b.serial.as_ref().map(|v| v.get_ref().clone()),
+                    naa: b.naa.as_ref().and_then(|v| v.get_ref().parse().ok()),
                 };
                 (b.name.get_ref().clone(), spec)
             })

@@ -122,6 +122,19 @@ impl Running {
         lu.removable = spec.removable;
         lu.physical_block_size = spec.physical_block_size;
         lu.sanitize_bytes_per_sec = spec.sanitize_rate.unwrap_or(0);
+        for (field, value) in [
+            (&mut lu.vendor, &spec.vendor),
+            (&mut lu.product, &spec.product),
+            (&mut lu.revision, &spec.revision),
+            (&mut lu.serial, &spec.serial),
+        ] {
+            if let Some(v) = value {
+                field.clone_from(v);
+            }
+        }
+        if let Some(naa) = spec.naa {
+            lu.naa = naa;
+        }
         let lu = LogicalUnit::open(lu).with_context(|| format!("backstore {name:?}"))?;
         Ok(Opened {
             spec: spec.clone(),

@@ -228,3 +228,100 @@ fn blockio_on_a_loop_device() {
         );
     }
 }
+
+/// The identity of a LU set in the file is what a real initiator reads
+/// (standard INQUIRY, VPD 80h, VPD 83h), and after a restart still is.
+#[test]
+fn lu_identity_from_the_file_survives_restart() {
+    let inq = libiscsi("iscsi-inq");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rtgt.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[[backstore]]
+name = "migrated"
+type = "ramdisk"
+size = "16M"
+vendor = "LIO-ORG"
+product = "old_disk"
+revision = "4.0"
+serial = "3a2b1c0d-aaaa-bbbb"
+naa = "6001405a1b2c3d4e5f60718293a4b5c6"
+
+[[backstore]]
+name = "plain"
+type = "ramdisk"
+size = "16M"
+
+[[target]]
+iqn = "{FILE_IQN}"
+
+[[target.tpg]]
+tag = 1
+portals = ["127.0.0.1:0"]
+mode = "demo"
+
+[[target.tpg.lun]]
+lun = 0
+backstore = "migrated"
+
+[[target.tpg.lun]]
+lun = 1
+backstore = "plain"
+"#
+        ),
+    )
+    .unwrap();
+    let read = |d: &Daemon, lun: u32, page: Option<&str>| {
+        let mut c = Command::new(&inq);
+        c.args(["-i", INITIATOR]);
+        if let Some(p) = page {
+            c.args(["-e", "1", "-c", p]);
+        }
+        run_ok(c.arg(d.url(FILE_IQN, lun)), 30)
+    };
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        let mut d = Daemon::with_config(&cfg);
+        let std = read(&d, 0, None);
+        for want in ["LIO-ORG", "old_disk", "4.0"] {
+            assert!(std.contains(want), "round {round}: no {want} in:\n{std}");
+        }
+        let serial = read(&d, 0, Some("128"));
+        assert!(
+            serial.contains("3a2b1c0d-aaaa-bbbb"),
+            "round {round}: VPD 80h:\n{serial}"
+        );
+        // iscsi-inq prints a binary designator as its raw bytes.
+        let raw = |lun: u32| {
+            let out = Command::new(&inq)
+                .args(["-i", INITIATOR, "-e", "1", "-c", "131"])
+                .arg(d.url(FILE_IQN, lun))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "iscsi-inq VPD 83h: {out:?}");
+            let at = out
+                .stdout
+                .windows(19)
+                .position(|w| w == b"Designator Type:(3)")
+                .unwrap_or_else(|| panic!("no NAA designator: {out:?}"));
+            let rest = &out.stdout[at..];
+            let open = rest.iter().position(|&b| b == b'[').unwrap() + 1;
+            rest[open..].to_vec()
+        };
+        let want = [
+            0x60, 0x01, 0x40, 0x5a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x60, 0x71, 0x82, 0x93, 0xa4,
+            0xb5, 0xc6, b']',
+        ];
+        let ids = raw(0);
+        assert_eq!(&ids[..17], &want, "round {round}: VPD 83h NAA of LUN 0");
+        // The default: NAA 3 (locally assigned), no borrowed company ID.
+        let plain = raw(1);
+        assert_eq!(plain[0] >> 4, 3, "round {round}: default NAA 3: {plain:?}");
+        assert_eq!(plain[8], b']', "8 bytes");
+        seen.push((serial, ids, plain));
+        d.stop();
+    }
+    assert_eq!(seen[0], seen[1], "the same identity after a restart");
+}

@@ -28,9 +28,8 @@ pub struct LuConfig {
     pub backstore: Arc<dyn Backstore>,
     /// Unit serial number (VPD 80h).
     pub serial: String,
-    /// 64 bits of the NAA IEEE Registered identifier (VPD 83h), NAA=5 in
-    /// the top nibble.
-    pub naa: u64,
+    /// The NAA designator of the LU (VPD 83h).
+    pub naa: crate::lu::identity::Naa,
     /// INQUIRY vendor (8), product (16) and revision (4), space padded.
     pub vendor: String,
     pub product: String,
@@ -66,21 +65,16 @@ pub struct LuConfig {
 }
 
 impl LuConfig {
-    /// Defaults for a backstore: serial and NAA derived from the name.
+    /// Defaults for a backstore: serial and NAA derived from the name
+    /// (the same on every host and after every restart).
     pub fn new(name: &str, backstore: Arc<dyn Backstore>) -> Self {
-        // FNV-1a: a stable, dependency-free hash of the name.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        use crate::lu::identity;
         LuConfig {
             name: name.to_string(),
             thin: backstore.supports_discard(),
             backstore,
-            serial: format!("{:016x}", h),
-            // NAA 5, an unassigned-looking company id, 36 bits of hash.
-            naa: (0x5u64 << 60) | (0x1405_u64 << 36) | (h & 0xf_ffff_ffff),
+            serial: identity::default_serial(name),
+            naa: identity::Naa::local_from_name(name),
             vendor: "RTGT".to_string(),
             product: name.chars().take(16).collect(),
             revision: "0001".to_string(),

@@ -4,10 +4,12 @@
 //! to (`state_store`).
 
 pub(crate) mod fence;
+pub mod identity;
 mod logical_unit;
 pub(crate) mod range_lock;
 pub mod state_store;
 pub(crate) mod task_set;
 pub(crate) mod unit_attention;
 
+pub use identity::Naa;
 pub use logical_unit::{LogicalUnit, LuConfig, LuError};

@@ -34,8 +34,8 @@ pub struct PrStateError {
 }
 
 /// The state's name for the LU with NAA identifier `naa`.
-pub(crate) fn state_name(naa: u64) -> String {
-    format!("pr-{naa:016x}.state")
+pub(crate) fn state_name(naa: &crate::lu::Naa) -> String {
+    format!("pr-{}.state", naa.hex())
 }
 
 fn fnv(data: &[u8]) -> u64 {
@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn save_load_remove() {
         let store = crate::lu::state_store::MemoryStore::new();
-        let name = state_name(0x5001_4050_0000_0001);
+        let name = state_name(&crate::lu::Naa::from_u64(0x5001_4050_0000_0001));
         assert_eq!(name, "pr-5001405000000001.state");
         assert!(load(&store, &name).unwrap().is_none());
         save(&store, &name, &sample()).unwrap();

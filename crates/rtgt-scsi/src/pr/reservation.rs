@@ -151,7 +151,7 @@ impl Reservations {
         let store = config
             .state
             .as_ref()
-            .map(|s| (s.clone(), pr_store::state_name(config.naa)));
+            .map(|s| (s.clone(), pr_store::state_name(&config.naa)));
         let pr = match &store {
             Some((s, name)) => pr_store::load(s.as_ref(), name)?.unwrap_or_default(),
             None => PrState::default(),

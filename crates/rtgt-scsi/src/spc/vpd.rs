@@ -142,8 +142,8 @@ fn device_identification(lu: &LogicalUnit, port: &TargetPort, d: &mut Vec<u8>) {
     const PORT: u8 = 0b01;
     const DEVICE: u8 = 0b10;
     let proto = protocol_id(port);
-    // NAA IEEE Registered (NAA 5) identifier of the logical unit.
-    designator(d, None, BINARY, LU, 0x3, &lu.config.naa.to_be_bytes());
+    // The NAA designator of the logical unit.
+    designator(d, None, BINARY, LU, 0x3, lu.config.naa.as_bytes());
     // Relative target port identifier.
     let mut rel = [0u8; 4];
     rel[2..4].copy_from_slice(&port.relative_port_id.to_be_bytes());
@@ -209,8 +209,8 @@ mod tests {
         let p = page(&lu, &port, 0x83).unwrap();
         let ds = designators(&p);
         // NAA, LU association, binary.
-        assert_eq!(ds[0], (1, 0, 3, lu.config.naa.to_be_bytes().to_vec()));
-        assert_eq!(ds[0].3[0] >> 4, 5);
+        assert_eq!(ds[0], (1, 0, 3, lu.config.naa.as_bytes().to_vec()));
+        assert_eq!(ds[0].3[0] >> 4, 3, "locally assigned by default");
         // Relative target port 1, port association.
         assert_eq!(ds[1], (1, 1, 4, vec![0, 0, 0, 1]));
         // Target port group 7.

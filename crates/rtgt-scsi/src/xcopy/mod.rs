@@ -117,14 +117,15 @@ mod tests {
         c
     }
 
-    fn cscd(naa: u64, flags: u8) -> Vec<u8> {
+    fn cscd(naa: crate::lu::Naa, flags: u8) -> Vec<u8> {
+        let id = naa.as_bytes();
         let mut d = vec![0u8; 32];
         d[0] = 0xe4;
         d[1] = flags;
         d[4] = 0x01;
         d[5] = 0x03;
-        d[7] = 8;
-        d[8..16].copy_from_slice(&naa.to_be_bytes());
+        d[7] = id.len() as u8;
+        d[8..8 + id.len()].copy_from_slice(id);
         d[29..32].copy_from_slice(&[0, 2, 0]);
         d
     }
@@ -341,7 +342,12 @@ mod tests {
             list(1, 0, &[cscd(naa, 0x20)], &[b2b(0, 0, 1, 0, 1)]),
             list(1, 0, &[cscd(naa, 0)], &[b2b(0, 1, 1, 0, 1)]),
             list(1, 0, &[cscd(naa, 0)], &[b2b(0, 0, 2048, 0, 8191)]),
-            list(1, 0, &[cscd(0x5123, 0)], &[b2b(0, 0, 1, 0, 1)]),
+            list(
+                1,
+                0,
+                &[cscd(crate::lu::Naa::from_u64(0x5123_0000_0000_0000), 0)],
+                &[b2b(0, 0, 1, 0, 1)],
+            ),
         ] {
             let s = Sense::decode(xcopy(&t, &p).await.sense.as_ref().unwrap()).unwrap();
             assert_eq!(s.key, 0x0a, "COPY ABORTED");

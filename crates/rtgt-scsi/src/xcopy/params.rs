@@ -12,7 +12,7 @@ use super::{
 use crate::api::LunMap;
 use crate::core::cdb::{be16, be32, be64};
 use crate::core::sense::{self, Sense};
-use crate::lu::LogicalUnit;
+use crate::lu::{LogicalUnit, Naa};
 
 /// One block-to-block segment, resolved.
 pub(super) struct Segment {
@@ -37,7 +37,7 @@ pub(super) struct CopyList {
 /// LU the initiator has not mapped is unreachable whatever its designator:
 /// a guessed or leaked NAA must not open a path around the LUN map (LIO's
 /// CVE-2020-28374).
-fn lookup(naa: u64, own: &LogicalUnit, map: &LunMap) -> Option<Arc<LogicalUnit>> {
+fn lookup(naa: Naa, own: &LogicalUnit, map: &LunMap) -> Option<Arc<LogicalUnit>> {
     let lus = map.distinct_lus();
     let named = || lus.iter().filter(|lu| lu.config.naa == naa);
     named()
@@ -88,11 +88,13 @@ pub(super) fn parse(lu: &LogicalUnit, map: &LunMap, p: &[u8]) -> Result<CopyList
             // NUL: a null logical unit cannot be read or written.
             return Err(TARGET_NOT_REACHABLE);
         }
+        // The designator: NAA (8 or 16 bytes) is what our LUs report.
         let (ty, len) = (d[5] & 0x0f, d[7] as usize);
-        if ty != 0x3 || len != 8 {
-            return Err(TARGET_NOT_REACHABLE);
+        let naa = match (ty, d.get(8..8 + len.min(20))) {
+            (0x3, Some(b)) => Naa::from_bytes(b),
+            _ => None,
         }
-        let naa = be64(&d[8..16]);
+        .ok_or(TARGET_NOT_REACHABLE)?;
         let target = lookup(naa, lu, map).ok_or(TARGET_NOT_REACHABLE)?;
         let block_len = be32(&[0, d[29], d[30], d[31]]);
         if block_len != 0 && block_len != target.block_size() {

@@ -232,7 +232,7 @@ pub fn help(node: &Node) -> String {
         Node::Kind(k) if k == "ramdisk" => "create NAME SIZE [read_only=1] [block_size=4096]\ndelete NAME\n",
         Node::Kind(k) if k == "fileio" => "create NAME FILE [SIZE] [write_back=0] [read_only=1] [block_size=4096]\n    (the file is created with SIZE if missing)\ndelete NAME\n",
         Node::Kind(_) => "create NAME DEVICE [read_only=1]\ndelete NAME\n",
-        Node::Backstore(..) => "info                 show the backstore\nset attribute size=SIZE|read_only=0/1|write_back=0/1|removable=0/1|thin=0/1|sanitize_rate=RATE\n",
+        Node::Backstore(..) => "info                 show the backstore\nset attribute size=SIZE|read_only=0/1|write_back=0/1|removable=0/1|thin=0/1|sanitize_rate=RATE\nset wwn vendor=V product=P revision=R serial=S naa=HEX   (the LU's identity; =\"\" for the default)\n",
         Node::Iscsi => "create IQN           a target with tpg1 (acl mode, no portal: it is served on every portal)\ndelete IQN\nset discovery_auth userid=.. password=..   (enable=0 to open discovery)\n",
         Node::Target(_) => "create [TAG]         a portal group\ndelete tpgTAG\ninfo\n",
         Node::Tpg(..) => "set attribute generate_node_acls=1|0 (demo or acl mode) demo_mode_write_protect=1|0 authentication=0\nset auth userid=.. password=.. [mutual_userid=.. mutual_password=..]\nget [attribute|auth]\ninfo\n",
@@ -575,6 +575,20 @@ fn set(ctx: &Ctx, node: &Node, rest: &[String]) -> Result<String, CliError> {
                 }
             }
             a.finish("set attribute")?;
+            ctx.change(
+                Method::PATCH,
+                &format!("/api/v1/backstores/{}", seg(name)),
+                Some(b),
+            )
+        }
+        (Node::Backstore(_, name), "wwn") => {
+            let mut b = json!({});
+            for k in ["vendor", "product", "revision", "serial", "naa"] {
+                if let Some(v) = a.take(k) {
+                    b[k] = json!(v);
+                }
+            }
+            a.finish("set wwn")?;
             ctx.change(
                 Method::PATCH,
                 &format!("/api/v1/backstores/{}", seg(name)),

@@ -60,11 +60,11 @@ fn parameters(node: &Node, words: &[&str]) -> Vec<&'static str> {
         (Some("set"), _)
             if !words
                 .iter()
-                .any(|w| ["attribute", "auth", "discovery_auth"].contains(w)) =>
+                .any(|w| ["attribute", "auth", "discovery_auth", "wwn"].contains(w)) =>
         {
             match node {
                 Node::Tpg(..) | Node::Acl(..) => vec!["attribute", "auth"],
-                Node::Backstore(..) => vec!["attribute"],
+                Node::Backstore(..) => vec!["attribute", "wwn"],
                 Node::Iscsi => vec!["discovery_auth"],
                 _ => vec![],
             }
@@ -78,6 +78,9 @@ fn parameters(node: &Node, words: &[&str]) -> Vec<&'static str> {
             ]
         }
         (Some("set"), Node::Acl(..)) if words.contains(&"attribute") => vec!["authentication="],
+        (Some("set"), Node::Backstore(..)) if words.contains(&"wwn") => {
+            vec!["vendor=", "product=", "revision=", "serial=", "naa="]
+        }
         (Some("set"), Node::Backstore(..)) => {
             vec![
                 "size=",

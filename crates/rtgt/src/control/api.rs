@@ -915,18 +915,8 @@ mod tests {
 
     fn ramdisk(name: &str, size: u64) -> BackstoreDoc {
         BackstoreDoc {
-            name: name.into(),
-            kind: BackstoreKind::Ramdisk,
             size: Some(doc::SizeDoc(size)),
-            path: None,
-            block_size: None,
-            write_back: None,
-            read_only: false,
-            removable: false,
-            physical_block_size: None,
-            thin: None,
-            sanitize_rate: None,
-            faults: None,
+            ..BackstoreDoc::new(name, BackstoreKind::Ramdisk)
         }
     }
 

@@ -86,6 +86,19 @@ pub struct BackstorePatch {
     #[serde(default)]
     #[schema(value_type = Option<String>, pattern = "^[0-9]+[KMGTkmgt]?$")]
     pub sanitize_rate: Option<SizeDoc>,
+    /// The LU's identity (`set wwn`); "" puts a field back to its default.
+    /// Refused while LUNs use the backstore: hosts would see another disk
+    /// behind a path they know.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub product: Option<String>,
+    #[serde(default)]
+    pub revision: Option<String>,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub naa: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -162,7 +175,36 @@ fn backstore_mut<'a>(d: &'a mut Doc, name: &str) -> Result<&'a mut BackstoreDoc,
 }
 
 pub fn patch_backstore(d: &mut Doc, name: &str, p: BackstorePatch) -> OpResult {
+    let users = d.backstore_users(name);
     let b = backstore_mut(d, name)?;
+    let before = b.clone();
+    for (field, value) in [
+        (&mut b.vendor, p.vendor),
+        (&mut b.product, p.product),
+        (&mut b.revision, p.revision),
+        (&mut b.serial, p.serial),
+        (&mut b.naa, p.naa),
+    ] {
+        if let Some(v) = value {
+            *field = (!v.is_empty()).then_some(v);
+        }
+    }
+    let identity = |b: &BackstoreDoc| {
+        (
+            b.vendor.clone(),
+            b.product.clone(),
+            b.revision.clone(),
+            b.serial.clone(),
+            b.naa.clone(),
+        )
+    };
+    if identity(b) != identity(&before) && !users.is_empty() {
+        return Err(OpError::Conflict(format!(
+            "backstore {name:?} is in use by {}: its hosts would see another disk on a path \
+             they know; delete those LUNs first, or set the identity before exporting it",
+            users.join(", ")
+        )));
+    }
     if let Some(s) = p.size {
         b.size = Some(s);
     }
@@ -496,18 +538,8 @@ mod tests {
 
     fn ram(name: &str) -> BackstoreDoc {
         BackstoreDoc {
-            name: name.into(),
-            kind: BackstoreKind::Ramdisk,
             size: Some(SizeDoc(1 << 20)),
-            path: None,
-            block_size: None,
-            write_back: None,
-            read_only: false,
-            removable: false,
-            physical_block_size: None,
-            thin: None,
-            sanitize_rate: None,
-            faults: None,
+            ..BackstoreDoc::new(name, BackstoreKind::Ramdisk)
         }
     }
 
