@@ -1,11 +1,9 @@
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod doc;
 pub mod metrics;
 pub mod model;
 pub mod notify;
-pub mod preserve;
 pub mod save;
 pub mod serve;
 pub mod state;

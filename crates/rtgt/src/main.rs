@@ -301,7 +301,7 @@ fn main() -> ExitCode {
         other => return client(cli.socket, cli.json, other),
     };
     match command {
-        Cmd::Check { config } => match rtgt::config::Config::load(&config) {
+        Cmd::Check { config } => match rtgt::config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
@@ -331,14 +331,14 @@ fn main() -> ExitCode {
             raise_fd_limit();
             let state_dir = state_dir.or_else(rtgt::state::default_dir);
             let cfg = match &config {
-                Some(path) => match rtgt::config::Config::load(path) {
+                Some(path) => match rtgt::config::load(path) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("rtgt: {e}");
                         return ExitCode::from(2);
                     }
                 },
-                None => rtgt::config::Config::demo(),
+                None => rtgt::config::demo(),
             };
             // One runtime per CPU (see rtgt_iscsi::shards): connections
             // are spread over them and stay on theirs. This thread's own

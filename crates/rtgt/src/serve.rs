@@ -20,24 +20,23 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{self, BackstoreKind, Config};
-use crate::doc::{self, Change, Doc};
-use crate::model::{self, BackstoreSpec, Model, TpgSpec};
+use crate::config::{self, BackstoreDoc, BackstoreKind, Change, Doc, TpgDoc};
+use crate::model::{self, CredentialAt, Model};
 
 /// Open one backstore as its spec describes.
-pub fn open_backstore(name: &str, b: &BackstoreSpec) -> Result<Arc<dyn Backstore>> {
+pub fn open_backstore(name: &str, b: &BackstoreDoc) -> Result<Arc<dyn Backstore>> {
     let path = b.path.clone().unwrap_or_default();
     let store: Arc<dyn Backstore> = match b.kind {
         BackstoreKind::Ramdisk => Arc::new(
-            RamDisk::try_new(b.size.unwrap_or(0), b.block_size)
+            RamDisk::try_new(b.size.map_or(0, |s| s.0), b.block_size())
                 .with_context(|| format!("backstore {name:?}"))?,
         ),
         BackstoreKind::Fileio => Arc::new(
             FileIo::open(FileIoOptions {
                 path: path.clone(),
-                size: b.size,
-                block_size: b.block_size,
-                write_back: b.write_back,
+                size: b.size.map(|s| s.0),
+                block_size: b.block_size(),
+                write_back: b.write_back.unwrap_or(true),
             })
             .with_context(|| format!("backstore {name:?}"))?,
         ),
@@ -64,8 +63,8 @@ pub fn open_backstore(name: &str, b: &BackstoreSpec) -> Result<Arc<dyn Backstore
                 config::FaultOp::Any => FaultOp::Any,
             },
             offset: r.lba.saturating_mul(bs),
-            len: r.blocks.get_ref().saturating_mul(bs),
-            errno: config::fault_errno(r.error.get_ref()).unwrap_or(libc::EIO),
+            len: r.blocks.saturating_mul(bs),
+            errno: config::fault_errno(&r.error).unwrap_or(libc::EIO),
         })
         .collect();
     Ok(Arc::new(Faulty::new(
@@ -77,7 +76,7 @@ pub fn open_backstore(name: &str, b: &BackstoreSpec) -> Result<Arc<dyn Backstore
 
 /// A backstore and the logical unit over it.
 struct Opened {
-    spec: BackstoreSpec,
+    spec: BackstoreDoc,
     store: Arc<dyn Backstore>,
     lu: Arc<LogicalUnit>,
 }
@@ -111,7 +110,7 @@ struct Running {
 }
 
 impl Running {
-    fn open_lu(&self, name: &str, spec: &BackstoreSpec) -> Result<Opened> {
+    fn open_lu(&self, name: &str, spec: &BackstoreDoc) -> Result<Opened> {
         let store = open_backstore(name, spec)?;
         let mut lu = LuConfig::new(name, store.clone());
         lu.read_only = spec.read_only;
@@ -121,20 +120,18 @@ impl Running {
         }
         lu.removable = spec.removable;
         lu.physical_block_size = spec.physical_block_size;
-        lu.sanitize_bytes_per_sec = spec.sanitize_rate.unwrap_or(0);
+        lu.sanitize_bytes_per_sec = spec.sanitize_rate.map_or(0, |r| r.0);
         for (field, value) in [
             (&mut lu.vendor, &spec.vendor),
             (&mut lu.product, &spec.product),
             (&mut lu.revision, &spec.revision),
-            (&mut lu.serial, &spec.serial),
         ] {
             if let Some(v) = value {
                 field.clone_from(v);
             }
         }
-        if let Some(naa) = spec.naa {
-            lu.naa = naa;
-        }
+        lu.serial = spec.serial();
+        lu.naa = spec.naa().map_err(anyhow::Error::msg)?;
         let lu = LogicalUnit::open(lu).with_context(|| format!("backstore {name:?}"))?;
         Ok(Opened {
             spec: spec.clone(),
@@ -146,7 +143,7 @@ impl Running {
     /// Make the running target serve `new`. Everything that can fail
     /// (opening backstores, binding portals) is done first: a model that
     /// cannot be served changes nothing.
-    async fn apply(&mut self, mut new: Model) -> Result<()> {
+    async fn apply(&mut self, new: Model) -> Result<()> {
         // Portals.
         let overridden = !self.listen.is_empty();
         let wanted = if overridden {
@@ -184,17 +181,18 @@ impl Running {
             slots.push((*a, slot));
             bound.push((*a, actual));
         }
-        new.bind_portals(&bound, overridden);
+        let served_on = new.served_on(&bound, overridden);
 
         // Backstores: keep those whose spec is unchanged, grow those that
         // only grew, open the others.
         let mut opened = BTreeMap::new();
         let mut grown = Vec::new();
-        for (name, spec) in &new.backstores {
+        for spec in &new.doc.backstore {
+            let name = &spec.name;
             match self.stores.get(name) {
                 Some(o) if o.spec == *spec => {}
                 Some(o) if o.spec.same_except_size(spec) => {
-                    let want = spec.size.unwrap_or(0);
+                    let want = spec.size.map_or(0, |s| s.0);
                     if want < o.store.capacity() {
                         bail!(
                             "backstore {name:?}: cannot shrink a LU in use from {} to {want} bytes (it would drop data); remove its LUNs first",
@@ -217,7 +215,7 @@ impl Running {
 
         // Nothing can fail from here on.
         for name in grown {
-            if let (Some(o), Some(spec)) = (self.stores.get_mut(&name), new.backstores.get(&name)) {
+            if let (Some(o), Some(spec)) = (self.stores.get_mut(&name), new.doc.backstore(&name)) {
                 o.spec = spec.clone();
                 // CAPACITY DATA HAS CHANGED for every nexus that reaches it.
                 o.lu.capacity_changed();
@@ -225,7 +223,7 @@ impl Running {
         }
         let mut dropped: Vec<(String, Opened)> = Vec::new();
         for (name, o) in std::mem::take(&mut self.stores) {
-            if new.backstores.contains_key(&name) && !opened.contains_key(&name) {
+            if new.doc.backstore(&name).is_some() && !opened.contains_key(&name) {
                 self.stores.insert(name, o);
             } else {
                 dropped.push((name, o));
@@ -236,12 +234,14 @@ impl Running {
         self.relative_ports = model::assign_relative_ports(&new, &self.relative_ports);
         let mut groups = BTreeMap::new();
         let mut targets = Vec::new();
-        for (key, t) in &new.targets {
+        for t in &new.doc.target {
+            let key = t.iqn.to_ascii_lowercase();
             let mut portal_groups = Vec::new();
-            for (&tag, g) in &t.tpgs {
+            for g in &t.tpg {
+                let tag = g.tag;
                 let id = (key.clone(), tag);
                 let rtpi = self.relative_ports.get(&id).copied().unwrap_or(tag);
-                let config = self.group_config(g);
+                let config = self.group_config(&new, &key, g);
                 let group = match self.groups.remove(&id) {
                     Some(old) if old.port().relative_port_id == rtpi => {
                         old.reconfigure(config);
@@ -256,7 +256,7 @@ impl Running {
                 };
                 portal_groups.push(PortalGroup {
                     tag,
-                    portals: g.portals.clone(),
+                    portals: served_on.get(&id).cloned().unwrap_or_default(),
                     group: group.clone(),
                 });
                 groups.insert(id, group);
@@ -273,8 +273,8 @@ impl Running {
         }
         self.server.set_targets(Targets {
             targets,
-            discovery_auth: new.discovery_auth.clone(),
-            chap: new.chap.clone(),
+            discovery_auth: new.auth(&CredentialAt::Discovery),
+            chap: new.chap(),
         });
 
         // Listeners: start the new ones, stop those no longer wanted.
@@ -315,14 +315,14 @@ impl Running {
     }
 
     /// The core's configuration of one portal group.
-    fn group_config(&self, g: &TpgSpec) -> PortGroupConfig {
+    fn group_config(&self, model: &Model, iqn: &str, g: &TpgDoc) -> PortGroupConfig {
         let luns = g
-            .luns
+            .lun
             .iter()
-            .filter_map(|(&n, l)| {
+            .filter_map(|l| {
                 let o = self.stores.get(&l.backstore)?;
                 Some((
-                    n,
+                    l.lun,
                     TpgLun {
                         lu: o.lu.clone(),
                         read_only: l.read_only,
@@ -331,29 +331,29 @@ impl Running {
             })
             .collect();
         let acls = g
-            .acls
+            .acl
             .iter()
-            .map(|(key, a)| {
+            .map(|a| {
+                let key = a.initiator.to_ascii_lowercase();
                 let luns = a
-                    .mapped
+                    .mapped_lun
                     .iter()
-                    .map(|(&m, s)| {
+                    .map(|m| {
                         (
-                            m,
+                            m.mapped_lun,
                             LunMapping {
-                                tpg_lun: s.tpg_lun,
-                                read_only: s.read_only,
+                                tpg_lun: m.tpg_lun,
+                                read_only: m.read_only,
                             },
                         )
                     })
                     .collect();
-                (
-                    key.clone(),
-                    NodeAcl {
-                        auth: a.auth.clone(),
-                        luns,
-                    },
-                )
+                let auth = model.auth(&CredentialAt::Acl {
+                    iqn: iqn.to_string(),
+                    tag: g.tag,
+                    initiator: key.clone(),
+                });
+                (key, NodeAcl { auth, luns })
             })
             .collect();
         PortGroupConfig {
@@ -363,7 +363,10 @@ impl Running {
                 },
                 config::TpgMode::Acl => TpgMode::Acl,
             },
-            auth: g.auth.clone(),
+            auth: model.auth(&CredentialAt::Tpg {
+                iqn: iqn.to_string(),
+                tag: g.tag,
+            }),
             luns,
             acls,
         }
@@ -394,7 +397,8 @@ async fn flush(name: &str, store: Arc<dyn Backstore>) {
 /// the state the control API and SIGHUP change, one change at a time.
 pub struct Live {
     running: Running,
-    doc: Doc,
+    /// What runs: the configuration and the secrets it was served with.
+    model: Model,
     /// `--config`: changes are saved here.
     config_path: Option<PathBuf>,
 }
@@ -423,7 +427,7 @@ impl std::fmt::Display for ChangeError {
 
 impl Live {
     pub fn doc(&self) -> &Doc {
-        &self.doc
+        &self.model.doc
     }
 
     pub fn config_path(&self) -> Option<&std::path::Path> {
@@ -478,28 +482,38 @@ impl Live {
     /// changed; an identical document touches nothing.
     pub async fn replace(&mut self, mut new: Doc, save: bool) -> Result<Vec<Change>, ChangeError> {
         new.canonicalize();
-        // Whether to act is decided on the whole document; the object by
-        // object difference only reports what that changes.
-        if new == self.doc {
+        if new == self.model.doc {
             return Ok(Vec::new());
         }
-        let changes = doc::diff(&self.doc, &new);
         let model = new.check().map_err(ChangeError::Invalid)?;
+        self.replace_model(model, save).await
+    }
+
+    /// [`Live::replace`] with a configuration already checked. Whether to
+    /// act is decided on the whole model, secrets read from their files
+    /// included (a changed password file is a change); the object by
+    /// object difference only reports what that changes.
+    pub async fn replace_model(
+        &mut self,
+        model: Model,
+        save: bool,
+    ) -> Result<Vec<Change>, ChangeError> {
+        if model == self.model {
+            return Ok(Vec::new());
+        }
+        let changes = config::diff(&self.model.doc, &model.doc);
         self.running
-            .apply(model)
+            .apply(model.clone())
             .await
             .map_err(|e| ChangeError::Refused(format!("{e:#}")))?;
-        let old = std::mem::replace(&mut self.doc, new);
+        let old = std::mem::replace(&mut self.model, model);
         if save {
             if let Err(e) = self.save() {
                 // What runs must be what comes back after a restart: undo.
-                let back = old.check();
-                if let Ok(m) = back {
-                    if let Err(e2) = self.running.apply(m).await {
-                        tracing::error!("undoing an unsaved change failed: {e2:#}");
-                    }
+                if let Err(e2) = self.running.apply(old.clone()).await {
+                    tracing::error!("undoing an unsaved change failed: {e2:#}");
                 }
-                self.doc = old;
+                self.model = old;
                 return Err(ChangeError::Unsaved(e));
             }
         }
@@ -521,14 +535,17 @@ impl Live {
     /// configuration, else the canonical text, so nothing is ever saved
     /// that would load differently.
     fn text_to_save(&self, path: &std::path::Path) -> String {
-        let canonical = self.doc.to_toml(true);
+        let canonical = self.model.doc.to_toml(true);
         let Ok(old) = std::fs::read_to_string(path) else {
             return canonical;
         };
-        match crate::preserve::merge(&old, &canonical) {
+        match config::preserve::merge(&old, &canonical) {
             Some(merged)
-                if Config::parse(path, &merged)
-                    .map(|c| Doc::from_config(&c) == self.doc)
+                if config::read(path, &merged)
+                    .map(|mut d| {
+                        d.canonicalize();
+                        d == self.model.doc
+                    })
                     .unwrap_or(false) =>
             {
                 merged
@@ -543,7 +560,7 @@ impl Live {
 /// validate changes nothing), and changes made through the control API are
 /// saved to it.
 pub async fn serve(
-    cfg: Config,
+    cfg: Model,
     config_path: Option<PathBuf>,
     listen: Vec<SocketAddr>,
     state_dir: Option<PathBuf>,
@@ -575,10 +592,10 @@ pub async fn serve(
         relative_ports: BTreeMap::new(),
         listeners: Vec::new(),
     };
-    running.apply(Model::from_config(&cfg)).await?;
+    running.apply(cfg.clone()).await?;
     let live = Arc::new(tokio::sync::Mutex::new(Live {
         running,
-        doc: Doc::from_config(&cfg),
+        model: cfg,
         config_path: config_path.clone(),
     }));
     let control = crate::control::start(live.clone(), control).await?;
@@ -614,14 +631,14 @@ async fn reload(live: &mut Live, path: Option<&std::path::Path>) {
         eprintln!("rtgt: SIGHUP ignored: serving the built-in default, no file to re-read");
         return;
     };
-    let cfg = match Config::load(path) {
-        Ok(c) => c,
+    let model = match config::load(path) {
+        Ok(m) => m,
         Err(e) => {
             eprintln!("rtgt: reload refused, configuration unchanged: {e}");
             return;
         }
     };
-    match live.replace(Doc::from_config(&cfg), false).await {
+    match live.replace_model(model, false).await {
         Ok(changes) => eprintln!(
             "rtgt: reloaded {} ({} change{})",
             path.display(),

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use client::{seg, Client, ClientError};
 use tree::Node;
 
-use crate::doc::Doc;
+use crate::config::Doc;
 
 /// Why a command did not do what was asked.
 #[derive(Debug)]
@@ -118,10 +118,10 @@ impl Ctx {
     }
 }
 
-/// `+ /path` lines (the changes as [`crate::doc::Change`] shows them), or
+/// `+ /path` lines (the changes as [`crate::config::Change`] shows them), or
 /// a note that nothing changed.
 pub fn changes_text(v: &Value) -> String {
-    let list: Vec<crate::doc::Change> =
+    let list: Vec<crate::config::Change> =
         serde_json::from_value(v["changes"].clone()).unwrap_or_default();
     if list.is_empty() {
         return "nothing to change\n".into();
@@ -217,7 +217,7 @@ fn auth_body(a: &mut Args) -> Result<Value, CliError> {
 
 /// Whether every initiator of the group must pass CHAP: the group has
 /// credentials, or it admits only ACLs and each has its own.
-fn chap_required(g: &crate::doc::TpgDoc) -> bool {
+fn chap_required(g: &crate::config::TpgDoc) -> bool {
     g.auth.is_some()
         || (g.mode == crate::config::TpgMode::Acl
             && !g.acl.is_empty()
@@ -834,6 +834,11 @@ pub fn dump(ctx: &Ctx, secrets: bool) -> Result<String, CliError> {
 pub fn apply(ctx: &Ctx, file: &std::path::Path, apply: bool) -> Result<String, CliError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+    // The rule `serve --config` holds a file to; the daemon checks the rest.
+    if let Ok(doc) = crate::config::read(file, &text) {
+        crate::config::file::check_private(file, &text, &doc)
+            .map_err(|e| CliError::Refused(e.to_string()))?;
+    }
     let name = seg(&file.display().to_string());
     let q = if apply {
         format!("/api/v1/config?name={name}")

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::doc::{self, Doc};
+use crate::config::{self, Doc};
 
 /// A place in the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +157,11 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
     let mut kinds = Vec::new();
     for k in KINDS {
         let mut stores = Vec::new();
-        for b in d.backstore.iter().filter(|b| doc::kind_name(b.kind) == k) {
+        for b in d
+            .backstore
+            .iter()
+            .filter(|b| config::kind_name(b.kind) == k)
+        {
             let size = capacity
                 .get(&b.name)
                 .copied()
@@ -196,7 +200,7 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
                     let b = d.backstore(&l.backstore);
                     let what = b
                         .map(|b| {
-                            let mut s = format!("{}/{}", doc::kind_name(b.kind), b.name);
+                            let mut s = format!("{}/{}", config::kind_name(b.kind), b.name);
                             if let Some(p) = &b.path {
                                 s.push_str(&format!(" ({})", p.display()));
                             }

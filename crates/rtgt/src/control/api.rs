@@ -13,7 +13,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::ops::{self, OpResult};
 use super::{ApiError, ErrorBody, Shared};
 use crate::config::BackstoreKind;
-use crate::doc::{self, AclDoc, AuthDoc, BackstoreDoc, Change, Doc, TargetDoc, TpgDoc};
+use crate::config::{self, AclDoc, AuthDoc, BackstoreDoc, Change, Doc, TargetDoc, TpgDoc};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -117,7 +117,7 @@ fn auth_paths(a: &AuthDoc) -> ApiResult<()> {
 fn ramdisk_sizes(old: &Doc, new: &Doc) -> ApiResult<()> {
     let mem = physical_memory();
     for b in &new.backstore {
-        let Some(doc::SizeDoc(size)) = b.size else {
+        let Some(config::SizeDoc(size)) = b.size else {
             continue;
         };
         if b.kind != BackstoreKind::Ramdisk || size <= mem {
@@ -134,7 +134,7 @@ fn ramdisk_sizes(old: &Doc, new: &Doc) -> ApiResult<()> {
             format!(
                 "ramdisk {:?}: size {} is more than this machine's memory ({}); a RAM disk keeps its data in memory: give a smaller size, or use a fileio backstore (a sparse file) for a bigger disk",
                 b.name,
-                doc::format_size(size),
+                config::format_size(size),
                 format_args!("{:.1}G", mem as f64 / (1u64 << 30) as f64)
             ),
         ));
@@ -198,14 +198,14 @@ async fn put_config(
     let q = q?.0;
     let body = body?;
     let name = q.name.unwrap_or_else(|| "<request>".into());
-    let cfg = crate::config::Config::parse(std::path::Path::new(&name), &body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let new = Doc::from_config(&cfg);
+    let new = crate::config::parse(std::path::Path::new(&name), &body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?
+        .doc;
     let mut l = live.lock().await;
     ramdisk_sizes(l.doc(), &new)?;
     if q.dry_run {
         return Ok(Json(Changes {
-            changes: doc::diff(l.doc(), &new),
+            changes: config::diff(l.doc(), &new),
         }));
     }
     let changes = l.replace(new, true).await?;
@@ -915,7 +915,7 @@ mod tests {
 
     fn ramdisk(name: &str, size: u64) -> BackstoreDoc {
         BackstoreDoc {
-            size: Some(doc::SizeDoc(size)),
+            size: Some(config::SizeDoc(size)),
             ..BackstoreDoc::new(name, BackstoreKind::Ramdisk)
         }
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::TpgMode;
-use crate::doc::{
+use crate::config::{
     AclDoc, AuthDoc, BackstoreDoc, Doc, LunDoc, MappedLunDoc, SizeDoc, TargetDoc, TpgDoc,
 };
 

@@ -1,5 +1,5 @@
 //! Saving without losing the administrator's layout: the new
-//! configuration (canonical TOML, as [`crate::doc::Doc::to_toml`] writes
+//! configuration (canonical TOML, as [`crate::config::Doc::to_toml`] writes
 //! it) is merged into the text of the file as it is, with a
 //! format-preserving TOML editor, so comments, key order, blank lines and
 //! the spelling of values that did not change stay; what changed is edited

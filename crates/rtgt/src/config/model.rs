@@ -1,0 +1,438 @@
+//! The configuration model: every object the daemon serves, as one set
+//! of types that the TOML file, the control API's JSON (and its OpenAPI
+//! schema, derived from these types), the CLI and the importers all read
+//! and write. A setting is one field here; its rules are stated once, in
+//! [`super::validate`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::values::{self, BackstoreKind, FaultOp, TpgMode};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Doc {
+    #[serde(default, skip_serializing_if = "IscsiDoc::is_default")]
+    pub iscsi: IscsiDoc,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backstore: Vec<BackstoreDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<TargetDoc>,
+}
+
+/// Settings of the iSCSI fabric as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiDoc {
+    /// CHAP algorithms accepted, strongest first (SHA3-256, SHA256, SHA1, MD5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_algorithms: Option<Vec<String>>,
+    /// CHAP required of discovery sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_auth: Option<AuthDoc>,
+    /// Shortest CHAP_C (bytes) accepted from an initiator (default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_min_challenge: Option<u32>,
+}
+
+impl IscsiDoc {
+    fn is_default(&self) -> bool {
+        *self == IscsiDoc::default()
+    }
+}
+
+/// CHAP credentials: what the initiator proves, and for mutual CHAP what
+/// the target proves back. Each secret is given inline or as a file.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthDoc {
+    pub userid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutual_userid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutual_password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub mutual_password_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for AuthDoc {
+    // Written out so that inline secrets never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthDoc")
+            .field("userid", &self.userid)
+            .field("mutual_userid", &self.mutual_userid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthDoc {
+    /// Without the inline secrets (files stay: they name, not hold, them).
+    fn redacted(&self) -> AuthDoc {
+        AuthDoc {
+            password: None,
+            mutual_password: None,
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackstoreDoc {
+    /// Letters, digits, '-', '_' and '.'.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: BackstoreKind,
+    /// Bytes, or a whole number with K, M, G or T ("10G").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+[KMGTkmgt]?$")]
+    pub size: Option<SizeDoc>,
+    /// fileio: the image file; blockio: the block device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub path: Option<PathBuf>,
+    /// 512 or 4096 (read from the device for blockio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u32>,
+    /// fileio: cache writes until SYNCHRONIZE CACHE or FUA (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_back: Option<bool>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub removable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical_block_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thin: Option<bool>,
+    /// SANITIZE OVERWRITE bytes per second ("100M"); absent or 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+[KMGTkmgt]?$")]
+    pub sanitize_rate: Option<SizeDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultsDoc>,
+    /// INQUIRY vendor, up to 8 printable ASCII characters (default "RTGT").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// INQUIRY product, up to 16 (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    /// INQUIRY revision, up to 4 (default "0001").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Unit serial number, VPD 80h (default: derived from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// NAA designator, VPD 83h: 16 or 32 hex digits (default: NAA 3,
+    /// locally assigned, derived from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(0x)?([235][0-9a-fA-F]{15}|6[0-9a-fA-F]{31})$")]
+    pub naa: Option<String>,
+}
+
+impl BackstoreDoc {
+    /// The NAA designator hosts see: the configured one, else NAA 3
+    /// derived from the name.
+    pub fn naa(&self) -> Result<rtgt_scsi::Naa, String> {
+        match &self.naa {
+            Some(n) => n.parse(),
+            None => Ok(rtgt_scsi::Naa::local_from_name(&self.name)),
+        }
+    }
+
+    /// The unit serial number hosts see.
+    pub fn serial(&self) -> String {
+        self.serial
+            .clone()
+            .unwrap_or_else(|| rtgt_scsi::lu::identity::default_serial(&self.name))
+    }
+
+    /// The logical block size (512 unless set; blockio's comes from the
+    /// device).
+    pub fn block_size(&self) -> u32 {
+        self.block_size.unwrap_or(512)
+    }
+
+    /// The same medium and LU, differing at most in size: the running LU
+    /// is kept (and told of the new capacity) rather than replaced.
+    pub fn same_except_size(&self, other: &BackstoreDoc) -> bool {
+        BackstoreDoc {
+            size: other.size,
+            ..self.clone()
+        } == *other
+    }
+
+    /// A backstore with every optional setting left at its default.
+    pub fn new(name: &str, kind: BackstoreKind) -> BackstoreDoc {
+        BackstoreDoc {
+            name: name.to_string(),
+            kind,
+            size: None,
+            path: None,
+            block_size: None,
+            write_back: None,
+            read_only: false,
+            removable: false,
+            physical_block_size: None,
+            thin: None,
+            sanitize_rate: None,
+            faults: None,
+            vendor: None,
+            product: None,
+            revision: None,
+            serial: None,
+            naa: None,
+        }
+    }
+}
+
+/// Injected faults (test rigs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultsDoc {
+    #[serde(default)]
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub rule: Vec<FaultRuleDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRuleDoc {
+    pub op: FaultOp,
+    pub lba: u64,
+    pub blocks: u64,
+    /// EIO, ENOSPC, ENXIO or ENODEV.
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDoc {
+    pub iqn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tpg: Vec<TpgDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TpgDoc {
+    /// 1..65535.
+    pub tag: u16,
+    /// "address:port" (port 3260 when left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub portals: Vec<String>,
+    /// demo: any initiator sees every LUN; acl: only initiators with an ACL.
+    pub mode: TpgMode,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub demo_read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_port_id: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lun: Vec<LunDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl: Vec<AclDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LunDoc {
+    /// 0..16383.
+    pub lun: u64,
+    pub backstore: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AclDoc {
+    pub initiator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthDoc>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mapped_lun: Vec<MappedLunDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappedLunDoc {
+    /// The LUN number the initiator sees (0..16383).
+    pub mapped_lun: u64,
+    /// The group's LUN it reaches.
+    pub tpg_lun: u64,
+    /// Write-protected for this initiator.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A byte count, written `"10G"` when a whole number of a unit, else as
+/// digits; read from either form (or a plain integer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeDoc(pub u64);
+
+impl Serialize for SizeDoc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_size(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        values::Size::deserialize(d).map(|s| SizeDoc(s.0))
+    }
+}
+
+/// `1073741824` -> `"1G"`; sizes that are no whole number of a unit stay digits.
+/// The order people expect names in: runs of digits compare as numbers
+/// (k10x2 before k10x10), letters without case; ties broken exactly, so
+/// the order is total.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn runs(s: &str) -> impl Iterator<Item = (bool, &str)> {
+        let mut rest = s;
+        std::iter::from_fn(move || {
+            let first = rest.chars().next()?;
+            let digit = first.is_ascii_digit();
+            let end = rest
+                .find(|c: char| c.is_ascii_digit() != digit)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(end);
+            rest = tail;
+            Some((digit, run))
+        })
+    }
+    let mut x = runs(a);
+    let mut y = runs(b);
+    loop {
+        let ord = match (x.next(), y.next()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some((true, p)), Some((true, q))) => {
+                let (p, q) = (p.trim_start_matches('0'), q.trim_start_matches('0'));
+                p.len().cmp(&q.len()).then_with(|| p.cmp(q))
+            }
+            (Some((_, p)), Some((_, q))) => p
+                .chars()
+                .map(|c| c.to_ascii_lowercase())
+                .cmp(q.chars().map(|c| c.to_ascii_lowercase())),
+        };
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+}
+
+pub fn format_size(n: u64) -> String {
+    for (shift, unit) in [(40, 'T'), (30, 'G'), (20, 'M'), (10, 'K')] {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+impl Doc {
+    /// Sort every list by its objects' identities, so that the saved file
+    /// is stable (diffs in git show changes, not reorderings).
+    pub fn canonicalize(&mut self) {
+        self.backstore.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        self.target.sort_by(|a, b| natural_cmp(&a.iqn, &b.iqn));
+        for t in &mut self.target {
+            t.tpg.sort_by_key(|g| g.tag);
+            for g in &mut t.tpg {
+                g.lun.sort_by_key(|l| l.lun);
+                g.acl
+                    .sort_by(|a, b| natural_cmp(&a.initiator, &b.initiator));
+                for a in &mut g.acl {
+                    a.mapped_lun.sort_by_key(|m| m.mapped_lun);
+                }
+            }
+        }
+    }
+
+    /// The document without inline CHAP secrets.
+    pub fn redacted(&self) -> Doc {
+        let mut d = self.clone();
+        let hide = |a: &mut Option<AuthDoc>| {
+            if let Some(x) = a {
+                *x = x.redacted();
+            }
+        };
+        hide(&mut d.iscsi.discovery_auth);
+        for t in &mut d.target {
+            for g in &mut t.tpg {
+                hide(&mut g.auth);
+                for a in &mut g.acl {
+                    hide(&mut a.auth);
+                }
+            }
+        }
+        d
+    }
+
+    /// Check the document as a file would be checked; the model it
+    /// describes (secrets read), or what is wrong.
+    pub fn check(&self) -> Result<crate::model::Model, String> {
+        super::validate::validate(self).map_err(|e| e.message)
+    }
+
+    /// The configuration this document describes, as if read from a file
+
+    pub fn target(&self, iqn: &str) -> Option<&TargetDoc> {
+        self.target.iter().find(|t| t.iqn.eq_ignore_ascii_case(iqn))
+    }
+
+    pub fn target_mut(&mut self, iqn: &str) -> Option<&mut TargetDoc> {
+        self.target
+            .iter_mut()
+            .find(|t| t.iqn.eq_ignore_ascii_case(iqn))
+    }
+
+    pub fn backstore(&self, name: &str) -> Option<&BackstoreDoc> {
+        self.backstore.iter().find(|b| b.name == name)
+    }
+
+    /// The LUNs that use backstore `name`, as tree paths.
+    pub fn backstore_users(&self, name: &str) -> Vec<String> {
+        let mut users = Vec::new();
+        for t in &self.target {
+            for g in &t.tpg {
+                for l in g.lun.iter().filter(|l| l.backstore == name) {
+                    users.push(format!("/iscsi/{}/tpg{}/luns/lun{}", t.iqn, g.tag, l.lun));
+                }
+            }
+        }
+        users
+    }
+}
+
+/// Where a backstore sits in the tree.
+pub fn backstore_path(b: &BackstoreDoc) -> String {
+    format!("/backstores/{}/{}", kind_name(b.kind), b.name)
+}
+
+pub fn kind_name(k: BackstoreKind) -> &'static str {
+    match k {
+        BackstoreKind::Ramdisk => "ramdisk",
+        BackstoreKind::Fileio => "fileio",
+        BackstoreKind::Blockio => "blockio",
+    }
+}
