@@ -401,6 +401,8 @@ pub struct Live {
     model: Model,
     /// `--config`: changes are saved here.
     config_path: Option<PathBuf>,
+    /// The text last saved there (see [`Live::text_to_save`]).
+    saved: Option<Saved>,
 }
 
 /// Why a change was not made.
@@ -521,38 +523,80 @@ impl Live {
     }
 
     /// Save the running document to the `--config` file.
-    pub fn save(&self) -> Result<(), String> {
-        let Some(path) = &self.config_path else {
+    pub fn save(&mut self) -> Result<(), String> {
+        let Some(path) = self.config_path.clone() else {
             return Ok(());
         };
-        crate::save::save(path, &self.text_to_save(path))
-            .map_err(|e| format!("cannot save {}: {e}", path.display()))
+        let text = self.text_to_save(&path);
+        crate::save::save(&path, &text)
+            .map_err(|e| format!("cannot save {}: {e}", path.display()))?;
+        Ok(())
     }
 
     /// The configuration as it goes into `path`: laid into the file's
     /// current text (its comments and layout kept, see
-    /// [`crate::preserve`]) when that reads back as exactly this
+    /// [`config::preserve`]) when that reads back as exactly this
     /// configuration, else the canonical text, so nothing is ever saved
-    /// that would load differently.
-    fn text_to_save(&self, path: &std::path::Path) -> String {
+    /// that would load differently. The file as last saved is kept parsed,
+    /// so a save parses it again only when someone else changed it.
+    fn text_to_save(&mut self, path: &std::path::Path) -> String {
         let canonical = self.model.doc.to_toml(true);
         let Ok(old) = std::fs::read_to_string(path) else {
+            self.saved = None;
             return canonical;
         };
-        match config::preserve::merge(&old, &canonical) {
-            Some(merged)
-                if config::read(path, &merged)
-                    .map(|mut d| {
-                        d.canonicalize();
-                        d == self.model.doc
-                    })
-                    .unwrap_or(false) =>
-            {
-                merged
-            }
-            _ => canonical,
+        // An empty file has nothing of anyone's either.
+        if old.trim().is_empty() {
+            self.saved = Some(Saved {
+                text: canonical.clone(),
+                parsed: None,
+            });
+            return canonical;
         }
+        let mut parsed = match self.saved.take() {
+            // The file is what rtgt wrote and holds nothing of anyone
+            // else's: the canonical text is all there is to keep (and a
+            // thousand changes through the API cost no parsing).
+            Some(Saved { text, parsed: None }) if text == old => {
+                self.saved = Some(Saved {
+                    text: canonical.clone(),
+                    parsed: None,
+                });
+                return canonical;
+            }
+            Some(Saved {
+                text,
+                parsed: Some(p),
+            }) if text == old => p,
+            _ => match old.parse::<toml_edit::DocumentMut>() {
+                Ok(p) => p,
+                Err(_) => return canonical,
+            },
+        };
+        if config::preserve::merge_into(&mut parsed, &canonical).is_none() {
+            return canonical;
+        }
+        let merged = parsed.to_string();
+        let same = config::read(path, &merged).is_ok_and(|mut d| {
+            d.canonicalize();
+            d == self.model.doc
+        });
+        if !same {
+            return canonical;
+        }
+        self.saved = Some(Saved {
+            text: merged.clone(),
+            parsed: Some(parsed),
+        });
+        merged
     }
+}
+
+/// The text last saved to the `--config` file, and unless it is the
+/// canonical text, the same parsed for the next merge.
+struct Saved {
+    text: String,
+    parsed: Option<toml_edit::DocumentMut>,
 }
 
 /// Run the daemon until SIGINT or SIGTERM. With `config_path`, SIGHUP
@@ -593,10 +637,17 @@ pub async fn serve(
         listeners: Vec::new(),
     };
     running.apply(cfg.clone()).await?;
+    // A file that is exactly the canonical text of what it loads as has
+    // nothing of its own to keep.
+    let saved = Some(Saved {
+        text: cfg.doc.to_toml(true),
+        parsed: None,
+    });
     let live = Arc::new(tokio::sync::Mutex::new(Live {
         running,
         model: cfg,
         config_path: config_path.clone(),
+        saved,
     }));
     let control = crate::control::start(live.clone(), control).await?;
 

@@ -21,9 +21,32 @@ const IDENTITY: [&str; 6] = ["name", "iqn", "tag", "lun", "initiator", "mapped_l
 /// `new_text` laid into `old_text`; None when either does not parse.
 pub fn merge(old_text: &str, new_text: &str) -> Option<String> {
     let mut old: DocumentMut = old_text.parse().ok()?;
+    merge_into(&mut old, new_text)?;
+    Some(old.to_string())
+}
+
+/// `new_text` laid into the parsed file `old` (kept by the caller between
+/// saves, so a save parses only the new text); None when it does not
+/// parse.
+pub fn merge_into(old: &mut DocumentMut, new_text: &str) -> Option<()> {
     let new: DocumentMut = new_text.parse().ok()?;
     merge_table(old.as_table_mut(), new.as_table());
-    Some(old.to_string())
+    Some(())
+}
+
+/// Whether two values are the same, however spelled (`0x10` and `16`):
+/// the file's spelling of an unchanged value stays. Compared without
+/// rendering them, which a save of a thousand objects would feel.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x.value() == y.value(),
+        (Value::Integer(x), Value::Integer(y)) => x.value() == y.value(),
+        (Value::Boolean(x), Value::Boolean(y)) => x.value() == y.value(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(a, b)| same(a, b))
+        }
+        _ => bare(a) == bare(b),
+    }
 }
 
 /// A value as TOML spells it, without its surrounding whitespace and
@@ -34,11 +57,16 @@ fn bare(v: &Value) -> String {
     v.to_string()
 }
 
-fn identity(t: &Table) -> Option<(String, String)> {
+fn identity(t: &Table) -> Option<(&'static str, String)> {
     IDENTITY.iter().find_map(|k| {
-        t.get(k)
-            .and_then(Item::as_value)
-            .map(|v| (k.to_string(), bare(v).to_ascii_lowercase()))
+        t.get(k).and_then(Item::as_value).map(|v| {
+            let id = match v {
+                Value::String(s) => s.value().to_ascii_lowercase(),
+                Value::Integer(i) => i.value().to_string(),
+                v => bare(v).to_ascii_lowercase(),
+            };
+            (*k, id)
+        })
     })
 }
 
@@ -64,7 +92,7 @@ fn merge_table(old: &mut Table, new: &Table) {
 fn merge_item(old: &mut Item, new: &Item) {
     match (old, new) {
         (Item::Value(o), Item::Value(n)) => {
-            if bare(o) != bare(n) {
+            if !same(o, n) {
                 // Edited in place: the comment after it stays.
                 let decor = o.decor().clone();
                 *o = n.clone();
@@ -78,31 +106,38 @@ fn merge_item(old: &mut Item, new: &Item) {
 }
 
 /// Objects the file has keep their place (and comments); new ones go
-/// after them, in the new text's order.
+/// after them, in the new text's order. Merged in place: a thousand LUNs
+/// are neither copied nor searched for one by one.
 fn merge_array(old: &mut ArrayOfTables, new: &ArrayOfTables) {
     let mut news: Vec<Option<&Table>> = new.iter().map(Some).collect();
-    // By identity, so that a thousand LUNs merge in linear time.
-    let by_id: HashMap<(String, String), usize> = new
+    let by_id: HashMap<(&'static str, String), usize> = new
         .iter()
         .enumerate()
         .filter_map(|(i, n)| identity(n).map(|id| (id, i)))
         .collect();
-    let mut out = ArrayOfTables::new();
-    for (i, o) in old.iter().enumerate() {
-        let found = match identity(o) {
-            Some(id) => by_id.get(&id).copied(),
-            None => (i < news.len() && news[i].is_some_and(|n| identity(n).is_none())).then_some(i),
-        };
-        if let Some(n) = found.and_then(|j| news[j].take()) {
-            let mut o = o.clone();
-            merge_table(&mut o, n);
-            out.push(o);
+    // The new object each old one is, if any.
+    let matched: Vec<Option<usize>> =
+        old.iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let j = match identity(o) {
+                    Some(id) => by_id.get(&id).copied(),
+                    None => (i < news.len() && news[i].is_some_and(|n| identity(n).is_none()))
+                        .then_some(i),
+                };
+                j.filter(|&j| news[j].take().is_some())
+            })
+            .collect();
+    let mut keep = matched.iter();
+    old.retain(|_| keep.next().is_some_and(Option::is_some));
+    for (o, j) in old.iter_mut().zip(matched.iter().flatten()) {
+        if let Some(n) = new.get(*j) {
+            merge_table(o, n);
         }
     }
     for n in news.into_iter().flatten() {
-        out.push(n.clone());
+        old.push(n.clone());
     }
-    *old = out;
 }
 
 #[cfg(test)]

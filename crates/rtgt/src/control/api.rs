@@ -218,7 +218,7 @@ async fn put_config(
         (status = 409, description = "The daemon runs without a --config file", body = ErrorBody),
         (status = 503, description = "The file could not be written", body = ErrorBody)))]
 async fn save_config(State(live): State<Shared>) -> ApiResult<Json<Changes>> {
-    let l = live.lock().await;
+    let mut l = live.lock().await;
     if l.config_path().is_none() {
         return Err(ApiError(StatusCode::CONFLICT, "rtgt serve runs without --config FILE, so there is no file to save to; restart it with --config, or use `rtgt config dump > FILE`".into()));
     }
