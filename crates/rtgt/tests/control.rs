@@ -658,3 +658,102 @@ fn saving_keeps_comments_and_layout() {
         "{saved}"
     );
 }
+
+/// `set wwn` gives a backstore the identity an initiator then reads; it is
+/// refused while a LUN exports it, and two LUs may not share an NAA.
+#[test]
+fn set_wwn_sets_the_identity_hosts_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = empty_config(dir.path());
+    let d = Daemon::with_config(&cfg);
+    ok(&d, &["/backstores/ramdisk", "create", "w0", "16M"]);
+    ok(&d, &["/backstores/ramdisk", "create", "w1", "16M"]);
+    let info = ok(&d, &["/backstores/ramdisk/w0", "info"]);
+    assert!(info.contains("\"naa\": \"3"), "default NAA 3 shown: {info}");
+    ok(
+        &d,
+        &[
+            "/backstores/ramdisk/w0",
+            "set",
+            "wwn",
+            "vendor=ACME",
+            "product=Vault",
+            "serial=SN-0001",
+            "naa=6001405aabbccddeeff0011223344556",
+        ],
+    );
+    // The same NAA on a second LU is refused, naming both.
+    let o = rtgt(
+        &d,
+        &[
+            "/backstores/ramdisk/w1",
+            "set",
+            "wwn",
+            "naa=6001405AABBCCDDEEFF0011223344556",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("same naa"), "{err}");
+    ok(&d, &["/iscsi", "create", IQN]);
+    ok(
+        &d,
+        &[
+            &format!("/iscsi/{IQN}/tpg1"),
+            "set",
+            "attribute",
+            "generate_node_acls=1",
+        ],
+    );
+    ok(&d, &[&format!("/iscsi/{IQN}/tpg1/luns"), "create", "w0"]);
+    let inq = Command::new(libiscsi("iscsi-inq"))
+        .args(["-i", HOST, "-e", "1", "-c", "128"])
+        .arg(d.url(IQN, 0))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&inq.stdout);
+    assert!(out.contains("SN-0001"), "VPD 80h: {out}");
+    let std = run_ok(
+        Command::new(libiscsi("iscsi-inq"))
+            .args(["-i", HOST])
+            .arg(d.url(IQN, 0)),
+        30,
+    );
+    assert!(std.contains("ACME") && std.contains("Vault"), "{std}");
+    // Exported: its hosts would see another disk, so it is refused.
+    let o = rtgt(
+        &d,
+        &["/backstores/ramdisk/w0", "set", "wwn", "serial=SN-0002"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("in use"), "{err}");
+    // And it is in the saved file, so it survives a restart.
+    let saved = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        saved.contains("naa = \"6001405aabbccddeeff0011223344556\""),
+        "{saved}"
+    );
+}
+
+/// `rtgt apply` holds a file with inline secrets to the rule `serve
+/// --config` does: private, or refused.
+#[test]
+fn apply_refuses_inline_secrets_in_a_readable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::with_config(&empty_config(dir.path()));
+    let f = dir.path().join("want.toml");
+    std::fs::write(
+        &f,
+        format!("[[target]]\niqn = \"{IQN}\"\n[[target.tpg]]\ntag = 1\nmode = \"demo\"\n[target.tpg.auth]\nuserid = \"u\"\npassword = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = rtgt(&d, &["apply", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("chmod 600") && err.contains(":8:"),
+        "{err}"
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ok(&d, &["apply", f.to_str().unwrap()]);
+}

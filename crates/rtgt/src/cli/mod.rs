@@ -700,7 +700,17 @@ fn set(ctx: &Ctx, node: &Node, rest: &[String]) -> Result<String, CliError> {
 fn info(ctx: &Ctx, node: &Node, cmd: &str, rest: &[String]) -> Result<String, CliError> {
     let d = ctx.doc()?;
     let v: Value = match node {
-        Node::Backstore(_, n) => json!(d.backstore(n)),
+        Node::Backstore(_, n) => {
+            let mut v = json!(d.backstore(n));
+            // What hosts see, set or derived: what to pin before a move.
+            if let Some(b) = d.backstore(n) {
+                v["wwn"] = json!({
+                    "serial": b.serial(),
+                    "naa": b.naa().map(|n| n.hex()).unwrap_or_default(),
+                });
+            }
+            v
+        }
         Node::Target(t) => json!(d.target(t)),
         Node::Tpg(t, g) | Node::Luns(t, g) | Node::Acls(t, g) | Node::Portals(t, g) => {
             let tpg = d.target(t).and_then(|t| t.tpg.iter().find(|x| x.tag == *g));

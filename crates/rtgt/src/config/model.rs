@@ -391,10 +391,8 @@ impl Doc {
     /// Check the document as a file would be checked; the model it
     /// describes (secrets read), or what is wrong.
     pub fn check(&self) -> Result<crate::model::Model, String> {
-        super::validate::validate(self).map_err(|e| e.message)
+        super::validate::validate(self).map_err(|e| e.text())
     }
-
-    /// The configuration this document describes, as if read from a file
 
     pub fn target(&self, iqn: &str) -> Option<&TargetDoc> {
         self.target.iter().find(|t| t.iqn.eq_ignore_ascii_case(iqn))

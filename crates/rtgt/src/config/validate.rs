@@ -62,6 +62,18 @@ pub struct Invalid {
     pub related: Option<At>,
 }
 
+impl Invalid {
+    /// The message without a file to point into: the related place named
+    /// by its path.
+    pub fn text(&self) -> String {
+        let related = match &self.related {
+            Some(r) => format!(" ({})", show_at(r)),
+            None => String::new(),
+        };
+        self.message.replace("{related}", &related)
+    }
+}
+
 fn invalid<T>(at: At, message: impl Into<String>) -> Result<T, Invalid> {
     Err(Invalid {
         at,
@@ -72,6 +84,11 @@ fn invalid<T>(at: At, message: impl Into<String>) -> Result<T, Invalid> {
 
 macro_rules! at {
     ($($s:expr),* $(,)?) => { vec![$(Seg::from($s)),*] };
+}
+
+/// The rest of a path below a place: `join(&here, &rel!["lun", 3])`.
+macro_rules! rel {
+    ($($s:expr),* $(,)?) => { [$(Seg::from($s)),*] };
 }
 
 fn join(base: &[Seg], rest: &[Seg]) -> At {
@@ -150,27 +167,27 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
             let here = at!["target", ti, "tpg", gi];
             let tag = g.tag;
             if tag == 0 {
-                return invalid(join(&here, &at!["tag"]), "tpg tag must be 1..65535");
+                return invalid(join(&here, &rel!["tag"]), "tpg tag must be 1..65535");
             }
             if !tags.insert(tag) {
                 return invalid(
-                    join(&here, &at!["tag"]),
+                    join(&here, &rel!["tag"]),
                     format!("duplicate tpg tag {tag} in target {iqn:?}"),
                 );
             }
             for (pi, p) in g.portals.iter().enumerate() {
                 if let Err(why) = parse_portal(p) {
-                    return invalid(join(&here, &at!["portals", pi]), why);
+                    return invalid(join(&here, &rel!["portals", pi]), why);
                 }
             }
             if g.demo_read_only && g.mode != TpgMode::Demo {
                 return invalid(
-                    join(&here, &at!["mode"]),
+                    join(&here, &rel!["mode"]),
                     "demo_read_only applies to mode = \"demo\" only",
                 );
             }
             if let Some(r) = g.relative_port_id {
-                let at = join(&here, &at!["relative_port_id"]);
+                let at = join(&here, &rel!["relative_port_id"]);
                 if r == 0 {
                     return invalid(at, "relative_port_id must be 1..65535");
                 }
@@ -183,7 +200,7 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
                     iqn: key.clone(),
                     tag,
                 };
-                let at = join(&here, &at!["auth"]);
+                let at = join(&here, &rel!["auth"]);
                 secrets.insert(place.clone(), resolve(a, &at)?);
                 places.push((
                     at,
@@ -195,7 +212,7 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
             let mut luns = HashSet::new();
             for (li, lun) in g.lun.iter().enumerate() {
                 let n = lun.lun;
-                let at = join(&here, &at!["lun", li, "lun"]);
+                let at = join(&here, &rel!["lun", li, "lun"]);
                 if n >= 16384 {
                     return invalid(at, format!("LUN {n} is out of range (0..16383)"));
                 }
@@ -204,31 +221,31 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
                 }
                 if !names.contains(lun.backstore.as_str()) {
                     return invalid(
-                        join(&here, &at!["lun", li, "backstore"]),
+                        join(&here, &rel!["lun", li, "backstore"]),
                         format!("no backstore named {:?}", lun.backstore),
                     );
                 }
             }
             let mut initiators = HashSet::new();
             for (ai, acl) in g.acl.iter().enumerate() {
-                let ahere = join(&here, &at!["acl", ai]);
+                let ahere = join(&here, &rel!["acl", ai]);
                 let name = &acl.initiator;
                 if let Err(why) = check_iscsi_name(name) {
                     return invalid(
-                        join(&ahere, &at!["initiator"]),
+                        join(&ahere, &rel!["initiator"]),
                         format!("initiator name {name:?}: {why}"),
                     );
                 }
                 if !initiators.insert(name.to_ascii_lowercase()) {
                     return invalid(
-                        join(&ahere, &at!["initiator"]),
+                        join(&ahere, &rel!["initiator"]),
                         format!("initiator {name:?} has two ACLs in tpg {tag}"),
                     );
                 }
                 let mut mapped = HashSet::new();
                 for (mi, m) in acl.mapped_lun.iter().enumerate() {
                     let n = m.mapped_lun;
-                    let at = join(&ahere, &at!["mapped_lun", mi, "mapped_lun"]);
+                    let at = join(&ahere, &rel!["mapped_lun", mi, "mapped_lun"]);
                     if n >= 16384 {
                         return invalid(at, format!("mapped_lun {n} is out of range (0..16383)"));
                     }
@@ -240,7 +257,7 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
                     }
                     if !luns.contains(&m.tpg_lun) {
                         return invalid(
-                            join(&ahere, &at!["mapped_lun", mi, "tpg_lun"]),
+                            join(&ahere, &rel!["mapped_lun", mi, "tpg_lun"]),
                             format!("tpg {tag} has no LUN {}", m.tpg_lun),
                         );
                     }
@@ -251,7 +268,7 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
                         tag,
                         initiator: name.to_ascii_lowercase(),
                     };
-                    let at = join(&ahere, &at!["auth"]);
+                    let at = join(&ahere, &rel!["auth"]);
                     secrets.insert(place.clone(), resolve(a, &at)?);
                     places.push((
                         at,
@@ -429,7 +446,7 @@ fn backstore<'a>(
 /// Read the secrets of one credential (inline or from their files) and
 /// check them.
 fn resolve(a: &AuthDoc, here: &[Seg]) -> Result<ChapAuth, Invalid> {
-    let at = |k: &'static str| join(here, &at![k]);
+    let at = |k: &'static str| join(here, &rel![k]);
     if a.userid.is_empty() {
         return invalid(at("userid"), "userid is empty");
     }
@@ -505,7 +522,7 @@ fn read_secret(
     here: &[Seg],
     keys: (&'static str, &'static str, &'static str),
 ) -> Result<Secret, Invalid> {
-    let at = |k: &'static str| join(here, &at![k]);
+    let at = |k: &'static str| join(here, &rel![k]);
     let (where_, bytes) = match (inline, file) {
         (Some(_), Some(_)) => {
             return invalid(
@@ -588,14 +605,14 @@ fn check_secret_roles(
     Err(Invalid {
         at: join(
             tgt_at,
-            &at![if *mutual_set { "mutual_userid" } else { "userid" }],
+            &rel![if *mutual_set { "mutual_userid" } else { "userid" }],
         ),
         message: format!(
             "the mutual secret of {tgt_place} is also the initiator secret of {ini_place}{{related}}: \
              a secret that authenticates initiators must not authenticate the target (RFC 7143 9.2.1), \
              or a mutual login could be made to answer another initiator's challenge; give each its own secret"
         ),
-        related: Some(join(ini_at, &at!["userid"])),
+        related: Some(join(ini_at, &rel!["userid"])),
     })
 }
 
@@ -605,10 +622,10 @@ pub fn inline_secrets(doc: &Doc) -> Vec<(At, &'static str)> {
     let mut out = Vec::new();
     let mut add = |a: &AuthDoc, here: At| {
         if a.password.is_some() {
-            out.push((join(&here, &at!["password"]), "password"));
+            out.push((join(&here, &rel!["password"]), "password"));
         }
         if a.mutual_password.is_some() {
-            out.push((join(&here, &at!["mutual_password"]), "mutual_password"));
+            out.push((join(&here, &rel!["mutual_password"]), "mutual_password"));
         }
     };
     if let Some(a) = &doc.iscsi.discovery_auth {

@@ -54,6 +54,10 @@ pub struct BackstoreStatus {
     pub block_size: u32,
     /// LUNs that use it, as tree paths.
     pub used_by: Vec<String>,
+    /// The unit serial number and NAA designator hosts see (set, or the
+    /// defaults derived from the name): what to pin before a move.
+    pub serial: String,
+    pub naa: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -272,7 +276,13 @@ async fn get_status(State(live): State<Shared>) -> Json<Status> {
         .into_iter()
         .map(|(name, (capacity_bytes, block_size))| {
             let used_by = d.backstore_users(&name);
+            let b = d.backstore(&name);
             BackstoreStatus {
+                serial: b.map(|b| b.serial()).unwrap_or_default(),
+                naa: b
+                    .and_then(|b| b.naa().ok())
+                    .map(|n| n.hex())
+                    .unwrap_or_default(),
                 name,
                 capacity_bytes,
                 block_size,
