@@ -167,6 +167,23 @@ mod tests {
         t.run(&xcopy_cdb(p.len() as u32), p).await
     }
 
+    /// An LU with a 16-byte NAA 6 (as migrated from LIO) is named by it.
+    #[tokio::test]
+    async fn a_sixteen_byte_naa_names_the_lu() {
+        let naa: crate::lu::Naa = "6001405a1b2c3d4e5f60718293a4b5c6".parse().unwrap();
+        let t = Fixture::with_config(4096, 512, |c| c.naa = naa);
+        t.clear_ua().await;
+        let data = vec![0x5au8; 8 * 512];
+        assert_eq!(t.run(&rw16(0x8a, 0, 8), &data).await.status, 0);
+        let p = list(0, 3, &[cscd(naa, 0)], &[b2b(0, 0, 8, 0, 100)]);
+        assert_eq!(xcopy(&t, &p).await.status, 0);
+        assert_eq!(t.run(&rw16(0x88, 100, 8), &[]).await.data, data);
+        // Another designator of that length names no LU of this nexus.
+        let other: crate::lu::Naa = "6001405a1b2c3d4e5f60718293a4b5c7".parse().unwrap();
+        let p = list(0, 3, &[cscd(other, 0)], &[b2b(0, 0, 8, 0, 100)]);
+        assert_ne!(xcopy(&t, &p).await.status, 0);
+    }
+
     #[tokio::test]
     async fn copies_within_one_lu_and_reports_status() {
         let t = Fixture::new(8192, 512);
