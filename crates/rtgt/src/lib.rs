@@ -1,6 +1,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod notify;

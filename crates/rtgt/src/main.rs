@@ -117,6 +117,18 @@ enum Cmd {
     /// Make the running target match FILE, changing only what differs
     /// (applying the same file twice changes nothing).
     Apply { file: PathBuf },
+    /// Read another target's configuration (LIO saveconfig.json, tgt
+    /// targets.conf, SCST scst.conf) and print it as an rtgt configuration;
+    /// what cannot be carried over is listed on stderr.
+    Import {
+        #[arg(value_enum)]
+        format: rtgt::import::Format,
+        file: PathBuf,
+        /// Apply it to the running daemon (as `rtgt apply`) instead of
+        /// printing it.
+        #[arg(long)]
+        apply: bool,
+    },
     /// An interactive shell on the object tree (also: `rtgt` alone on a
     /// terminal).
     Shell,
@@ -271,7 +283,7 @@ fn client(cli_socket: Option<PathBuf>, json: bool, cmd: Option<Cmd>) -> ExitCode
             }
             cli::run(&ctx, "/", &w).map(|(o, _)| o)
         }
-        Some(Cmd::Serve { .. } | Cmd::Check { .. }) => {
+        Some(Cmd::Serve { .. } | Cmd::Check { .. } | Cmd::Import { .. }) => {
             Err(CliError::Usage("not a client command".into()))
         }
     };
@@ -287,6 +299,56 @@ fn client(cli_socket: Option<PathBuf>, json: bool, cmd: Option<Cmd>) -> ExitCode
     }
 }
 
+/// `rtgt import`: print the configuration (exit 0), or apply it; a file
+/// that cannot be read is exit 2 with where and why.
+fn import(
+    socket: Option<PathBuf>,
+    json: bool,
+    format: rtgt::import::Format,
+    file: &std::path::Path,
+    apply: bool,
+) -> ExitCode {
+    let imported = match rtgt::import::import(format, file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("rtgt: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for n in &imported.notes {
+        eprintln!("rtgt import: not carried over as it was: {n}");
+    }
+    let text = imported.doc.to_toml(true);
+    if !apply {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    // Through a private file, as `rtgt apply FILE` takes it: it may hold
+    // CHAP secrets.
+    let tmp = match tempfile::Builder::new()
+        .prefix("rtgt-import-")
+        .suffix(".toml")
+        .tempfile()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("rtgt: cannot write the imported configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = std::fs::write(tmp.path(), &text) {
+        eprintln!("rtgt: cannot write the imported configuration: {e}");
+        return ExitCode::FAILURE;
+    }
+    client(
+        socket,
+        json,
+        Some(Cmd::Apply {
+            file: tmp.path().to_path_buf(),
+        }),
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -296,6 +358,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Cmd::Import {
+        format,
+        file,
+        apply,
+    }) = &cli.command
+    {
+        return import(cli.socket.clone(), cli.json, *format, file, *apply);
+    }
     let command = match cli.command {
         Some(c @ (Cmd::Serve { .. } | Cmd::Check { .. })) => c,
         other => return client(cli.socket, cli.json, other),

@@ -1,0 +1,420 @@
+//! LIO, as targetcli and rtslib-fb save it (`saveconfig.json`):
+//! `storage_objects`, `targets` (iSCSI ones) with their TPGs, portals,
+//! LUNs and node ACLs, and the iSCSI fabric module's discovery auth.
+//!
+//! The identity each LU had under LIO is kept: vendor "LIO-ORG", the
+//! backend's product name, revision "4.0", the storage object's `wwn` as
+//! unit serial (VPD 80h), and the NAA 6 designator LIO derives from that
+//! serial (VPD 83h), so multipath WWIDs stay the same.
+
+use serde_json::Value;
+
+use super::{backstore_name, fail, is_block_device, ImportError, Imported};
+use crate::config::{
+    AclDoc, AuthDoc, BackstoreDoc, BackstoreKind, LunDoc, MappedLunDoc, SizeDoc, TargetDoc, TpgDoc,
+    TpgMode,
+};
+
+/// LIO's IEEE company ID (Linux-IO), the default of `company_id`.
+const LIO_COMPANY_ID: u32 = 0x001405;
+
+/// The NAA 6 designator LIO reports for a unit serial: NAA 6, the company
+/// ID, then the serial's hex digits (others skipped) as 25 nibbles of
+/// vendor-specific identifier, zero-filled (spc_gen_naa_6h_vendor_specific
+/// in the kernel's target_core_spc.c).
+pub fn lio_naa(company_id: u32, serial: &str) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0] = 0x60 | ((company_id >> 20) & 0xf) as u8;
+    b[1] = (company_id >> 12) as u8;
+    b[2] = (company_id >> 4) as u8;
+    b[3] = ((company_id & 0xf) << 4) as u8;
+    let mut nibbles = serial.chars().filter_map(|c| c.to_digit(16));
+    // Byte 3's low nibble, then bytes 4..15 whole.
+    if let Some(v) = nibbles.next() {
+        b[3] |= v as u8;
+    }
+    for byte in b.iter_mut().skip(4) {
+        let Some(hi) = nibbles.next() else { break };
+        *byte = (hi as u8) << 4;
+        let Some(lo) = nibbles.next() else { break };
+        *byte |= lo as u8;
+    }
+    b
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A field of an object: where it is, for messages.
+struct At<'a> {
+    v: &'a Value,
+    path: String,
+}
+
+impl<'a> At<'a> {
+    fn get(&self, k: &str) -> At<'a> {
+        At {
+            v: self.v.get(k).unwrap_or(&Value::Null),
+            path: format!("{}.{k}", self.path),
+        }
+    }
+    fn present(&self) -> bool {
+        !self.v.is_null()
+    }
+    fn str(&self) -> Result<&'a str, ImportError> {
+        self.v
+            .as_str()
+            .map_or_else(|| fail(&self.path, "expected a string"), Ok)
+    }
+    fn opt_str(&self) -> Option<&'a str> {
+        self.v.as_str().filter(|s| !s.is_empty())
+    }
+    fn u64(&self) -> Result<u64, ImportError> {
+        self.v
+            .as_u64()
+            .map_or_else(|| fail(&self.path, "expected a whole number"), Ok)
+    }
+    fn flag(&self) -> bool {
+        match self.v {
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_u64().is_some_and(|n| n != 0),
+            Value::String(s) => s == "1" || s.eq_ignore_ascii_case("true"),
+            _ => false,
+        }
+    }
+    fn list(&self) -> Result<Vec<At<'a>>, ImportError> {
+        match self.v {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(a) => Ok(a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| At {
+                    v,
+                    path: format!("{}[{i}]", self.path),
+                })
+                .collect()),
+            _ => fail(&self.path, "expected a list"),
+        }
+    }
+}
+
+/// CHAP from LIO's `chap_*` / `discovery_*` keys (`prefix` is `chap_` or
+/// `discovery_`); `None` when no user is set.
+fn auth(o: &At<'_>, prefix: &str) -> Option<AuthDoc> {
+    let k = |s: &str| o.get(&format!("{prefix}{s}")).opt_str().map(str::to_string);
+    let userid = k("userid")?;
+    let mutual_userid = k("mutual_userid");
+    Some(AuthDoc {
+        userid,
+        password: k("password"),
+        mutual_password: mutual_userid.as_ref().and(k("mutual_password")),
+        mutual_userid,
+        ..AuthDoc::default()
+    })
+}
+
+pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
+    let root: Value = serde_json::from_str(text).or_else(|e| {
+        fail(
+            format!("{file}:{}", e.line()),
+            format!("not JSON as targetcli saves it: {e}"),
+        )
+    })?;
+    let root = At {
+        v: &root,
+        path: "$".into(),
+    };
+    if !root.v.is_object() {
+        return fail("$", "expected the object targetcli saveconfig writes");
+    }
+    let mut out = Imported::default();
+    for m in root.get("fabric_modules").list()? {
+        let name = m.get("name").opt_str().unwrap_or_default();
+        if name != "iscsi" {
+            out.note(
+                &m.path,
+                format!("fabric module {name:?}: rtgt serves iSCSI only"),
+            );
+            continue;
+        }
+        if m.get("discovery_enable_auth").flag() {
+            match auth(&m, "discovery_") {
+                Some(a) => out.doc.iscsi.discovery_auth = Some(a),
+                None => {
+                    return fail(
+                        &m.path,
+                        "discovery_enable_auth is set without a discovery_userid: rtgt would leave discovery open",
+                    )
+                }
+            }
+        }
+    }
+    // Storage objects by their LIO path (/backstores/PLUGIN/NAME).
+    let mut paths = std::collections::HashMap::new();
+    for so in root.get("storage_objects").list()? {
+        let plugin = so.get("plugin").str()?;
+        let lio_name = so.get("name").str()?;
+        let name = backstore_name(&mut out, &so.path, lio_name);
+        let (kind, product) = match plugin {
+            "fileio" => (
+                if so.get("dev").opt_str().is_some_and(is_block_device) {
+                    BackstoreKind::Blockio
+                } else {
+                    BackstoreKind::Fileio
+                },
+                "FILEIO",
+            ),
+            "block" | "iblock" => (BackstoreKind::Blockio, "IBLOCK"),
+            "ramdisk" | "rd_mcp" => (BackstoreKind::Ramdisk, "RAMDISK-MCP"),
+            other => {
+                out.note(
+                    &so.path,
+                    format!("storage object {lio_name:?} ({other}): rtgt has no {other} backstore; its LUNs are left out"),
+                );
+                continue;
+            }
+        };
+        let mut b = BackstoreDoc::new(&name, kind);
+        match kind {
+            BackstoreKind::Ramdisk => {
+                b.size = Some(SizeDoc(so.get("size").u64()?));
+                if so.get("nullio").flag() {
+                    out.note(&so.path, format!("ramdisk {lio_name:?} is nullio in LIO (reads zeroes, drops writes); rtgt's ramdisk keeps the data"));
+                }
+            }
+            BackstoreKind::Fileio => {
+                b.path = Some(so.get("dev").str()?.into());
+                if so.get("size").present() {
+                    b.size = Some(SizeDoc(so.get("size").u64()?));
+                }
+                b.write_back = Some(so.get("write_back").flag());
+            }
+            BackstoreKind::Blockio => {
+                b.path = Some(so.get("dev").str()?.into());
+                if plugin == "fileio" {
+                    out.note(
+                        &so.path,
+                        format!("fileio {lio_name:?} is on a block device: imported as blockio"),
+                    );
+                }
+            }
+        }
+        let attrs = so.get("attributes");
+        if kind != BackstoreKind::Blockio {
+            if let Ok(bs) = attrs.get("block_size").u64() {
+                b.block_size = Some(bs as u32);
+            }
+        }
+        if so.get("readonly").flag() {
+            b.read_only = true;
+        }
+        if attrs.get("emulate_tpu").present() {
+            b.thin = Some(attrs.get("emulate_tpu").flag());
+        }
+        // The identity LIO reported.
+        b.vendor = Some(
+            so.get("vendor")
+                .opt_str()
+                .or(attrs.get("vendor").opt_str())
+                .unwrap_or("LIO-ORG")
+                .to_string(),
+        );
+        b.product = Some(
+            so.get("product")
+                .opt_str()
+                .or(attrs.get("product").opt_str())
+                .unwrap_or(product)
+                .to_string(),
+        );
+        b.revision = Some(
+            so.get("revision")
+                .opt_str()
+                .or(attrs.get("revision").opt_str())
+                .unwrap_or("4.0")
+                .to_string(),
+        );
+        match so.get("wwn").opt_str() {
+            Some(serial) => {
+                let company = so
+                    .get("company_id")
+                    .opt_str()
+                    .or(attrs.get("company_id").opt_str())
+                    .and_then(|c| u32::from_str_radix(c.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or(LIO_COMPANY_ID);
+                b.serial = Some(serial.to_string());
+                b.naa = Some(hex(&lio_naa(company, serial)));
+            }
+            None => out.note(
+                &so.path,
+                format!("storage object {lio_name:?} has no wwn (unit serial): rtgt derives one, so hosts will see a new disk"),
+            ),
+        }
+        paths.insert(format!("/backstores/{plugin}/{lio_name}"), name);
+        out.doc.backstore.push(b);
+    }
+    for t in root.get("targets").list()? {
+        let fabric = t.get("fabric").opt_str().unwrap_or("iscsi");
+        let iqn = t.get("wwn").str()?;
+        if fabric != "iscsi" {
+            out.note(
+                &t.path,
+                format!("target {iqn:?} ({fabric}): rtgt serves iSCSI only"),
+            );
+            continue;
+        }
+        let mut target = TargetDoc {
+            iqn: iqn.to_string(),
+            alias: None,
+            tpg: Vec::new(),
+        };
+        for g in t.get("tpgs").list()? {
+            target.tpg.push(tpg(&mut out, &g, &paths)?);
+        }
+        out.doc.target.push(target);
+    }
+    Ok(out)
+}
+
+fn tpg(
+    out: &mut Imported,
+    g: &At<'_>,
+    paths: &std::collections::HashMap<String, String>,
+) -> Result<TpgDoc, ImportError> {
+    let tag = g.get("tag").u64()?;
+    let tag = u16::try_from(tag).or_else(|_| fail(g.get("tag").path, "tag must be 1..65535"))?;
+    let attrs = g.get("attributes");
+    let demo = attrs.get("generate_node_acls").flag();
+    let chap = attrs.get("authentication").flag();
+    if g.get("enable").present() && !g.get("enable").flag() {
+        out.note(
+            &g.path,
+            format!("tpg {tag} is disabled in LIO; rtgt serves it"),
+        );
+    }
+    let mut portals = Vec::new();
+    for p in g.get("portals").list()? {
+        let ip = p.get("ip_address").str()?;
+        let port = p.get("port").u64().unwrap_or(3260);
+        if p.get("iser").flag() {
+            out.note(
+                &p.path,
+                format!("portal {ip}:{port} is iSER: rtgt serves it over TCP"),
+            );
+        }
+        portals.push(if ip.contains(':') {
+            format!("[{}]:{port}", ip.trim_matches(|c| c == '[' || c == ']'))
+        } else {
+            format!("{ip}:{port}")
+        });
+    }
+    let mut luns = Vec::new();
+    for l in g.get("luns").list()? {
+        let so = l.get("storage_object").str()?;
+        let Some(backstore) = paths.get(so) else {
+            out.note(
+                &l.path,
+                format!("LUN of {so:?}: that storage object was not carried over"),
+            );
+            continue;
+        };
+        luns.push(LunDoc {
+            lun: l.get("index").u64()?,
+            backstore: backstore.clone(),
+            read_only: false,
+        });
+    }
+    let tpg_auth = if chap { auth(g, "chap_") } else { None };
+    let mut acls = Vec::new();
+    for a in g.get("node_acls").list()? {
+        let initiator = a.get("node_wwn").str()?.to_string();
+        let auth_doc = auth(&a, "chap_");
+        if !chap && auth_doc.is_some() {
+            // LIO asks for CHAP only with authentication=1.
+            out.note(&a.path, format!("ACL {initiator:?} has CHAP credentials but authentication=0 in LIO: rtgt requires CHAP of it"));
+        }
+        if chap && auth_doc.is_none() && tpg_auth.is_none() {
+            out.note(&a.path, format!("ACL {initiator:?} has no CHAP credentials under authentication=1 (it could not log in to LIO): left out, so it cannot log in without CHAP"));
+            continue;
+        }
+        if auth_doc.as_ref().is_some_and(|a| a.password.is_none()) {
+            return fail(
+                &a.path,
+                format!("ACL {initiator:?}: chap_userid without chap_password"),
+            );
+        }
+        let mut mapped = Vec::new();
+        for m in a.get("mapped_luns").list()? {
+            mapped.push(MappedLunDoc {
+                mapped_lun: m.get("index").u64()?,
+                tpg_lun: m.get("tpg_lun").u64()?,
+                read_only: m.get("write_protect").flag(),
+            });
+        }
+        let known: Vec<u64> = luns.iter().map(|l| l.lun).collect();
+        mapped.retain(|m| {
+            let ok = known.contains(&m.tpg_lun);
+            if !ok {
+                out.note(
+                    &a.path,
+                    format!(
+                        "mapped LUN {} of {initiator:?}: its tpg LUN {} was not carried over",
+                        m.mapped_lun, m.tpg_lun
+                    ),
+                );
+            }
+            ok
+        });
+        acls.push(AclDoc {
+            initiator,
+            auth: auth_doc,
+            mapped_lun: mapped,
+        });
+    }
+    let mut mode = if demo { TpgMode::Demo } else { TpgMode::Acl };
+    if demo && chap && tpg_auth.is_none() {
+        out.note(&g.path, format!("tpg {tag}: demo mode with authentication=1 but no tpg CHAP credentials (only ACL initiators could log in): imported as acl mode"));
+        mode = TpgMode::Acl;
+    }
+    Ok(TpgDoc {
+        tag,
+        portals,
+        mode,
+        demo_read_only: mode == TpgMode::Demo && attrs.get("demo_mode_write_protect").flag(),
+        relative_port_id: None,
+        auth: tpg_auth,
+        lun: luns,
+        acl: acls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naa_from_the_serial_as_lio_makes_it() {
+        // 25 hex digits of the serial follow 6 001405.
+        let n = lio_naa(LIO_COMPANY_ID, "a1b2c3d4-e5f6-4789-abcd-ef0123456789");
+        assert_eq!(hex(&n), "6001405a1b2c3d4e5f64789abcdef012");
+        // Short serials are zero-filled; non-hex characters skipped.
+        assert_eq!(
+            hex(&lio_naa(LIO_COMPANY_ID, "x1-2")),
+            "60014051200000000000000000000000"
+        );
+        // Another company ID moves the nibbles.
+        assert_eq!(&hex(&lio_naa(0xabcdef, "1"))[..8], "6abcdef1");
+    }
+
+    #[test]
+    fn malformed_json_names_the_line() {
+        let e = import("s.json", "{\n  \"targets\": [\n  }\n").unwrap_err();
+        assert!(e.at.starts_with("s.json:3"), "{e}");
+        let e = import(
+            "s.json",
+            "{\"storage_objects\": [{\"plugin\": \"fileio\"}]}",
+        )
+        .unwrap_err();
+        assert_eq!(e.at, "$.storage_objects[0].name", "{e}");
+    }
+}

@@ -1,0 +1,139 @@
+//! `rtgt import lio|tgt|scst FILE`: the configuration of the targets
+//! people run today, as an rtgt configuration. Each importer reads its
+//! format into the one configuration model and says, by name, what it
+//! could not carry over; the model's own rules then check the result.
+//!
+//! The rule for what cannot be carried: nothing becomes more open than it
+//! was. A credential that cannot be kept, or an initiator that would lose
+//! its CHAP, stops the import (or drops that initiator's access), never
+//! the protection.
+
+pub mod lio;
+pub mod scst;
+pub mod tgt;
+
+use std::fmt;
+use std::path::Path;
+
+use crate::config::Doc;
+
+/// What an import made, and what it left behind.
+#[derive(Debug, Default)]
+pub struct Imported {
+    pub doc: Doc,
+    /// Items not carried over (or carried with a change of behaviour):
+    /// where, and why.
+    pub notes: Vec<Note>,
+}
+
+/// One item not carried over as it was.
+#[derive(Debug, Clone)]
+pub struct Note {
+    /// Where in the source: a JSON path, or FILE:LINE.
+    pub at: String,
+    pub what: String,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.what)
+    }
+}
+
+impl Imported {
+    fn note(&mut self, at: impl Into<String>, what: impl Into<String>) {
+        self.notes.push(Note {
+            at: at.into(),
+            what: what.into(),
+        });
+    }
+}
+
+/// The source could not be read: where and why (exit status 2).
+#[derive(Debug)]
+pub struct ImportError {
+    pub at: String,
+    pub message: String,
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+fn fail<T>(at: impl Into<String>, message: impl Into<String>) -> Result<T, ImportError> {
+    Err(ImportError {
+        at: at.into(),
+        message: message.into(),
+    })
+}
+
+/// The formats `rtgt import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// targetcli / rtslib-fb saveconfig.json (LIO).
+    Lio,
+    /// tgt's targets.conf, or the output of `tgt-admin --dump`.
+    Tgt,
+    /// scst.conf as scstadmin writes it.
+    Scst,
+}
+
+/// Import `path` in `format`: the configuration, checked by the same
+/// rules a file is, and the notes.
+pub fn import(format: Format, path: &Path) -> Result<Imported, ImportError> {
+    let name = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).or_else(|e| fail(&name, format!("cannot read: {e}")))?;
+    let mut out = match format {
+        Format::Lio => lio::import(&name, &text)?,
+        Format::Tgt => tgt::import(&name, &text)?,
+        Format::Scst => scst::import(&name, &text)?,
+    };
+    out.doc.canonicalize();
+    out.doc.check().or_else(|e| {
+        fail(
+            &name,
+            format!("the imported configuration is not valid for rtgt: {e}"),
+        )
+    })?;
+    Ok(out)
+}
+
+/// A name rtgt takes for a backstore (letters, digits, '-', '_', '.'):
+/// others are mapped, and the mapping noted.
+fn backstore_name(out: &mut Imported, at: &str, name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mapped = if mapped.is_empty() {
+        "unnamed".to_string()
+    } else {
+        mapped
+    };
+    if mapped != name {
+        out.note(
+            at,
+            format!("backstore {name:?} is named {mapped:?} in rtgt"),
+        );
+    }
+    mapped
+}
+
+/// File-backed or device-backed: by what the path is, if it exists here,
+/// else by where it lives.
+fn is_block_device(path: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) => m.file_type().is_block_device(),
+        Err(_) => path.starts_with("/dev/"),
+    }
+}
