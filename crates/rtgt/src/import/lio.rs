@@ -250,6 +250,7 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                 format!("storage object {lio_name:?} has no wwn (unit serial): rtgt derives one, so hosts will see a new disk"),
             ),
         }
+        super::fit_identity(&mut out, &so.path, &mut b);
         paths.insert(format!("/backstores/{plugin}/{lio_name}"), name);
         out.doc.backstore.push(b);
     }

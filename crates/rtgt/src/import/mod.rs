@@ -128,6 +128,34 @@ fn backstore_name(out: &mut Imported, at: &str, name: &str) -> String {
     mapped
 }
 
+/// An INQUIRY field as the old target reported it: cut to the field's
+/// width (what hosts saw), with a note when the file said more.
+fn inquiry_field(out: &mut Imported, at: &str, key: &str, value: &str, max: usize) -> String {
+    if value.len() <= max {
+        return value.to_string();
+    }
+    let cut: String = value.chars().take(max).collect();
+    out.note(
+        at,
+        format!("{key} {value:?} is longer than INQUIRY carries: hosts saw {cut:?}, and so will they now"),
+    );
+    cut
+}
+
+/// Vendor, product and revision of `b`, cut to INQUIRY's widths.
+fn fit_identity(out: &mut Imported, at: &str, b: &mut crate::config::BackstoreDoc) {
+    use rtgt_scsi::lu::identity::{PRODUCT_LEN, REVISION_LEN, VENDOR_LEN};
+    for (key, field, max) in [
+        ("vendor", &mut b.vendor, VENDOR_LEN),
+        ("product", &mut b.product, PRODUCT_LEN),
+        ("revision", &mut b.revision, REVISION_LEN),
+    ] {
+        if let Some(v) = field.as_mut() {
+            *v = inquiry_field(out, at, key, v, max);
+        }
+    }
+}
+
 /// File-backed or device-backed: by what the path is, if it exists here,
 /// else by where it lives.
 fn is_block_device(path: &str) -> bool {

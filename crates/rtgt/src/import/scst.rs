@@ -164,6 +164,7 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                 Some(n) => b.naa = Some(n.trim_start_matches("0x").to_string()),
                 None => out.note(at(d.line), format!("device {dev:?}: SCST's VPD 83h designators (t10_dev_id, eui64_id) are not reproduced; rtgt reports an NAA, so a host that keys on the WWID sees a new disk")),
             }
+            super::fit_identity(&mut out, &at(d.line), &mut b);
             devices.insert(dev.clone(), name);
             out.doc.backstore.push(b);
         }

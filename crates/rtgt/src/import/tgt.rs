@@ -129,6 +129,7 @@ fn credential(file: &str, n: usize, value: &str) -> Result<(String, String), Imp
 
 pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
     let mut out = Imported::default();
+    let mut serials = std::collections::HashSet::new();
     for (tid, t) in parse(file, text)?.into_iter().enumerate() {
         let tid = tid + 1;
         let at = |n: usize| format!("{file}:{n}");
@@ -221,11 +222,20 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             b.vendor = Some(opt("vendor_id").unwrap_or_else(|| "IET".into()));
             b.product = Some(opt("product_id").unwrap_or_else(|| "VIRTUAL-DISK".into()));
             b.revision = Some(opt("product_rev").unwrap_or_else(|| "0001".into()));
-            b.serial = Some(opt("scsi_sn").unwrap_or_else(|| format!("beaf{tid}{lun}")));
+            let mut serial = opt("scsi_sn").unwrap_or_else(|| format!("beaf{tid}{lun}"));
+            if !serials.insert(serial.clone()) {
+                // A target-wide scsi_sn gave every LUN the same serial:
+                // hosts took them for paths to one disk.
+                let own = format!("{serial}-{lun}");
+                out.note(at(s.line), format!("LU {}: serial {serial:?} is also another LU's (tgt reported both with it); it gets {own:?}", s.path));
+                serial = own;
+            }
+            b.serial = Some(serial);
             out.note(
                 at(s.line),
                 format!("LU {}: tgt's VPD 83h designator (scsi_id, T10 vendor ID) is not reproduced; rtgt reports an NAA, so a host that keys on the WWID (multipath) sees a new disk — set naa to keep one across later moves", s.path),
             );
+            super::fit_identity(&mut out, &at(s.line), &mut b);
             luns.push(LunDoc {
                 lun,
                 backstore: name,
