@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+#[cfg(test)]
+mod reference_docs;
 
 #[derive(Parser)]
 #[command(

@@ -18,6 +18,9 @@ pub mod values;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod reference;
+
 pub use diff::{diff, Change, ChangeOp, Obj};
 pub use file::{demo, load, parse, read, ConfigError};
 pub use model::*;

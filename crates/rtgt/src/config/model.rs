@@ -15,10 +15,13 @@ use super::values::{self, BackstoreKind, FaultOp, TpgMode};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Doc {
+    /// Settings of the iSCSI fabric as a whole.
     #[serde(default, skip_serializing_if = "IscsiDoc::is_default")]
     pub iscsi: IscsiDoc,
+    /// The media LUNs export.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backstore: Vec<BackstoreDoc>,
+    /// iSCSI targets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target: Vec<TargetDoc>,
 }
@@ -49,16 +52,22 @@ impl IscsiDoc {
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthDoc {
+    /// The CHAP user name the initiator gives (CHAP_N).
     pub userid: String,
+    /// Its secret, 12..255 bytes, inline (the file must then be mode 0600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// Or a file holding it (mode 0600; one trailing newline ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub password_file: Option<PathBuf>,
+    /// Mutual CHAP: the user name the target answers with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutual_userid: Option<String>,
+    /// Its secret (never one an initiator authenticates with).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutual_password: Option<String>,
+    /// Or a file holding it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub mutual_password_file: Option<PathBuf>,
@@ -106,18 +115,26 @@ pub struct BackstoreDoc {
     /// fileio: cache writes until SYNCHRONIZE CACHE or FUA (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_back: Option<bool>,
+    /// Refuse every write, for every initiator (DATA PROTECT).
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
+    /// Removable medium (RMB=1): initiators may eject and load it, and
+    /// lock it with PREVENT ALLOW MEDIUM REMOVAL.
     #[serde(default, skip_serializing_if = "is_false")]
     pub removable: bool,
+    /// A physical block larger than the logical one (a power-of-two
+    /// multiple of block_size, at most 65536), as 512e disks report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub physical_block_size: Option<u32>,
+    /// Thin provisioning (UNMAP, WRITE SAME with UNMAP); default on where
+    /// the backstore can give space back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thin: Option<bool>,
     /// SANITIZE OVERWRITE bytes per second ("100M"); absent or 0: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, pattern = "^[0-9]+[KMGTkmgt]?$")]
     pub sanitize_rate: Option<SizeDoc>,
+    /// Fault injection, for test rigs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultsDoc>,
     /// INQUIRY vendor, up to 8 printable ASCII characters (default "RTGT").
@@ -199,8 +216,10 @@ impl BackstoreDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultsDoc {
+    /// Added to every read and write.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Blocks that fail.
     #[serde(default)]
     pub rule: Vec<FaultRuleDoc>,
 }
@@ -208,8 +227,11 @@ pub struct FaultsDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRuleDoc {
+    /// read, write or any.
     pub op: FaultOp,
+    /// The first block of the range.
     pub lba: u64,
+    /// How many blocks (at least 1).
     pub blocks: u64,
     /// EIO, ENOSPC, ENXIO or ENODEV.
     pub error: String,
@@ -218,9 +240,12 @@ pub struct FaultRuleDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetDoc {
+    /// The target's iSCSI name (iqn., eui. or naa.; compared without case).
     pub iqn: String,
+    /// TargetAlias sent at login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+    /// Its portal groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tpg: Vec<TpgDoc>,
 }
@@ -235,14 +260,22 @@ pub struct TpgDoc {
     pub portals: Vec<String>,
     /// demo: any initiator sees every LUN; acl: only initiators with an ACL.
     pub mode: TpgMode,
+    /// Demo mode: every LUN is read-only for initiators without an ACL.
     #[serde(default, skip_serializing_if = "is_false")]
     pub demo_read_only: bool,
+    /// The relative target port identifier (1..65535) persistent
+    /// reservations are keyed on; default: derived from the IQN and tag,
+    /// stable across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_port_id: Option<u16>,
+    /// CHAP for initiators of this group whose ACL sets none (and for
+    /// every initiator in demo mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthDoc>,
+    /// The group's LUNs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lun: Vec<LunDoc>,
+    /// Node ACLs: the initiators of an acl-mode group and what they see.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl: Vec<AclDoc>,
 }
@@ -252,7 +285,9 @@ pub struct TpgDoc {
 pub struct LunDoc {
     /// 0..16383.
     pub lun: u64,
+    /// The name of the backstore it exports.
     pub backstore: String,
+    /// Write-protected for every initiator of the group.
     #[serde(default, skip_serializing_if = "is_false")]
     pub read_only: bool,
 }
@@ -260,9 +295,12 @@ pub struct LunDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AclDoc {
+    /// The initiator's iSCSI name (compared without case).
     pub initiator: String,
+    /// Its own CHAP credentials (else the group's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthDoc>,
+    /// The LUNs it sees, under the numbers it sees them as.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mapped_lun: Vec<MappedLunDoc>,
 }
