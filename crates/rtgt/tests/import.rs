@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::iscsi_login::{login, ClientChap, LoginOptions};
+use common::scsi_client::Session;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -186,6 +188,33 @@ fn tgt_targets_conf_imports_and_serves() {
         std.contains("Vendor:MyCompan") && std.contains("NAS-Disk"),
         "{std}"
     );
+    // VPD 83h: the NAA 6 tgt made of the scsi_id "IET     00010001" (tid 1:
+    // target1 sorts first; LUN 1), so the multipath WWID
+    // 360000000000000000e00000000010001 stays. (Read with the raw client:
+    // iscsi-inq prints a binary designator as a C string, and this one
+    // holds zero bytes.)
+    let r = login(
+        d.port(),
+        &LoginOptions {
+            initiator: HOST.into(),
+            target: Some("iqn.2008-09.com.example:server.target1".into()),
+            chap: Some(ClientChap {
+                user: "tgtuser".into(),
+                secret: b"tgt-secret-0001".to_vec(),
+                algorithms: vec![5],
+                mutual: None,
+                reflect: false,
+            }),
+            isid: [0x80, 0, 0, 0, 0x16, 1],
+        },
+    )
+    .unwrap();
+    assert!(r.succeeded(), "login {:02x}/{:02x}", r.class, r.detail);
+    let mut s = Session::new(r.stream.unwrap());
+    s.clear_unit_attentions(1);
+    let tgt = [0x60, 0, 0, 0, 0, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0x01, 0, 0x01];
+    assert_eq!(s.naa(1), tgt);
+    assert_eq!(s.naa(2)[15], 0x02, "LUN 2: IET     00010002");
 }
 
 #[test]
