@@ -51,11 +51,53 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
+/// A line without its comment: '#' outside double quotes (a secret may
+/// hold one).
+fn strip_comment(raw: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in raw.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return &raw[..i],
+            _ => {}
+        }
+    }
+    raw
+}
+
+/// CRC32C (Castagnoli) as the kernel's crc32c(): the register starts at
+/// `seed` and is not inverted at the end.
+pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
+    let mut crc = seed;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// SCST's device ID number (vdisk_gen_dev_id_num in scst_vdisk.c): the
+/// setup_id in the high 32 bits, the CRC32C of the device name and its
+/// terminating NUL in the low. The default usn is its hex, the default
+/// t10_dev_id "%llx-NAME" of it.
+pub fn dev_id_num(setup_id: u32, name: &str) -> u64 {
+    let mut b = name.as_bytes().to_vec();
+    b.push(0);
+    ((setup_id as u64) << 32) | crc32c(0, &b) as u64
+}
+
 fn parse(file: &str, text: &str) -> Result<Node, ImportError> {
     let mut stack = vec![Node::default()];
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
-        let line = raw.split('#').next().unwrap_or("").trim();
+        let line = strip_comment(raw);
+        let line = line.trim();
         if line.is_empty() {
             continue;
         }
@@ -112,6 +154,18 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
     let at = |n: usize| format!("{file}:{n}");
     let mut out = Imported::default();
     let mut devices = std::collections::HashMap::new();
+    // setup_id goes into every default serial and designator.
+    let mut setup_id = 0u32;
+    if let Some(v) = root.attr("setup_id") {
+        let (digits, radix) = match v.strip_prefix("0x") {
+            Some(h) => (h, 16),
+            None => (v, 10),
+        };
+        setup_id = u32::from_str_radix(digits, radix).or_else(|_| {
+            let line = root.all("setup_id").next().map_or(0, |n| n.line);
+            fail(at(line), format!("setup_id {v:?} is not a number"))
+        })?;
+    }
     for h in root.all("HANDLER") {
         let handler = h.args.first().map(String::as_str).unwrap_or("");
         let (kind, vendor) = match handler {
@@ -153,16 +207,59 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                     .map(str::to_string)
                     .unwrap_or_else(|| dev.chars().take(16).collect()),
             );
-            if let Some(r) = d.attr("prod_rev_lvl") {
-                b.revision = Some(r.to_string());
+            match d.attr("prod_rev_lvl") {
+                Some(r) => b.revision = Some(r.to_string()),
+                None => {
+                    b.revision = Some("3110".into());
+                    out.note(at(d.line), format!("device {dev:?}: revision \"3110\" assumed (SCST's default, which changes with its version): set revision if hosts saw another"));
+                }
             }
+            let id = dev_id_num(setup_id, dev);
             match d.attr("usn") {
                 Some(s) => b.serial = Some(s.to_string()),
-                None => out.note(at(d.line), format!("device {dev:?} has no usn in the file: SCST derived one; rtgt derives another (set serial to what hosts saw)")),
+                None => {
+                    b.serial = Some(format!("{id:x}"));
+                    out.note(at(d.line), format!("device {dev:?} has no usn in the file: serial {id:x} derived from its name and setup_id as SCST 3.x does (older SCST hashed otherwise): compare /sys/kernel/scst_tgt/devices/{dev}/usn"));
+                }
             }
+            // VPD 83h: SCST sends a T10 vendor ID designator, then eui64_id
+            // and naa_id if set, else the first 8 bytes of t10_dev_id as an
+            // EUI-64 (its "compatibility mode").
+            let t10: String = d
+                .attr("t10_dev_id")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{id:x}-{dev}"))
+                .chars()
+                .take(25)
+                .collect();
             match d.attr("naa_id") {
-                Some(n) => b.naa = Some(n.trim_start_matches("0x").to_string()),
-                None => out.note(at(d.line), format!("device {dev:?}: SCST's VPD 83h designators (t10_dev_id, eui64_id) are not reproduced; rtgt reports an NAA, so a host that keys on the WWID sees a new disk")),
+                Some(n) => {
+                    b.naa = Some(n.trim_start_matches("0x").to_string());
+                    if let Some(e) = d.attr("eui64_id") {
+                        out.note(at(d.line), format!("device {dev:?}: SCST's EUI-64 designator {e} is not reported by rtgt (the NAA, which multipath prefers, is kept)"));
+                    }
+                }
+                None => {
+                    let eui = match d.attr("eui64_id") {
+                        Some(e) => e.trim_start_matches("0x").to_string(),
+                        None => t10
+                            .bytes()
+                            .chain(std::iter::repeat(0))
+                            .take(8)
+                            .map(|c| format!("{c:02x}"))
+                            .collect(),
+                    };
+                    out.note(at(d.line), format!("device {dev:?}: multipath WWID will change: SCST reported an EUI-64 designator {eui} (WWID 2{eui}{}) and no NAA; rtgt reports only an NAA designator (set naa_id in SCST before the move, or accept a new WWID)", if d.attr("eui64_id").is_none() { ", the first 8 bytes of t10_dev_id" } else { "" }));
+                }
+            }
+            out.note(at(d.line), format!("device {dev:?}: SCST's T10 vendor ID designator ({:?} + t10_dev_id {t10:?}) is not reported by rtgt", b.vendor.clone().unwrap_or_default()));
+            // SCST offers UNMAP only with thin_provisioned 1; rtgt by default.
+            b.thin = Some(d.attr("thin_provisioned") == Some("1"));
+            if d.attr("nv_cache") == Some("1") {
+                out.note(at(d.line), format!("device {dev:?}: nv_cache 1 made SCST ignore SYNCHRONIZE CACHE and FUA; rtgt makes them durable"));
+            }
+            if d.attr("removable") == Some("1") {
+                b.removable = true;
             }
             super::fit_identity(&mut out, &at(d.line), &mut b);
             devices.insert(dev.clone(), name);
@@ -172,6 +269,10 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
     for drv in root.all("TARGET_DRIVER") {
         let driver = drv.args.first().map(String::as_str).unwrap_or("");
         if driver == "copy_manager" {
+            out.note(
+                at(drv.line),
+                "target driver copy_manager is not carried over: rtgt's EXTENDED COPY is built in and works between the LUs an initiator has mapped",
+            );
             continue;
         }
         if driver != "iscsi" {
@@ -295,7 +396,9 @@ fn target(
     // Demo mode would show every LUN of the group to everyone: only when
     // the target's own LUNs are all there is.
     let group_only = luns.len() > defaults.len();
-    let mode = if acls.is_empty() || (!defaults.is_empty() && !group_only) {
+    // With no default LUNs the target showed nothing to initiators outside
+    // its groups: demo mode would show them the groups' devices.
+    let mode = if !defaults.is_empty() && !group_only {
         TpgMode::Demo
     } else {
         if !defaults.is_empty() {
@@ -351,5 +454,54 @@ mod tests {
             words("IncomingUser \"joe secret 1\""),
             ["IncomingUser", "joe secret 1"]
         );
+        assert_eq!(
+            strip_comment("IncomingUser \"joe se#cret\" # x"),
+            "IncomingUser \"joe se#cret\" "
+        );
+    }
+
+    #[test]
+    fn crc32c_is_the_kernels() {
+        // The standard check value, with the usual pre and post inversion.
+        assert_eq!(crc32c(!0, b"123456789") ^ !0, 0xe306_9283);
+        assert_eq!(dev_id_num(0x1234, "") >> 32, 0x1234);
+    }
+
+    #[test]
+    fn default_serial_from_name_and_setup_id() {
+        let out = import(
+            "s.conf",
+            "setup_id 0x1234\nHANDLER vdisk_fileio {\n DEVICE disk1 {\n  filename /nonexistent/d\n }\n}\n",
+        )
+        .unwrap();
+        let b = &out.doc.backstore[0];
+        assert_eq!(
+            b.serial.clone().unwrap(),
+            format!("{:x}", dev_id_num(0x1234, "disk1"))
+        );
+        assert!(b.serial.clone().unwrap().starts_with("1234"));
+        assert_eq!(b.revision.as_deref(), Some("3110"));
+        assert_eq!(b.thin, Some(false));
+        assert!(out
+            .notes
+            .iter()
+            .any(|n| n.what.contains("WWID will change")));
+    }
+
+    #[test]
+    fn a_group_of_patterns_only_does_not_open_its_devices() {
+        let out = import(
+            "s.conf",
+            "HANDLER vdisk_fileio {\n DEVICE secret {\n  filename /nonexistent/s\n }\n}\n\
+             TARGET_DRIVER iscsi {\n TARGET iqn.2006-10.net.vlnb:tgt {\n  GROUP g {\n   LUN 0 secret\n   INITIATOR iqn.1991-05.com.microsoft:*\n  }\n }\n}\n",
+        )
+        .unwrap();
+        let g = &out.doc.target[0].tpg[0];
+        assert_eq!(
+            g.mode,
+            TpgMode::Acl,
+            "no initiator outside the group saw the device"
+        );
+        assert!(g.acl.is_empty());
     }
 }
