@@ -165,3 +165,43 @@ fn is_block_device(path: &str) -> bool {
         Err(_) => path.starts_with("/dev/"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// Serials and WWIDs as real hosts listed them (`ls -l
+    /// /dev/disk/by-id/`, `udevadm info`), not only as the algorithms say.
+    #[test]
+    fn identity_vectors_from_real_systems() {
+        // LIO (targetcli fileio backstores "cl1" and "sbdnfs", from the
+        // SBD set-up in Microsoft's Azure SAP documentation):
+        // scsi-SLIO-ORG_cl1_3fe4da37-… and scsi-360014053fe4da37….
+        for (serial, wwid) in [
+            (
+                "3fe4da37-1a5a-4bb6-9a41-9a4df57770e4",
+                "360014053fe4da371a5a4bb69a419a4df",
+            ),
+            (
+                "afb0ba8d-3a3c-413b-8cc2-cca03e63ef42",
+                "36001405afb0ba8d3a3c413b8cc2cca03",
+            ),
+        ] {
+            let naa = hex(&super::lio::lio_naa(0x001405, serial));
+            assert_eq!(format!("3{naa}"), wwid, "{serial}");
+        }
+        // tgt (a Longhorn volume, tid 1 LUN 1): scsi-SIET_VIRTUAL-DISK_beaf11,
+        // scsi-1IET_00010001, wwn-0x60000000000000000e00000000010001; and
+        // multipath -ll listing 360000000000000000e00000000020001 for tid 2.
+        assert_eq!(
+            super::tgt::naa6_from_scsi_id("IET     00010001"),
+            "60000000000000000e00000000010001"
+        );
+        assert_eq!(
+            super::tgt::naa6_from_scsi_id("IET     00020001"),
+            "60000000000000000e00000000020001"
+        );
+    }
+}
