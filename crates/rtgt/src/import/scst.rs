@@ -190,6 +190,43 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             };
             let name = backstore_name(&mut out, &at(d.line), dev);
             let mut b = BackstoreDoc::new(&name, kind);
+            const KNOWN: &[&str] = &[
+                "filename",
+                "write_through",
+                "blocksize",
+                "read_only",
+                "t10_vend_id",
+                "prod_id",
+                "prod_rev_lvl",
+                "usn",
+                "t10_dev_id",
+                "naa_id",
+                "eui64_id",
+                "thin_provisioned",
+                "nv_cache",
+                "removable",
+                "size",
+                "size_mb",
+                "o_direct",
+                "threads_num",
+                "threads_pool_type",
+                "active",
+                "async",
+            ];
+            for n in d
+                .children
+                .iter()
+                .filter(|n| !KNOWN.contains(&n.key.as_str()))
+            {
+                out.note(
+                    at(n.line),
+                    format!(
+                        "device {dev:?}: {} {} is not carried over: rtgt has no such setting",
+                        n.key,
+                        n.args.join(" ")
+                    ),
+                );
+            }
             let Some(path) = d.attr("filename") else {
                 return fail(at(d.line), format!("device {dev:?} has no filename"));
             };
@@ -282,12 +319,90 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             );
             continue;
         }
+        // The driver's own attributes: IncomingUser / OutgoingUser are
+        // discovery CHAP.
+        let mut disc: Option<AuthDoc> = None;
+        for n in drv.children.iter().filter(|n| n.children.is_empty()) {
+            match n.key.as_str() {
+                "enabled" | "TARGET" => {}
+                "IncomingUser" => {
+                    if disc.is_some() {
+                        out.note(at(n.line), "a second discovery IncomingUser: rtgt takes one discovery credential; only the first can discover");
+                        continue;
+                    }
+                    let (u, p) = credential(file, n)?;
+                    disc = Some(AuthDoc {
+                        userid: u,
+                        password: Some(p),
+                        ..AuthDoc::default()
+                    });
+                }
+                "OutgoingUser" => {}
+                k => out.note(
+                    at(n.line),
+                    format!(
+                        "iscsi driver attribute {k} is not carried over: rtgt has no such setting"
+                    ),
+                ),
+            }
+        }
+        if let Some(mut a) = disc {
+            if let Some(o) = drv.all("OutgoingUser").find(|n| n.children.is_empty()) {
+                let (u, p) = credential(file, o)?;
+                a.mutual_userid = Some(u);
+                a.mutual_password = Some(p);
+            }
+            out.doc.iscsi.discovery_auth = Some(a);
+        } else if let Some(o) = drv.all("OutgoingUser").next() {
+            out.note(at(o.line), "discovery OutgoingUser without IncomingUser: rtgt has no mutual-only CHAP; left out");
+        }
         for t in drv.all("TARGET") {
             let Some(iqn) = t.args.first() else {
                 return fail(at(t.line), "TARGET needs a name");
             };
-            let t = target(&mut out, file, t, iqn, &devices)?;
-            out.doc.target.push(t);
+            if t.attr("enabled") == Some("0") {
+                out.note(at(t.line), format!("target {iqn:?} is disabled in SCST (enabled 0): left out, so that it stays closed"));
+                continue;
+            }
+            for n in t.children.iter().filter(|n| n.children.is_empty()) {
+                let k = n.key.as_str();
+                if matches!(
+                    k,
+                    "enabled" | "rel_tgt_id" | "OutgoingUser" | "LUN" | "GROUP" | "allowed_portal"
+                ) || k.starts_with("IncomingUser")
+                {
+                    continue;
+                }
+                out.note(
+                    at(n.line),
+                    format!("target attribute {k} {} is not carried over: rtgt negotiates the iSCSI keys itself and has no such setting", n.args.join(" ")),
+                );
+            }
+            let mut t2 = target(&mut out, file, t, iqn, &devices)?;
+            // allowed_portal: the portals the target is offered on.
+            let mut portals = Vec::new();
+            for p in t.all("allowed_portal") {
+                let v = p.args.first().map(String::as_str).unwrap_or("");
+                if v.parse::<std::net::IpAddr>().is_ok() {
+                    portals.push(if v.contains(':') {
+                        format!("[{v}]:3260")
+                    } else {
+                        format!("{v}:3260")
+                    });
+                } else {
+                    // A pattern: keep the target off every address rather
+                    // than offer it on all.
+                    out.note(at(p.line), format!("allowed_portal {v:?}: rtgt portals are addresses, not patterns; the target gets none (add its portals)"));
+                    portals.clear();
+                    portals.push(String::new());
+                    break;
+                }
+            }
+            if !portals.is_empty() {
+                portals.retain(|p| !p.is_empty());
+                t2.tpg[0].portals = portals;
+            }
+            out.doc.target.push(t2);
         }
     }
     Ok(out)
@@ -486,6 +601,34 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.what.contains("WWID will change")));
+    }
+
+    #[test]
+    fn disabled_targets_discovery_chap_portals_and_unknown_attributes() {
+        let out = import(
+            "s.conf",
+            "HANDLER vdisk_fileio {\n DEVICE d {\n  filename /nonexistent/d\n  cluster_mode 1\n }\n}\n\
+             TARGET_DRIVER iscsi {\n enabled 1\n IncomingUser \"disc disc-secret-001\"\n iSNSServer 10.0.0.9\n\
+              TARGET iqn.2006-10.net.vlnb:off {\n  enabled 0\n  LUN 0 d\n }\n\
+              TARGET iqn.2006-10.net.vlnb:on {\n  allowed_portal 192.0.2.7\n  QueuedCommands 64\n  LUN 0 d\n }\n}\n",
+        )
+        .unwrap();
+        assert_eq!(out.doc.target.len(), 1, "the disabled target stays closed");
+        assert_eq!(out.doc.target[0].tpg[0].portals, ["192.0.2.7:3260"]);
+        assert_eq!(
+            out.doc
+                .iscsi
+                .discovery_auth
+                .as_ref()
+                .map(|a| a.userid.as_str()),
+            Some("disc")
+        );
+        for name in ["enabled 0", "QueuedCommands", "iSNSServer", "cluster_mode"] {
+            assert!(
+                out.notes.iter().any(|n| n.what.contains(name)),
+                "no note naming {name}"
+            );
+        }
     }
 
     #[test]
