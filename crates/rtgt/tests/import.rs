@@ -136,7 +136,9 @@ fn lio_saveconfig_imports_serves_and_keeps_the_identity() {
         30,
     );
     assert!(
-        std.contains("LIO-ORG") && std.contains("FILEIO") && std.contains("4.0"),
+        std.contains("Vendor:LIO-ORG")
+            && std.contains("Product:db")
+            && std.contains("Revision:4.0"),
         "{std}"
     );
 }

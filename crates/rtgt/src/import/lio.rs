@@ -3,7 +3,8 @@
 //! LUNs and node ACLs, and the iSCSI fabric module's discovery auth.
 //!
 //! The identity each LU had under LIO is kept: vendor "LIO-ORG", the
-//! backend's product name, revision "4.0", the storage object's `wwn` as
+//! storage object's name as product (emulate_model_alias, targetcli's
+//! default; else the backend's product name), revision "4.0", the storage object's `wwn` as
 //! unit serial (VPD 80h), and the NAA 6 designator LIO derives from that
 //! serial (VPD 83h), so multipath WWIDs stay the same.
 
@@ -220,12 +221,20 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                 .unwrap_or("LIO-ORG")
                 .to_string(),
         );
+        // With emulate_model_alias (targetcli's default) LIO reports the
+        // storage object's name as the product; without, the backend's.
+        let alias =
+            !attrs.get("emulate_model_alias").present() || attrs.get("emulate_model_alias").flag();
+        let model: String = if alias {
+            lio_name.chars().take(16).collect()
+        } else {
+            product.to_string()
+        };
         b.product = Some(
             so.get("product")
                 .opt_str()
                 .or(attrs.get("product").opt_str())
-                .unwrap_or(product)
-                .to_string(),
+                .map_or(model, str::to_string),
         );
         b.revision = Some(
             so.get("revision")
@@ -405,6 +414,18 @@ mod tests {
         );
         // Another company ID moves the nibbles.
         assert_eq!(&hex(&lio_naa(0xabcdef, "1"))[..8], "6abcdef1");
+    }
+
+    /// Read from a real LIO (Linux 6.1, targetcli-fb, the guest of
+    /// ../shared/linux-initiator/lio-peer.sh) with libiscsi's iscsi-inq:
+    /// serial 9f0a1cd2-3007-45a0-a8e0-5856628335be, NAA beginning
+    /// 60014059f0a1cd23 and then a zero byte (iscsi-inq prints the
+    /// designator as a C string, so it shows no more than that).
+    #[test]
+    fn naa_matches_a_real_lio() {
+        let n = lio_naa(LIO_COMPANY_ID, "9f0a1cd2-3007-45a0-a8e0-5856628335be");
+        assert_eq!(hex(&n[..9]), "60014059f0a1cd2300");
+        assert_eq!(hex(&n), "60014059f0a1cd2300745a0a8e058566");
     }
 
     #[test]
