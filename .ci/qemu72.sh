@@ -1,6 +1,6 @@
 #!/bin/bash
 # Unpack (not install) Debian 12's qemu-img/qemu-io 7.2 and its iSCSI block
-# driver into DIR (default /tmp/qemu72), as shared/BENCHMARKS.md describes.
+# driver into DIR (default /tmp/qemu72), as docs/benchmarking.md describes.
 # The machine's own qemu-utils may be another version with no iSCSI module;
 # the integration tests (RTGT_QEMU72) and bench/run.sh use this copy.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/bin/bash
-# rtgt against tgt (STGT) on the workloads of shared/BENCHMARKS.md, both
+# rtgt against tgt (STGT) on the standard workloads (docs/benchmarking.md), both
 # measured in the same run on the same machine, on each kind of LUN: medians
 # of RUNS runs, the rtgt/tgt ratio per row (higher is better for rtgt) in one
 # table with a column per backstore, the raw figures under it, the 128 KiB

@@ -264,7 +264,7 @@ pub fn run_ok(cmd: &mut Command, secs: u64) -> String {
 // QEMU's libiscsi block driver: qemu-io writes (one request of the whole
 // size), qemu-img convert reads back (2 MiB requests, several in flight).
 // Debian 12's qemu-utils 7.2 + qemu-block-extra are unpacked (not installed)
-// by .ci/qemu72.sh, as in shared/BENCHMARKS.md; RTGT_QEMU72 overrides the place.
+// by .ci/qemu72.sh, as docs/benchmarking.md describes; RTGT_QEMU72 overrides the place.
 
 pub struct Qemu {
     bin: PathBuf,
