@@ -260,6 +260,13 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             ),
         }
         super::fit_identity(&mut out, &so.path, &mut b);
+        report_attributes(
+            &mut out,
+            &attrs,
+            SO_SAME,
+            SO_HANDLED,
+            &format!("storage object {lio_name:?}"),
+        );
         paths.insert(format!("/backstores/{plugin}/{lio_name}"), name);
         out.doc.backstore.push(b);
     }
@@ -279,29 +286,192 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             tpg: Vec::new(),
         };
         for g in t.get("tpgs").list()? {
-            target.tpg.push(tpg(&mut out, &g, &paths)?);
+            if let Some(g) = tpg(&mut out, &g, &paths)? {
+                target.tpg.push(g);
+            }
         }
         out.doc.target.push(target);
     }
     Ok(out)
 }
 
+/// Values of LIO attributes that rtgt behaves as anyway; any other value
+/// changes behaviour and is named.
+const SO_SAME: &[(&str, u64)] = &[
+    ("emulate_3pc", 1),
+    ("emulate_caw", 1),
+    ("emulate_dpo", 1),
+    ("emulate_fua_read", 1),
+    ("emulate_fua_write", 1),
+    ("emulate_pr", 1),
+    ("emulate_rest_reord", 0),
+    ("emulate_tas", 1),
+    ("emulate_ua_intlck_ctrl", 0),
+    ("enforce_pr_isids", 1),
+    ("force_pr_aptpl", 0),
+    ("is_nonrot", 0),
+    ("pi_prot_format", 0),
+    ("pi_prot_type", 0),
+    ("pi_prot_verify", 0),
+    ("alua_support", 1),
+    ("pgr_support", 1),
+];
+/// Carried over by the importer, or LIO's own queueing and transfer limits.
+const SO_HANDLED: &[&str] = &[
+    "block_size",
+    "emulate_model_alias",
+    "emulate_tpu",
+    "emulate_tpws",
+    "emulate_write_cache",
+    "hw_block_size",
+    "hw_max_sectors",
+    "hw_pi_prot_type",
+    "hw_queue_depth",
+    "max_unmap_block_desc_count",
+    "max_unmap_lba_count",
+    "max_write_same_len",
+    "optimal_sectors",
+    "queue_depth",
+    "unmap_granularity",
+    "unmap_granularity_alignment",
+    "unmap_zeroes_data",
+    "submit_type",
+    "complete_type",
+    "company_id",
+    "vendor",
+    "product",
+    "revision",
+];
+const TPG_SAME: &[(&str, u64)] = &[
+    ("default_erl", 0),
+    ("demo_mode_discovery", 1),
+    ("tpg_enabled_sendtargets", 1),
+    ("t10_pi", 0),
+    ("fabric_prot_type", 0),
+    ("default_cmdsn_depth", 64),
+];
+const TPG_HANDLED: &[&str] = &[
+    "authentication",
+    "cache_dynamic_acls",
+    "demo_mode_write_protect",
+    "generate_node_acls",
+    "login_keys_workaround",
+    "login_timeout",
+    "netif_timeout",
+    "prod_mode_write_protect",
+];
+/// An ACL's timers and error-recovery knobs; `authentication` is read.
+const ACL_HANDLED: &[&str] = &[
+    "authentication",
+    "dataout_timeout",
+    "dataout_timeout_retries",
+    "default_erl",
+    "nopin_response_timeout",
+    "nopin_timeout",
+    "random_datain_pdu_offsets",
+    "random_datain_seq_offsets",
+    "random_r2t_offsets",
+];
+/// LIO's defaults of the login keys; other values are named.
+const PARAMS_SAME: &[(&str, &str)] = &[
+    ("AuthMethod", "CHAP,None"),
+    ("DataDigest", "CRC32C,None"),
+    ("HeaderDigest", "CRC32C,None"),
+    ("DataPDUInOrder", "Yes"),
+    ("DataSequenceInOrder", "Yes"),
+    ("DefaultTime2Retain", "20"),
+    ("DefaultTime2Wait", "2"),
+    ("ErrorRecoveryLevel", "0"),
+    ("FirstBurstLength", "65536"),
+    ("IFMarkInt", "Reject"),
+    ("IFMarkInt", "2048~65535"),
+    ("IFMarker", "No"),
+    ("ImmediateData", "Yes"),
+    ("InitialR2T", "Yes"),
+    ("MaxBurstLength", "262144"),
+    ("MaxConnections", "1"),
+    ("MaxOutstandingR2T", "1"),
+    ("MaxRecvDataSegmentLength", "8192"),
+    ("MaxXmitDataSegmentLength", "262144"),
+    ("OFMarkInt", "Reject"),
+    ("OFMarkInt", "2048~65535"),
+    ("OFMarker", "No"),
+    ("TargetAlias", "LIO Target"),
+];
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// Name every attribute whose value changes behaviour and is not carried.
+fn report_attributes(
+    out: &mut Imported,
+    attrs: &At<'_>,
+    same: &[(&str, u64)],
+    handled: &[&str],
+    what: &str,
+) {
+    let Some(m) = attrs.v.as_object() else { return };
+    for (k, v) in m {
+        if handled.contains(&k.as_str()) {
+            continue;
+        }
+        let n = match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            Value::Bool(b) => Some(*b as u64),
+            _ => None,
+        };
+        if same.iter().any(|(name, x)| name == k && Some(*x) == n) {
+            continue;
+        }
+        out.note(
+            format!("{}.{k}", attrs.path),
+            format!("{what}: attribute {k} = {} is not carried over: rtgt has no such setting (it behaves as LIO's default)", text_of(v)),
+        );
+    }
+}
+
 fn tpg(
     out: &mut Imported,
     g: &At<'_>,
     paths: &std::collections::HashMap<String, String>,
-) -> Result<TpgDoc, ImportError> {
+) -> Result<Option<TpgDoc>, ImportError> {
     let tag = g.get("tag").u64()?;
     let tag = u16::try_from(tag).or_else(|_| fail(g.get("tag").path, "tag must be 1..65535"))?;
     let attrs = g.get("attributes");
     let demo = attrs.get("generate_node_acls").flag();
-    let chap = attrs.get("authentication").flag();
+    // CHAP is required with authentication=1, or when the only AuthMethod
+    // offered is CHAP.
+    let params = g.get("parameters");
+    let auth_method = params.get("AuthMethod").opt_str().unwrap_or("CHAP,None");
+    let chap = attrs.get("authentication").flag() || auth_method == "CHAP";
     if g.get("enable").present() && !g.get("enable").flag() {
         out.note(
             &g.path,
-            format!("tpg {tag} is disabled in LIO; rtgt serves it"),
+            format!("tpg {tag} is disabled in LIO: left out, so that it stays closed"),
         );
+        return Ok(None);
     }
+    report_attributes(out, &attrs, TPG_SAME, TPG_HANDLED, &format!("tpg {tag}"));
+    if let Some(m) = params.v.as_object() {
+        for (k, v) in m {
+            let v = text_of(v);
+            if k == "AuthMethod" && matches!(v.as_str(), "CHAP" | "None") {
+                if v == "None" {
+                    out.note(format!("{}.{k}", params.path), format!("tpg {tag}: AuthMethod = None (LIO never used CHAP here): rtgt requires CHAP wherever credentials are configured"));
+                }
+                continue;
+            }
+            if !PARAMS_SAME.iter().any(|(n, x)| n == k && *x == v) {
+                out.note(format!("{}.{k}", params.path), format!("tpg {tag}: parameter {k} = {v} is not carried over: rtgt negotiates the iSCSI keys itself"));
+            }
+        }
+    }
+    let prod_wp = attrs.get("prod_mode_write_protect").flag();
     let mut portals = Vec::new();
     for p in g.get("portals").list()? {
         let ip = p.get("ip_address").str()?;
@@ -339,13 +509,35 @@ fn tpg(
     for a in g.get("node_acls").list()? {
         let initiator = a.get("node_wwn").str()?.to_string();
         let auth_doc = auth(&a, "chap_");
+        let a_attrs = a.get("attributes");
+        report_attributes(
+            out,
+            &a_attrs,
+            &[],
+            ACL_HANDLED,
+            &format!("ACL {initiator:?}"),
+        );
+        // Linux 5.16 and later: an ACL's own authentication (0 or 1)
+        // overrides the tpg's; -1 inherits it.
+        let chap = match a_attrs.get("authentication").v {
+            Value::Number(n) if n.as_i64() == Some(0) => false,
+            Value::Number(n) if n.as_i64() == Some(1) => true,
+            _ => chap,
+        };
         if !chap && auth_doc.is_some() {
-            // LIO asks for CHAP only with authentication=1.
-            out.note(&a.path, format!("ACL {initiator:?} has CHAP credentials but authentication=0 in LIO: rtgt requires CHAP of it"));
+            // LIO asked for CHAP only where it was required.
+            out.note(&a.path, format!("ACL {initiator:?} has CHAP credentials but LIO did not require CHAP (authentication=0): rtgt requires CHAP of it"));
         }
-        if chap && auth_doc.is_none() && tpg_auth.is_none() {
-            out.note(&a.path, format!("ACL {initiator:?} has no CHAP credentials under authentication=1 (it could not log in to LIO): left out, so it cannot log in without CHAP"));
-            continue;
+        let mut no_luns = false;
+        if chap && auth_doc.is_none() {
+            // LIO checks an ACL's own credentials only (the tpg's are for
+            // initiators without an ACL): this one could never log in.
+            if !demo {
+                out.note(&a.path, format!("ACL {initiator:?} has no CHAP credentials but LIO required CHAP (it could not log in to LIO): left out, so it cannot log in now either"));
+                continue;
+            }
+            out.note(&a.path, format!("ACL {initiator:?} has no CHAP credentials but LIO required CHAP (it could not log in to LIO): kept with no LUNs, so that it sees nothing"));
+            no_luns = true;
         }
         if auth_doc.as_ref().is_some_and(|a| a.password.is_none()) {
             return fail(
@@ -358,8 +550,12 @@ fn tpg(
             mapped.push(MappedLunDoc {
                 mapped_lun: m.get("index").u64()?,
                 tpg_lun: m.get("tpg_lun").u64()?,
-                read_only: m.get("write_protect").flag(),
+                // prod_mode_write_protect: every ACL's LUNs read-only.
+                read_only: m.get("write_protect").flag() || prod_wp,
             });
+        }
+        if no_luns {
+            mapped.clear();
         }
         let known: Vec<u64> = luns.iter().map(|l| l.lun).collect();
         mapped.retain(|m| {
@@ -386,7 +582,7 @@ fn tpg(
         out.note(&g.path, format!("tpg {tag}: demo mode with authentication=1 but no tpg CHAP credentials (only ACL initiators could log in): imported as acl mode"));
         mode = TpgMode::Acl;
     }
-    Ok(TpgDoc {
+    Ok(Some(TpgDoc {
         tag,
         portals,
         mode,
@@ -395,7 +591,7 @@ fn tpg(
         auth: tpg_auth,
         lun: luns,
         acl: acls,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -426,6 +622,69 @@ mod tests {
         let n = lio_naa(LIO_COMPANY_ID, "9f0a1cd2-3007-45a0-a8e0-5856628335be");
         assert_eq!(hex(&n[..9]), "60014059f0a1cd2300");
         assert_eq!(hex(&n), "60014059f0a1cd2300745a0a8e058566");
+    }
+
+    fn tpg_of(tpg: &str) -> Imported {
+        import(
+            "s.json",
+            &format!(r#"{{"storage_objects": [{{"plugin": "fileio", "name": "d", "dev": "/nonexistent/d", "size": 1048576,
+                "wwn": "0d9f4c0e-8a9e-4bd6-9a4c-30d4e4f0b5a1", "attributes": {{"emulate_3pc": 0, "queue_depth": 128}}}}],
+              "targets": [{{"fabric": "iscsi", "wwn": "iqn.2003-01.org.linux-iscsi.x:sn.1", "tpgs": [{tpg}]}}]}}"#),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn chap_required_by_authmethod_or_the_acl_keeps_acls_without_credentials_out() {
+        let acl = r#""luns": [{"index": 0, "storage_object": "/backstores/fileio/d"}],
+            "node_acls": [{"node_wwn": "iqn.1993-08.org.debian:01:a", "mapped_luns": [{"index": 0, "tpg_lun": 0}]}"#;
+        // AuthMethod CHAP only: no login without CHAP, whatever authentication says.
+        let out = tpg_of(&format!(
+            r#"{{"tag": 1, "attributes": {{"authentication": 0}}, "parameters": {{"AuthMethod": "CHAP"}}, {acl}]}}"#
+        ));
+        assert!(
+            out.doc.target[0].tpg[0].acl.is_empty(),
+            "an ACL that could never log in is not opened"
+        );
+        // The ACL's own authentication = 1 (Linux 5.16+).
+        let own = acl.replace(
+            r#""node_wwn""#,
+            r#""attributes": {"authentication": 1}, "node_wwn""#,
+        );
+        let out = tpg_of(&format!(
+            r#"{{"tag": 1, "attributes": {{"authentication": 0}}, {own}]}}"#
+        ));
+        assert!(out.doc.target[0].tpg[0].acl.is_empty());
+        // authentication = 0, CHAP,None: the ACL is open in LIO and stays so.
+        let out = tpg_of(&format!(
+            r#"{{"tag": 1, "attributes": {{"authentication": 0}}, {acl}]}}"#
+        ));
+        assert_eq!(out.doc.target[0].tpg[0].acl.len(), 1);
+        // Attributes that change behaviour are named; LIO's limits are not.
+        assert!(out.notes.iter().any(|n| n.what.contains("emulate_3pc = 0")));
+        assert!(!out.notes.iter().any(|n| n.what.contains("queue_depth")));
+    }
+
+    #[test]
+    fn a_disabled_tpg_stays_closed_and_parameters_are_named() {
+        let out = tpg_of(
+            r#"{"tag": 1, "enable": false}, {"tag": 2, "attributes": {"prod_mode_write_protect": 1, "default_erl": 2},
+            "parameters": {"MaxConnections": "4", "AuthMethod": "CHAP,None"}, "luns": [{"index": 0, "storage_object": "/backstores/fileio/d"}],
+            "node_acls": [{"node_wwn": "iqn.1993-08.org.debian:01:a", "mapped_luns": [{"index": 0, "tpg_lun": 0}]}]}"#,
+        );
+        let t = &out.doc.target[0];
+        assert_eq!(t.tpg.len(), 1);
+        assert_eq!(t.tpg[0].tag, 2);
+        assert!(
+            t.tpg[0].acl[0].mapped_lun[0].read_only,
+            "prod_mode_write_protect"
+        );
+        for name in ["disabled", "MaxConnections = 4", "default_erl = 2"] {
+            assert!(
+                out.notes.iter().any(|n| n.what.contains(name)),
+                "no note naming {name}"
+            );
+        }
     }
 
     #[test]
