@@ -226,7 +226,10 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
         let alias =
             !attrs.get("emulate_model_alias").present() || attrs.get("emulate_model_alias").flag();
         let model: String = if alias {
-            lio_name.chars().take(16).collect()
+            // dev_set_t10_wwn_model_alias copies into the 16-byte field
+            // with its terminating NUL (strlcpy/snprintf of 16), so LIO
+            // reports at most 15 characters of the name.
+            lio_name.chars().take(15).collect()
         } else {
             product.to_string()
         };
@@ -622,6 +625,20 @@ mod tests {
         let n = lio_naa(LIO_COMPANY_ID, "9f0a1cd2-3007-45a0-a8e0-5856628335be");
         assert_eq!(hex(&n[..9]), "60014059f0a1cd2300");
         assert_eq!(hex(&n), "60014059f0a1cd2300745a0a8e058566");
+    }
+
+    #[test]
+    fn the_model_alias_is_cut_to_15_characters_as_lio_cuts_it() {
+        let out = import(
+            "s.json",
+            r#"{"storage_objects": [{"plugin": "fileio", "name": "a-sixteen-chars!x", "dev": "/nonexistent/d",
+                "size": 1048576, "wwn": "0d9f4c0e-8a9e-4bd6-9a4c-30d4e4f0b5a1", "attributes": {"emulate_model_alias": 1}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            out.doc.backstore[0].product.as_deref(),
+            Some("a-sixteen-chars")
+        );
     }
 
     fn tpg_of(tpg: &str) -> Imported {
