@@ -16,7 +16,8 @@
 #   RTGT=path        the rtgt binary (default: target/release/rtgt of this checkout)
 #   HARNESS=dir      the Linux initiator harness (default: ../shared/linux-initiator beside the
 #                    checkout, else /work/shared/linux-initiator); its build.sh must have run
-#   BACKSTORE=fileio|ramdisk (default fileio)   SIZE0=256M SIZE1=512M
+#   BACKSTORE=fileio|ramdisk (default fileio; rtgt grows only fileio so far: with ramdisk
+#                    the daemon refuses the grow and the run fails)   SIZE0=256M SIZE1=512M
 #   FIO_JOBS=2 FIO_SIZE=48M FIO_LOOPS=6   the background fio (must outlast the resize)
 #   SKIP_GROW=1      negative control: do not grow; the run must then FAIL (exit 1)
 #   KEEP=1           keep the work folder (rtgt log, config, guest logs) even on success
@@ -38,6 +39,7 @@ BS_NAME="grow0"
 
 T0=$SECONDS
 say()  { echo "[$(date +%T)] $*"; }
+hstep() { say "$*"; echo "$*" >> "$WORK/host-steps"; }   # a host-side PASS/FAIL/SKIP line
 die()  { echo "FAIL setup: $*"; echo "RESULT: FAIL"; exit 2; }
 
 [[ $EUID -eq 0 ]] || die "run as root (the harness boots QEMU with /dev/kvm and writes its run folders)"
@@ -128,7 +130,7 @@ while kill -0 "$GPID" 2>/dev/null; do
   if [[ -n "$SHARE" && $grown = 0 && -f "$SHARE/out/ready-to-grow" ]]; then
     grown=1
     if [[ "${SKIP_GROW:-0}" = 1 ]]; then
-      say "SKIP host-grow: SKIP_GROW=1 (negative control: the guest must now fail)"
+      hstep "SKIP host-grow: SKIP_GROW=1 (negative control: the guest must now fail)"
       echo "nothing done (SKIP_GROW=1)" > "$SHARE/out/grown"
     else
       t1=$(date +%s.%N)
@@ -137,11 +139,11 @@ while kill -0 "$GPID" 2>/dev/null; do
         now="$("${R[@]}" --json "/backstores/$BACKSTORE/$BS_NAME" info 2>&1 | sed -n 's/.*"size": *"\([^"]*\)".*/\1/p' || true)"
         fsz=""
         [[ $BACKSTORE == fileio ]] && fsz=", backing file $(stat -c %s "$WORK/$BS_NAME.img") bytes"
-        say "PASS host-grow: rtgt /backstores/$BACKSTORE/$BS_NAME set attribute size=$SIZE1 in $(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.2f", b-a}')s; info size=$now$fsz"
+        hstep "PASS host-grow: rtgt /backstores/$BACKSTORE/$BS_NAME set attribute size=$SIZE1 in $(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.2f", b-a}')s; info size=$now$fsz"
         echo "$out" | sed 's/^/    /'
         echo "grew to $SIZE1 (info size=$now$fsz)" > "$SHARE/out/grown"
       else
-        say "FAIL host-grow: rtgt set attribute size=$SIZE1 refused: $out"
+        hstep "FAIL host-grow: rtgt set attribute size=$SIZE1 refused: $out"
         echo "grow FAILED on the host: $out" > "$SHARE/out/grown"
         HOST_FAIL=1
       fi
@@ -159,8 +161,9 @@ if [[ -n "$TAILPID" ]]; then kill "$TAILPID" 2>/dev/null || true; wait "$TAILPID
 # ---------------------------------------------------------------- verdict
 echo
 echo "==================== online resize summary ===================="
+[[ -f "$WORK/host-steps" ]] && sed 's/^/  host: /' "$WORK/host-steps"
 if [[ -n "$GLOG" && -f "$GLOG" ]]; then
-  grep -E ' (PASS|FAIL|SKIP|INFO) ' "$GLOG" | cut -d' ' -f2- | sed 's/^/  /'
+  grep -E ' (PASS|FAIL|SKIP|INFO) ' "$GLOG" | cut -d' ' -f2- | sed 's/^/  guest: /'
 fi
 grep -E 'panicked|ERROR' "$WORK/rtgt.log" | head -5 | sed 's/^/  rtgt log: /' || true
 [[ -n "$SHARE" ]] && echo "guest logs : $SHARE/out (logs/, dmesg.txt)"
