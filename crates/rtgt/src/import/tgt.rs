@@ -469,6 +469,10 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             &first,
             format!("target {iqn}: tid {tid} assumed (tgt-admin numbers targets in the sorted order of their names on a fresh tgtd); the default serials and designators depend on it: compare `tgtadm --mode target --op show`"),
         );
+        out.note(
+            &first,
+            format!("target {iqn}: LUN 0, tgt's controller LU (type 0Ch), is not carried over: rtgt answers REPORT LUNS and INQUIRY on LUN 0 itself"),
+        );
         // Unique paths in sorted order (tgt-admin's hash keys); LUNs from
         // 1 around the numbers given with `lun`.
         stores.sort_by(|a, b| a.path.cmp(&b.path));
