@@ -143,7 +143,7 @@ impl Running {
     /// Make the running target serve `new`. Everything that can fail
     /// (opening backstores, binding portals) is done first: a model that
     /// cannot be served changes nothing.
-    async fn apply(&mut self, new: Model) -> Result<()> {
+    async fn apply(&mut self, new: &Model) -> Result<()> {
         // Portals.
         let overridden = !self.listen.is_empty();
         let wanted = if overridden {
@@ -231,7 +231,7 @@ impl Running {
         }
         self.stores.extend(opened);
 
-        self.relative_ports = model::assign_relative_ports(&new, &self.relative_ports);
+        self.relative_ports = model::assign_relative_ports(new, &self.relative_ports);
         let mut groups = BTreeMap::new();
         let mut targets = Vec::new();
         for t in &new.doc.target {
@@ -241,7 +241,7 @@ impl Running {
                 let tag = g.tag;
                 let id = (key.clone(), tag);
                 let rtpi = self.relative_ports.get(&id).copied().unwrap_or(tag);
-                let config = self.group_config(&new, &key, g);
+                let config = self.group_config(new, &key, g);
                 let group = match self.groups.remove(&id) {
                     Some(old) if old.port().relative_port_id == rtpi => {
                         old.reconfigure(config);
@@ -505,14 +505,14 @@ impl Live {
         }
         let changes = config::diff(&self.model.doc, &model.doc);
         self.running
-            .apply(model.clone())
+            .apply(&model)
             .await
             .map_err(|e| ChangeError::Refused(format!("{e:#}")))?;
         let old = std::mem::replace(&mut self.model, model);
         if save {
             if let Err(e) = self.save() {
                 // What runs must be what comes back after a restart: undo.
-                if let Err(e2) = self.running.apply(old.clone()).await {
+                if let Err(e2) = self.running.apply(&old).await {
                     tracing::error!("undoing an unsaved change failed: {e2:#}");
                 }
                 self.model = old;
@@ -636,7 +636,7 @@ pub async fn serve(
         relative_ports: BTreeMap::new(),
         listeners: Vec::new(),
     };
-    running.apply(cfg.clone()).await?;
+    running.apply(&cfg).await?;
     // A file that is exactly the canonical text of what it loads as has
     // nothing of its own to keep.
     let saved = Some(Saved {
