@@ -234,9 +234,11 @@ fn scst_conf_imports_and_serves() {
         &[
             "handler dev_tape",
             "initiator pattern \"iqn.1991-05.com.microsoft:*\"",
-            "rel_tgt_id",
         ],
     );
+    // rel_tgt_id is carried over, not reported as left behind.
+    let toml = std::fs::read_to_string(dir.path().join("scst.toml")).unwrap();
+    assert!(toml.contains("relative_port_id = 1"), "{toml}");
     let out = ls(&d, HOST, Some(("scstuser", "scst-secret-001"))).expect("CHAP login");
     assert!(out.contains("iqn.2006-10.net.vlnb:tgt"), "{out}");
     assert!(out.contains("Lun:0 ") && out.contains("Lun:1 "), "{out}");

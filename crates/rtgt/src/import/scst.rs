@@ -529,12 +529,22 @@ fn target(
             l.read_only = true;
         }
     }
-    if t.attr("rel_tgt_id").is_some() {
-        out.note(
-            at(t.line),
-            "rel_tgt_id: rtgt derives the relative port id (set relative_port_id to keep it)",
-        );
-    }
+    // SCST's rel_tgt_id is the relative target port identifier hosts see
+    // in VPD 83h; it is kept as relative_port_id. One that is not a port
+    // number is named, and rtgt then assigns its own.
+    let relative_port_id = match t.attr("rel_tgt_id") {
+        None => None,
+        Some(r) => match r.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                out.note(
+                    at(t.line),
+                    format!("rel_tgt_id {r:?} is not a port number 1-65535: rtgt assigns the relative port id"),
+                );
+                None
+            }
+        },
+    };
     Ok(TargetDoc {
         iqn: iqn.to_string(),
         alias: None,
@@ -543,7 +553,7 @@ fn target(
             portals: vec!["0.0.0.0:3260".into()],
             mode,
             demo_read_only: false,
-            relative_port_id: t.attr("rel_tgt_id").and_then(|r| r.parse().ok()),
+            relative_port_id,
             auth,
             lun: luns,
             acl: acls,
