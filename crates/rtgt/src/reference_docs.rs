@@ -116,15 +116,9 @@ fn render() -> String {
 
 #[test]
 fn cli_reference_is_current() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
-    let want = render();
-    if std::env::var_os("UPDATE_DOCS").is_some() {
-        std::fs::write(&path, &want).unwrap();
-        return;
-    }
-    let have = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        have == want,
-        "docs/cli.md is stale: run UPDATE_DOCS=1 cargo test -p rtgt --bin rtgt reference_docs"
+    rtgt::config::reference::check_generated_doc(
+        "cli.md",
+        &render(),
+        "cargo test -p rtgt --bin rtgt reference_docs",
     );
 }

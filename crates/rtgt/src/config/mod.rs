@@ -18,8 +18,10 @@ pub mod values;
 #[cfg(test)]
 mod tests;
 
-#[cfg(test)]
-mod reference;
+/// docs/config.md, generated from the model (and the check the generated
+/// docs share).
+#[doc(hidden)]
+pub mod reference;
 
 pub use diff::{diff, Change, ChangeOp, Obj};
 pub use file::{demo, load, parse, read, ConfigError};

@@ -118,7 +118,8 @@ fn type_of(p: &Value, schemas: &serde_json::Map<String, Value>) -> String {
     )
 }
 
-fn render() -> String {
+/// The configuration reference (docs/config.md) as Markdown.
+pub fn render() -> String {
     let api = serde_json::to_value(crate::control::api::ApiDoc::openapi()).unwrap_or_default();
     let schemas = api["components"]["schemas"]
         .as_object()
@@ -161,17 +162,26 @@ fn render() -> String {
     out
 }
 
-#[test]
-fn config_reference_is_current() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
-    let want = render();
+/// The check every generated document shares: `docs/NAME` (of the
+/// repository) is `want`, or, with `UPDATE_DOCS` set, becomes it. `update`
+/// is the command that regenerates it, named when the file is stale.
+#[doc(hidden)]
+pub fn check_generated_doc(name: &str, want: &str, update: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(name);
     if std::env::var_os("UPDATE_DOCS").is_some() {
-        std::fs::write(&path, &want).unwrap();
+        std::fs::write(&path, want).unwrap();
         return;
     }
     let have = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         have == want,
-        "docs/config.md is stale: run UPDATE_DOCS=1 cargo test -p rtgt --lib reference"
+        "docs/{name} is stale: run UPDATE_DOCS=1 {update}"
     );
+}
+
+#[test]
+fn config_reference_is_current() {
+    check_generated_doc("config.md", &render(), "cargo test -p rtgt --lib reference");
 }
