@@ -68,12 +68,18 @@ pub fn initiator_key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
-/// Build the SCSI target port of a portal group.
-pub fn target_port(target_name: &str, tag: u16, relative_port_id: u16) -> TargetPort {
+/// Build the SCSI target port of a portal group, a member of the ALUA
+/// target port group `group`.
+pub fn target_port(
+    target_name: &str,
+    tag: u16,
+    relative_port_id: u16,
+    group: std::sync::Arc<rtgt_scsi::alua::TargetPortGroup>,
+) -> TargetPort {
     TargetPort {
         name: format!("{},t,0x{:04x}", target_name, tag),
         target_name: target_name.to_string(),
         relative_port_id,
-        port_group: tag,
+        group,
     }
 }

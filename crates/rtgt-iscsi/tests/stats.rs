@@ -82,7 +82,19 @@ fn start() -> (Arc<Server>, u16, tokio::runtime::Runtime) {
         luns,
         acls: [(ALLOWED.to_string(), acl)].into_iter().collect(),
     };
-    let group = PortGroup::new(target_port(TARGET, 1, 1), config);
+    let group = PortGroup::new(
+        target_port(
+            TARGET,
+            1,
+            1,
+            rtgt_scsi::alua::TargetPortGroup::new(
+                1,
+                rtgt_scsi::alua::AccessState::ActiveOptimized,
+                false,
+            ),
+        ),
+        config,
+    );
     let targets = Targets {
         targets: vec![Target {
             name: TARGET.into(),

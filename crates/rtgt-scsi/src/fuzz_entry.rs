@@ -76,7 +76,11 @@ pub fn target_port() -> TargetPort {
         name: "iqn.2026-11.org.rtgt:fuzz,t,0x0001".to_string(),
         target_name: "iqn.2026-11.org.rtgt:fuzz".to_string(),
         relative_port_id: 1,
-        port_group: 1,
+        group: crate::alua::TargetPortGroup::new(
+            1,
+            crate::alua::AccessState::ActiveOptimized,
+            false,
+        ),
     }
 }
 

@@ -24,6 +24,8 @@
 //!   aborts), range locks, unit attentions per nexus, and the
 //!   [`state_store`] persistent state goes to.
 //! - `access`: targets, port groups, node ACLs, mapped LUNs, auth settings.
+//! - `alua`: target port groups and their asymmetric access states, REPORT
+//!   and SET TARGET PORT GROUPS.
 //! - `spc`: INQUIRY + VPD, MODE, REPORT LUNS, REPORT SUPPORTED OPERATION
 //!   CODES, REQUEST SENSE, TEST UNIT READY / START STOP UNIT (removable
 //!   medium).
@@ -36,6 +38,7 @@
 //! ACA condition ever exists). Aborted tasks get no response (TAS=0).
 
 pub mod access;
+pub mod alua;
 pub mod api;
 mod core;
 #[doc(hidden)]

@@ -168,7 +168,11 @@ pub fn test_port() -> TargetPort {
         name: "iqn.2026-11.org.rtgt:test,t,0x0007".to_string(),
         target_name: "iqn.2026-11.org.rtgt:test".to_string(),
         relative_port_id: 1,
-        port_group: 7,
+        group: crate::alua::TargetPortGroup::new(
+            7,
+            crate::alua::AccessState::ActiveOptimized,
+            false,
+        ),
     }
 }
 

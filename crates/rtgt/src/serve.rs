@@ -15,6 +15,7 @@ use rtgt_backstore::{
 use rtgt_iscsi::server::{self, Server, Settings};
 use rtgt_iscsi::target::{self, PortalGroup, Target, Targets};
 use rtgt_scsi::access::{LunMapping, NodeAcl, PortGroup, PortGroupConfig, TpgLun, TpgMode};
+use rtgt_scsi::alua::{Cause, TargetPortGroup, Tpgs};
 use rtgt_scsi::{LogicalUnit, LuConfig};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -104,6 +105,12 @@ struct Running {
     stores: BTreeMap<String, Opened>,
     groups: BTreeMap<(String, u16), Arc<PortGroup>>,
     relative_ports: BTreeMap<(String, u16), u16>,
+    /// ALUA target port groups by ID (kept across changes: their ports
+    /// hold them).
+    alua: BTreeMap<u16, Arc<TargetPortGroup>>,
+    /// Told when an initiator sets a state with SET TARGET PORT GROUPS, so
+    /// that it is persisted (a flood of them coalesces into one save).
+    explicit_changes: Arc<tokio::sync::Notify>,
     /// With the address asked for (port 0 stays 0 here; `--listen` may
     /// ask for the same one twice).
     listeners: Vec<(SocketAddr, Listener)>,
@@ -232,6 +239,23 @@ impl Running {
         self.stores.extend(opened);
 
         self.relative_ports = model::assign_relative_ports(new, &self.relative_ports);
+        // ALUA target port groups: the ones still named are kept.
+        let mut alua = BTreeMap::new();
+        for g in new.doc.target.iter().flat_map(|t| &t.tpg) {
+            let id = g.alua_group_id();
+            if alua.contains_key(&id) {
+                continue;
+            }
+            let group = match self.alua.get(&id) {
+                Some(a) => a.clone(),
+                None => {
+                    let a = TargetPortGroup::new(id, g.alua_state.core(), g.alua_preferred);
+                    self.forward_explicit_changes(&a);
+                    a
+                }
+            };
+            alua.insert(id, group);
+        }
         let mut groups = BTreeMap::new();
         let mut targets = Vec::new();
         for t in &new.doc.target {
@@ -242,8 +266,12 @@ impl Running {
                 let id = (key.clone(), tag);
                 let rtpi = self.relative_ports.get(&id).copied().unwrap_or(tag);
                 let config = self.group_config(new, &key, g);
+                let tpg = alua[&g.alua_group_id()].clone();
                 let group = match self.groups.remove(&id) {
-                    Some(old) if old.port().relative_port_id == rtpi => {
+                    Some(old)
+                        if old.port().relative_port_id == rtpi
+                            && Arc::ptr_eq(&old.port().group, &tpg) =>
+                    {
                         old.reconfigure(config);
                         old
                     }
@@ -251,7 +279,7 @@ impl Running {
                         if let Some(old) = old {
                             old.remove();
                         }
-                        PortGroup::new(target::target_port(&t.iqn, tag, rtpi), config)
+                        PortGroup::new(target::target_port(&t.iqn, tag, rtpi, tpg), config)
                     }
                 };
                 portal_groups.push(PortalGroup {
@@ -271,6 +299,29 @@ impl Running {
         for (_, g) in std::mem::replace(&mut self.groups, groups) {
             g.remove();
         }
+        // ALUA settings and states, once the ports export what they now
+        // do: a state change reaches every nexus of the LUs concerned.
+        let tpgs = if new.doc.alua.explicit {
+            Tpgs::Both
+        } else {
+            Tpgs::Implicit
+        };
+        for (id, a) in &alua {
+            let Some(g) = new
+                .doc
+                .target
+                .iter()
+                .flat_map(|t| &t.tpg)
+                .find(|g| g.alua_group_id() == *id)
+            else {
+                continue;
+            };
+            a.set_tpgs(tpgs);
+            a.set_transition_time(Duration::from_millis(new.doc.alua.transition_ms.into()));
+            a.set_preferred(g.alua_preferred);
+            a.set_state(g.alua_state.core(), Cause::Implicit);
+        }
+        self.alua = alua;
         self.server.set_targets(Targets {
             targets,
             discovery_auth: new.auth(&CredentialAt::Discovery),
@@ -312,6 +363,21 @@ impl Running {
             flush(&name, o.store).await;
         }
         Ok(())
+    }
+
+    /// Send what initiators set on `group` with SET TARGET PORT GROUPS to
+    /// be persisted (the task ends with the group).
+    fn forward_explicit_changes(&self, group: &Arc<TargetPortGroup>) {
+        let mut rx = group.subscribe();
+        let tell = self.explicit_changes.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let c = *rx.borrow_and_update();
+                if matches!(c.cause, Cause::Explicit { .. }) {
+                    tell.notify_one();
+                }
+            }
+        });
     }
 
     /// The core's configuration of one portal group.
@@ -522,6 +588,31 @@ impl Live {
         Ok(changes)
     }
 
+    /// The ALUA states initiators set with SET TARGET PORT GROUPS become
+    /// the configuration's (and are saved), so that a restart keeps them.
+    pub async fn persist_alua_states(&mut self) {
+        let mut doc = self.model.doc.clone();
+        let mut changed = false;
+        for g in doc.target.iter_mut().flat_map(|t| &mut t.tpg) {
+            let Some(a) = self.running.alua.get(&g.alua_group_id()) else {
+                continue;
+            };
+            if let Some(s) = config::AluaState::from_core(a.wanted()) {
+                if s != g.alua_state {
+                    g.alua_state = s;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            if let Err(e) = self.replace(doc, true).await {
+                tracing::error!(
+                    "cannot persist the ALUA states set by SET TARGET PORT GROUPS: {e}"
+                );
+            }
+        }
+    }
+
     /// Save the running document to the `--config` file.
     pub fn save(&mut self) -> Result<(), String> {
         let Some(path) = self.config_path.clone() else {
@@ -626,6 +717,7 @@ pub async fn serve(
             }
         },
     };
+    let explicit_changes = Arc::new(tokio::sync::Notify::new());
     let mut running = Running {
         server: Server::new(Targets::default(), settings)
             .map_err(|e| anyhow::anyhow!("cannot start the connection runtimes: {e}"))?,
@@ -634,6 +726,8 @@ pub async fn serve(
         stores: BTreeMap::new(),
         groups: BTreeMap::new(),
         relative_ports: BTreeMap::new(),
+        alua: BTreeMap::new(),
+        explicit_changes: explicit_changes.clone(),
         listeners: Vec::new(),
     };
     running.apply(&cfg).await?;
@@ -665,6 +759,9 @@ pub async fn serve(
                 crate::notify::reloading();
                 reload(&mut *live.lock().await, config_path.as_deref()).await;
                 crate::notify::ready();
+            }
+            _ = explicit_changes.notified() => {
+                live.lock().await.persist_alua_states().await;
             }
         }
     }

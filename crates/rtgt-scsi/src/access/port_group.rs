@@ -172,8 +172,10 @@ pub struct PortGroup {
 
 impl PortGroup {
     pub fn new(port: TargetPort, config: PortGroupConfig) -> Arc<PortGroup> {
+        let port = Arc::new(port);
+        export(&port, &config, true);
         Arc::new(PortGroup {
-            port: Arc::new(port),
+            port,
             config: RwLock::new(Arc::new(config)),
             members: Mutex::new(Some(Vec::new())),
         })
@@ -241,13 +243,17 @@ impl PortGroup {
     pub fn reconfigure(&self, config: PortGroupConfig) {
         let config = Arc::new(config);
         let mut members = lock(&self.members);
-        match self.config.write() {
-            Ok(mut c) => *c = config.clone(),
-            Err(poisoned) => *poisoned.into_inner() = config.clone(),
-        }
+        let old = match self.config.write() {
+            Ok(mut c) => std::mem::replace(&mut *c, config.clone()),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), config.clone()),
+        };
         let Some(list) = members.as_mut() else {
             return;
         };
+        // New exports first, so that a LU kept through the change never
+        // looks unexported to its target port group.
+        export(&self.port, &config, true);
+        export(&self.port, &old, false);
         list.retain(|m| {
             let Some(nexus) = m.nexus.upgrade() else {
                 return false;
@@ -273,6 +279,9 @@ impl PortGroup {
     /// The group is gone: revoke every nexus it opened and refuse new ones.
     pub fn remove(&self) {
         let list = lock(&self.members).take();
+        if list.is_some() {
+            export(&self.port, &self.config(), false);
+        }
         for m in list.into_iter().flatten() {
             if let Some(n) = m.nexus.upgrade() {
                 n.revoke();
@@ -285,6 +294,17 @@ impl PortGroup {
         lock(&self.members).as_ref().map_or(0, |l| {
             l.iter().filter(|m| m.nexus.strong_count() > 0).count()
         })
+    }
+}
+
+/// Tell each LU of `config` that `port` starts (or stops) exporting it.
+fn export(port: &Arc<TargetPort>, config: &PortGroupConfig, start: bool) {
+    for l in config.luns.values() {
+        if start {
+            crate::alua::attach(&l.lu, port);
+        } else {
+            crate::alua::detach(&l.lu, port);
+        }
     }
 }
 

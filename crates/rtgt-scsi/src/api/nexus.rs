@@ -20,8 +20,9 @@ pub struct TargetPort {
     pub target_name: String,
     /// Relative target port identifier (1-based).
     pub relative_port_id: u16,
-    /// Target port group (ALUA); the TPG tag for iSCSI.
-    pub port_group: u16,
+    /// The target port group (ALUA) the port belongs to: its identifier
+    /// and access state.
+    pub group: Arc<crate::alua::TargetPortGroup>,
 }
 
 /// One LUN as mapped for a nexus.

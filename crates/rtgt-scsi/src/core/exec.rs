@@ -199,6 +199,20 @@ pub(crate) fn prepare(nexus: &Arc<Nexus>, cmd: Command) -> Result<Prepared, Resp
         _ => {}
     }
 
+    // The access state of the port's target port group (after unit
+    // attentions, before reservations, as LIO orders them). An opcode the
+    // table does not have runs in no state but the active ones.
+    if mapped.is_some() {
+        let state = nexus.target_port().group.state();
+        if !state.is_active() {
+            let sa = cmd.cdb.get(1).map_or(0, |b| b & 0x1f);
+            let allow = opcodes::find(opcode, sa).map_or(0, |op| op.alua);
+            if !state.admits(allow) {
+                return Err(fail(state.refusal()));
+            }
+        }
+    }
+
     if let Some(m) = mapped {
         // The LU is not ready for medium access: that is reported before
         // the CDB's own fields are looked at (a sanitize in progress stops
@@ -229,6 +243,7 @@ pub(crate) fn prepare(nexus: &Arc<Nexus>, cmd: Command) -> Result<Prepared, Resp
         cdb: &cmd.cdb,
         lu: mapped.map(|m| m.lu.as_ref()),
         expected_len: cmd.expected_len,
+        port: nexus.target_port(),
     })
     .map_err(|s| {
         tracing::debug!(

@@ -17,6 +17,8 @@ pub(crate) struct Decode<'a> {
     pub lu: Option<&'a LogicalUnit>,
     /// The initiator's expected Data-Out length (0 when it announced none).
     pub expected_len: u32,
+    /// The target port the command came through.
+    pub port: &'a crate::api::TargetPort,
 }
 
 /// What `execute()` hands an emulated command.

@@ -10,6 +10,7 @@
 
 use super::handler::flags::{ANY_LUN, MEDIUM, MEDIUM_WRITE};
 use super::handler::DecodeFn;
+use crate::alua::Allow;
 use crate::core::sense::{self, Sense};
 use crate::sbc::{capacity, read_write};
 use crate::spc::{inquiry, mode, readiness, report_luns, report_opcodes, request_sense};
@@ -28,12 +29,23 @@ pub(crate) struct OpDesc {
     pub decode: DecodeFn,
     /// Recommended command timeout in seconds (RCTD).
     pub timeout: u32,
+    /// The asymmetric access states, besides the active ones, in which the
+    /// command runs ([`Allow`] bits; SPC-4 5.15.2.4, SBC-4 4.x for READ
+    /// CAPACITY in Standby, which the Linux sd driver needs on every path).
+    /// Elsewhere it ends with NOT READY and the state's sense.
+    pub alua: u8,
 }
 
 impl OpDesc {
     /// The entry with `flags` added.
     const fn flagged(mut self, flags: u8) -> OpDesc {
         self.flags |= flags;
+        self
+    }
+
+    /// The entry, allowed in these non-active ALUA states.
+    const fn alua(mut self, states: u8) -> OpDesc {
+        self.alua = states;
         self
     }
 
@@ -62,6 +74,7 @@ const fn op(
         flags,
         decode,
         timeout: 30,
+        alua: 0,
     }
 }
 
@@ -80,6 +93,7 @@ const fn op_sa(
         flags: 0,
         decode,
         timeout: 30,
+        alua: 0,
     }
 }
 
@@ -101,7 +115,8 @@ const TABLE: &[OpDesc] = &[
         &[0x03, 0x01, 0, 0, 0xff, 0],
         ANY_LUN,
         request_sense::decode,
-    ),
+    )
+    .alua(Allow::ALL),
     op(
         0x08,
         "READ(6)",
@@ -122,14 +137,16 @@ const TABLE: &[OpDesc] = &[
         &[0x12, 0x01, 0xff, 0xff, 0xff, 0],
         ANY_LUN,
         inquiry::decode,
-    ),
+    )
+    .alua(Allow::ALL),
     op(
         0x15,
         "MODE SELECT(6)",
         &[0x15, 0x11, 0, 0, 0xff, 0],
         0,
         mode::decode_select6,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op(
         0x16,
         "RESERVE(6)",
@@ -150,7 +167,8 @@ const TABLE: &[OpDesc] = &[
         &[0x1a, 0x08, 0xff, 0xff, 0xff, 0],
         0,
         mode::decode_sense6,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op(
         0x1b,
         "START STOP UNIT",
@@ -171,7 +189,8 @@ const TABLE: &[OpDesc] = &[
         &[0x25, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0],
         MEDIUM,
         capacity::decode10,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op(
         0x28,
         "READ(10)",
@@ -264,7 +283,8 @@ const TABLE: &[OpDesc] = &[
         &[0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
         0,
         mode::decode_select10,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op(
         0x56,
         "RESERVE(10)",
@@ -285,91 +305,104 @@ const TABLE: &[OpDesc] = &[
         &[0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0],
         0,
         mode::decode_sense10,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5e,
         0x00,
         "PERSISTENT RESERVE IN / READ KEYS",
         &[0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_in,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5e,
         0x01,
         "PERSISTENT RESERVE IN / READ RESERVATION",
         &[0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_in,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5e,
         0x02,
         "PERSISTENT RESERVE IN / REPORT CAPABILITIES",
         &[0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_in,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5e,
         0x03,
         "PERSISTENT RESERVE IN / READ FULL STATUS",
         &[0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_in,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5f,
         0x00,
         "PERSISTENT RESERVE OUT / REGISTER",
         &[0x5f, 0x00, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_out,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5f,
         0x01,
         "PERSISTENT RESERVE OUT / RESERVE",
         &[0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_out,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5f,
         0x02,
         "PERSISTENT RESERVE OUT / RELEASE",
         &[0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_out,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5f,
         0x03,
         "PERSISTENT RESERVE OUT / CLEAR",
         &[0x5f, 0x03, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_out,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5f,
         0x04,
         "PERSISTENT RESERVE OUT / PREEMPT",
         &[0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_out,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5f,
         0x05,
         "PERSISTENT RESERVE OUT / PREEMPT AND ABORT",
         &[0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_out,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5f,
         0x06,
         "PERSISTENT RESERVE OUT / REGISTER AND IGNORE EXISTING KEY",
         &[0x5f, 0x06, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_out,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x5f,
         0x07,
         "PERSISTENT RESERVE OUT / REGISTER AND MOVE",
         &[0x5f, 0x07, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
         crate::pr::persistent_reservation::decode_out,
-    ),
+    )
+    .alua(Allow::STANDBY),
     op_sa(
         0x83,
         0x00,
@@ -506,7 +539,8 @@ const TABLE: &[OpDesc] = &[
         ],
         capacity::decode16,
     )
-    .flagged(MEDIUM),
+    .flagged(MEDIUM)
+    .alua(Allow::STANDBY),
     op_sa(
         0x9e,
         0x12,
@@ -524,7 +558,16 @@ const TABLE: &[OpDesc] = &[
         &[0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
         ANY_LUN,
         report_luns::decode,
-    ),
+    )
+    .alua(Allow::ALL),
+    op_sa(
+        0xa3,
+        0x0a,
+        "REPORT TARGET PORT GROUPS",
+        &[0xa3, 0xea, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+        crate::alua::commands::decode_report,
+    )
+    .alua(Allow::STANDBY | Allow::UNAVAILABLE | Allow::TRANSITIONING),
     op_sa(
         0xa3,
         0x0c,
@@ -534,6 +577,14 @@ const TABLE: &[OpDesc] = &[
         ],
         report_opcodes::decode,
     ),
+    op_sa(
+        0xa4,
+        0x0a,
+        "SET TARGET PORT GROUPS",
+        &[0xa4, 0x0a, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+        crate::alua::commands::decode_set,
+    )
+    .alua(Allow::STANDBY | Allow::UNAVAILABLE),
     op(
         0xa8,
         "READ(12)",
@@ -671,11 +722,12 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!((e.code(), e.field.unwrap().byte), (0x2400, 1));
-        // REPORT TARGET PORT GROUPS is not there yet.
-        let e = lookup(&[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        // MAINTENANCE IN / REPORT IDENTIFYING INFORMATION is not there.
+        let e = lookup(&[0xa3, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
             .err()
             .unwrap();
         assert_eq!(e.field.unwrap().byte, 1);
+        assert!(lookup(&[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_ok());
     }
 
     #[test]

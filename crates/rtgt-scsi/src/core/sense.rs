@@ -258,7 +258,14 @@ pub const MEDIUM_NOT_PRESENT: Sense = Sense::new(key::NOT_READY, 0x3a, 0x00);
 pub const MEDIUM_REMOVAL_PREVENTED: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x53, 0x02);
 pub const SANITIZE_IN_PROGRESS: Sense = Sense::new(key::NOT_READY, 0x04, 0x1b);
 pub const SANITIZE_FAILED: Sense = Sense::new(key::MEDIUM_ERROR, 0x31, 0x03);
+// ALUA (SPC-4 5.15): the LU is not accessible through this target port.
+pub const ALUA_TRANSITIONING: Sense = Sense::new(key::NOT_READY, 0x04, 0x0a);
+pub const ALUA_STANDBY: Sense = Sense::new(key::NOT_READY, 0x04, 0x0b);
+pub const ALUA_UNAVAILABLE: Sense = Sense::new(key::NOT_READY, 0x04, 0x0c);
+pub const ALUA_OFFLINE: Sense = Sense::new(key::NOT_READY, 0x04, 0x12);
 // Unit attentions.
+pub const UA_ASYMMETRIC_ACCESS_STATE_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x06);
+pub const UA_IMPLICIT_TRANSITION_FAILED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x07);
 pub const UA_POWER_ON_RESET: Sense = Sense::new(key::UNIT_ATTENTION, 0x29, 0x00);
 pub const UA_LUN_RESET: Sense = Sense::new(key::UNIT_ATTENTION, 0x29, 0x03);
 pub const UA_MODE_PARAMETERS_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x01);

@@ -108,6 +108,8 @@ pub struct LogicalUnit {
     pub(crate) medium: crate::spc::readiness::Medium,
     /// SANITIZE in progress.
     pub(crate) sanitize: Arc<crate::sbc::sanitize::SanitizeState>,
+    /// The target ports that export it (REPORT TARGET PORT GROUPS).
+    pub(crate) alua_ports: crate::alua::LuPorts,
 }
 
 impl LogicalUnit {
@@ -145,6 +147,7 @@ impl LogicalUnit {
             reservations,
             medium: Default::default(),
             sanitize: Default::default(),
+            alua_ports: Default::default(),
         });
         Ok(lu)
     }

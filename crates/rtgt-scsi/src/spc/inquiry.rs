@@ -34,7 +34,12 @@ fn execute(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
         None => Ok(standard(None)),
         Some(lu) if evpd => vpd::page(lu, c.nexus.target_port(), page)
             .ok_or_else(|| Sense::invalid_cdb_field(2, Some(7))),
-        Some(lu) => Ok(standard(Some(lu))),
+        Some(lu) => {
+            let mut d = standard(Some(lu));
+            // TPGS: how the access states of the port's group change.
+            d[5] |= c.nexus.target_port().group.tpgs().inquiry_bits();
+            Ok(d)
+        }
     }
 }
 
@@ -60,7 +65,7 @@ pub(crate) fn standard(lu: Option<&LogicalUnit>) -> Vec<u8> {
     d[2] = 0x06; // SPC-4
     d[3] = 0x12; // HISUP=1, response data format 2
     d[4] = (STANDARD_LEN - 5) as u8;
-    // SCCS=0, ACC=0, TPGS=00b, PROTECT=0; 3PC: EXTENDED COPY is supported.
+    // SCCS=0, ACC=0, TPGS (added by `execute`), PROTECT=0; 3PC: EXTENDED COPY is supported.
     d[5] = if lu.is_some() { 0x08 } else { 0x00 };
     d[6] = 0x00;
     d[7] = 0x02; // CMDQUE=1

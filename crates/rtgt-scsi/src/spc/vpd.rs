@@ -150,7 +150,7 @@ fn device_identification(lu: &LogicalUnit, port: &TargetPort, d: &mut Vec<u8>) {
     designator(d, proto, BINARY, PORT, 0x4, &rel);
     // Target port group.
     let mut tpg = [0u8; 4];
-    tpg[2..4].copy_from_slice(&port.port_group.to_be_bytes());
+    tpg[2..4].copy_from_slice(&port.group.id().to_be_bytes());
     designator(d, proto, BINARY, PORT, 0x5, &tpg);
     // SCSI name string of the target port.
     designator(d, proto, UTF8, PORT, 0x8, &name_string(&port.name));

@@ -81,6 +81,9 @@ impl Obj<'_> {
                     mode,
                     demo_read_only,
                     relative_port_id,
+                    alua_state,
+                    alua_preferred,
+                    alua_group,
                     auth,
                     lun: _,
                     acl: _,
@@ -93,6 +96,8 @@ impl Obj<'_> {
                         &b.relative_port_id,
                         &b.auth,
                     )
+                    && (alua_state, alua_preferred, alua_group)
+                        == (&b.alua_state, &b.alua_preferred, &b.alua_group)
             }
             (Obj::Portal, Obj::Portal) => true,
             (Obj::Lun(a), Obj::Lun(b)) => a == b,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::values::{self, BackstoreKind, FaultOp, TpgMode};
+use super::values::{self, AluaState, BackstoreKind, FaultOp, TpgMode};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +18,10 @@ pub struct Doc {
     /// Settings of the iSCSI fabric as a whole.
     #[serde(default, skip_serializing_if = "IscsiDoc::is_default")]
     pub iscsi: IscsiDoc,
+    /// Asymmetric logical unit access (multipath), for every target port
+    /// group.
+    #[serde(default, skip_serializing_if = "AluaDoc::is_default")]
+    pub alua: AluaDoc,
     /// The media LUNs export.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backstore: Vec<BackstoreDoc>,
@@ -45,6 +49,32 @@ impl IscsiDoc {
     fn is_default(&self) -> bool {
         *self == IscsiDoc::default()
     }
+}
+
+/// How target port groups change state (ALUA). Each `[[target.tpg]]` is a
+/// target port group of its own (group ID = its tag, or `alua_group`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AluaDoc {
+    /// Initiators may change states with SET TARGET PORT GROUPS (INQUIRY
+    /// TPGS 11b); default: only the target does (TPGS 01b: the file, the
+    /// API, the CLI).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub explicit: bool,
+    /// Milliseconds a group spends in Transitioning on each change (commands
+    /// through it then get ASYMMETRIC ACCESS STATE TRANSITION); default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transition_ms: u32,
+}
+
+impl AluaDoc {
+    fn is_default(&self) -> bool {
+        *self == AluaDoc::default()
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// CHAP credentials: what the initiator proves, and for mutual CHAP what
@@ -268,6 +298,17 @@ pub struct TpgDoc {
     /// stable across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_port_id: Option<u16>,
+    /// The group's asymmetric access state (ALUA): active_optimized
+    /// (default), active_nonoptimized, standby, unavailable or offline.
+    #[serde(default, skip_serializing_if = "AluaState::is_default")]
+    pub alua_state: AluaState,
+    /// PREF: initiators should prefer this group's paths.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub alua_preferred: bool,
+    /// The target port group (1..65535) the group's port belongs to;
+    /// default: its tag. Groups sharing one ID share its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alua_group: Option<u16>,
     /// CHAP for initiators of this group whose ACL sets none (and for
     /// every initiator in demo mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,6 +319,30 @@ pub struct TpgDoc {
     /// Node ACLs: the initiators of an acl-mode group and what they see.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl: Vec<AclDoc>,
+}
+
+impl TpgDoc {
+    /// A group with no portals, LUNs or ACLs, and every default.
+    pub fn new(tag: u16, mode: TpgMode) -> TpgDoc {
+        TpgDoc {
+            tag,
+            portals: Vec::new(),
+            mode,
+            demo_read_only: false,
+            relative_port_id: None,
+            alua_state: AluaState::default(),
+            alua_preferred: false,
+            alua_group: None,
+            auth: None,
+            lun: Vec::new(),
+            acl: Vec::new(),
+        }
+    }
+
+    /// Its target port group ID.
+    pub fn alua_group_id(&self) -> u16 {
+        self.alua_group.unwrap_or(self.tag)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

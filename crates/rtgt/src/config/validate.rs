@@ -147,6 +147,8 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
     }
     let mut iqns = HashSet::new();
     let mut rtpis = HashSet::new();
+    // ALUA group ID -> where it was first set, and its state.
+    let mut alua_groups: HashMap<u16, (At, (crate::config::AluaState, bool))> = HashMap::new();
     for (ti, t) in doc.target.iter().enumerate() {
         let iqn = &t.iqn;
         if let Err(why) = check_iscsi_name(iqn) {
@@ -185,6 +187,34 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
                     join(&here, &rel!["mode"]),
                     "demo_read_only applies to mode = \"demo\" only",
                 );
+            }
+            if g.alua_group == Some(0) {
+                return invalid(
+                    join(&here, &rel!["alua_group"]),
+                    "alua_group must be 1..65535",
+                );
+            }
+            // Groups that share a target port group ID share its state.
+            let id = g.alua_group_id();
+            let state = (g.alua_state, g.alua_preferred);
+            match alua_groups.get(&id) {
+                Some((first, s)) if *s != state => {
+                    return Err(Invalid {
+                        at: join(&here, &rel!["alua_state"]),
+                        message: format!(
+                            "target port group {id} is {}{} here but {}{} where it was first set: tpgs in one ALUA group share its state (give this tpg its own alua_group, or the same alua_state and alua_preferred)",
+                            g.alua_state.name(),
+                            if g.alua_preferred { " preferred" } else { "" },
+                            s.0.name(),
+                            if s.1 { " preferred" } else { "" },
+                        ),
+                        related: Some(first.clone()),
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    alua_groups.insert(id, (join(&here, &rel!["alua_state"]), state));
+                }
             }
             if let Some(r) = g.relative_port_id {
                 let at = join(&here, &rel!["relative_port_id"]);

@@ -22,6 +22,62 @@ pub enum TpgMode {
     Acl,
 }
 
+/// The asymmetric access state (ALUA) a target port group is set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AluaState {
+    /// Every command, the preferred path.
+    #[default]
+    ActiveOptimized,
+    /// Every command, a path initiators use when no optimized one is left.
+    #[serde(rename = "active_nonoptimized")]
+    ActiveNonOptimized,
+    /// Only INQUIRY, REPORT LUNS, MODE/LOG/PR commands, READ CAPACITY,
+    /// REQUEST SENSE and the TARGET PORT GROUPS commands; others get NOT
+    /// READY, TARGET PORT IN STANDBY STATE.
+    Standby,
+    /// Only INQUIRY, REPORT LUNS, REQUEST SENSE and the TARGET PORT GROUPS
+    /// commands; others get NOT READY, TARGET PORT IN UNAVAILABLE STATE.
+    Unavailable,
+    /// Only INQUIRY, REPORT LUNS and REQUEST SENSE.
+    Offline,
+}
+
+impl AluaState {
+    pub fn core(self) -> rtgt_scsi::alua::AccessState {
+        use rtgt_scsi::alua::AccessState as A;
+        match self {
+            AluaState::ActiveOptimized => A::ActiveOptimized,
+            AluaState::ActiveNonOptimized => A::ActiveNonOptimized,
+            AluaState::Standby => A::Standby,
+            AluaState::Unavailable => A::Unavailable,
+            AluaState::Offline => A::Offline,
+        }
+    }
+
+    /// The state a group asked by SET TARGET PORT GROUPS is persisted as
+    /// (None: Transitioning, which is never asked for).
+    pub fn from_core(s: rtgt_scsi::alua::AccessState) -> Option<AluaState> {
+        use rtgt_scsi::alua::AccessState as A;
+        Some(match s {
+            A::ActiveOptimized => AluaState::ActiveOptimized,
+            A::ActiveNonOptimized => AluaState::ActiveNonOptimized,
+            A::Standby => AluaState::Standby,
+            A::Unavailable => AluaState::Unavailable,
+            A::Offline => AluaState::Offline,
+            A::Transitioning => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        self.core().name()
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == AluaState::default()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackstoreKind {

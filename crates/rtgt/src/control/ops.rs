@@ -249,16 +249,7 @@ pub fn create_target(d: &mut Doc, t: NewTarget) -> OpResult {
         )));
     }
     let tpg = if t.tpg {
-        vec![TpgDoc {
-            tag: 1,
-            portals: Vec::new(),
-            mode: TpgMode::Acl,
-            demo_read_only: false,
-            relative_port_id: None,
-            auth: None,
-            lun: Vec::new(),
-            acl: Vec::new(),
-        }]
+        vec![TpgDoc::new(1, TpgMode::Acl)]
     } else {
         Vec::new()
     };
@@ -306,16 +297,7 @@ pub fn create_tpg(d: &mut Doc, iqn: &str, n: NewTpg) -> Result<u16, OpError> {
             u16::try_from(n).map_err(|_| OpError::Conflict("every tpg tag is taken".into()))?
         }
     };
-    t.tpg.push(TpgDoc {
-        tag,
-        portals: Vec::new(),
-        mode: n.mode.unwrap_or(TpgMode::Acl),
-        demo_read_only: false,
-        relative_port_id: None,
-        auth: None,
-        lun: Vec::new(),
-        acl: Vec::new(),
-    });
+    t.tpg.push(TpgDoc::new(tag, n.mode.unwrap_or(TpgMode::Acl)));
     Ok(tag)
 }
 

@@ -594,6 +594,7 @@ fn tpg(
         auth: tpg_auth,
         lun: luns,
         acl: acls,
+        ..TpgDoc::new(1, TpgMode::Demo)
     }))
 }
 

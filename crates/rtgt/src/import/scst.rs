@@ -557,6 +557,7 @@ fn target(
             auth,
             lun: luns,
             acl: acls,
+            ..TpgDoc::new(1, TpgMode::Demo)
         }],
     })
 }

@@ -693,6 +693,7 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                 auth,
                 lun: luns,
                 acl: acls,
+                ..TpgDoc::new(1, TpgMode::Demo)
             }],
         });
     }
