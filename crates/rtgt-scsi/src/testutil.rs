@@ -320,6 +320,16 @@ impl Fixture {
         }
     }
 
+    /// A nexus of initiator port `init` through `port`, seeing the same LUs.
+    pub fn through(&self, port: &Arc<TargetPort>, init: &str) -> Fixture {
+        Fixture {
+            nexus: Nexus::new(init.to_string(), port.clone(), self.luns.clone()),
+            lu: self.lu.clone(),
+            store: self.store.clone(),
+            luns: self.luns.clone(),
+        }
+    }
+
     pub async fn run_lun(&self, lun: u64, cdb: &[u8], data: &[u8]) -> Response {
         match self.nexus.prepare(cmd(lun, cdb)) {
             Err(r) => r,

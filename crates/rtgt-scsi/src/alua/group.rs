@@ -229,6 +229,13 @@ impl TargetPortGroup {
         }
     }
 
+    /// Put the group in `s` at once, whatever it is (tests).
+    #[cfg(test)]
+    pub(crate) fn force(&self, s: AccessState) {
+        self.state.store(s.code(), Ordering::Release);
+        self.wanted.store(s.code(), Ordering::Release);
+    }
+
     /// The LUs exported through the group's ports.
     pub(crate) fn lus(&self) -> Vec<Arc<LogicalUnit>> {
         let mut g = lock(&self.lus);

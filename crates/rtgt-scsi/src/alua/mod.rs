@@ -14,6 +14,8 @@
 pub(crate) mod commands;
 mod group;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
 
