@@ -531,6 +531,15 @@ impl Live {
             .collect()
     }
 
+    /// The access state of each ALUA target port group now, by ID.
+    pub fn alua_states(&self) -> BTreeMap<u16, rtgt_scsi::alua::AccessState> {
+        self.running
+            .alua
+            .iter()
+            .map(|(id, g)| (*id, g.state()))
+            .collect()
+    }
+
     /// Whether `--listen` replaced the file's portals.
     pub fn portals_overridden(&self) -> bool {
         !self.running.listen.is_empty()

@@ -235,7 +235,7 @@ pub fn help(node: &Node) -> String {
         Node::Backstore(..) => "info                 show the backstore\nset attribute size=SIZE|read_only=0/1|write_back=0/1|removable=0/1|thin=0/1|sanitize_rate=RATE\nset wwn vendor=V product=P revision=R serial=S naa=HEX   (the LU's identity; =\"\" for the default)\n",
         Node::Iscsi => "create IQN           a target with tpg1 (acl mode, no portal: it is served on every portal)\ndelete IQN\nset discovery_auth userid=.. password=..   (enable=0 to open discovery)\n",
         Node::Target(_) => "create [TAG]         a portal group\ndelete tpgTAG\ninfo\n",
-        Node::Tpg(..) => "set attribute generate_node_acls=1|0 (demo or acl mode) demo_mode_write_protect=1|0 authentication=0\nset auth userid=.. password=.. [mutual_userid=.. mutual_password=..]\nget [attribute|auth]\ninfo\n",
+        Node::Tpg(..) => "set attribute generate_node_acls=1|0 (demo or acl mode) demo_mode_write_protect=1|0 authentication=0\nset alua state=active_optimized|active_nonoptimized|standby|unavailable|offline [preferred=1|0] [group=ID]   (the target port group's, shared by the tpgs in it)\nset auth userid=.. password=.. [mutual_userid=.. mutual_password=..]\nget [attribute|auth]\ninfo\n",
         Node::Luns(..) => "create BACKSTORE [lun=N] [read_only=1]   BACKSTORE: a name or /backstores/KIND/NAME\ndelete lunN\n",
         Node::Portals(..) => "create IP [PORT]\ndelete IP [PORT]\n",
         Node::Acls(..) => "create INITIATOR_IQN [map_all=1]\ndelete INITIATOR_IQN\n",
@@ -649,6 +649,26 @@ fn set(ctx: &Ctx, node: &Node, rest: &[String]) -> Result<String, CliError> {
             }
             Ok(out)
         }
+        (Node::Tpg(iqn, tag), "alua") => {
+            let mut b = json!({});
+            if let Some(v) = a.take("state") {
+                if crate::config::AluaState::ALL.iter().all(|s| s.name() != v) {
+                    return usage(format!(
+                        "state={v}: one of {}",
+                        crate::config::AluaState::ALL.map(|s| s.name()).join(", ")
+                    ));
+                }
+                b["alua_state"] = json!(v);
+            }
+            if let Some(v) = a.take("preferred") {
+                b["alua_preferred"] = json!(flag(&v)?);
+            }
+            if let Some(v) = a.take("group") {
+                b["alua_group"] = json!(num(&v, "group")?);
+            }
+            a.finish("set alua")?;
+            ctx.change(Method::PATCH, &tpg_base(iqn, *tag), Some(b))
+        }
         (Node::Tpg(iqn, tag), "auth") => {
             let b = auth_body(&mut a)?;
             a.finish("set auth")?;
@@ -720,6 +740,12 @@ fn info(ctx: &Ctx, node: &Node, cmd: &str, rest: &[String]) -> Result<String, Cl
                 };
                 let what = rest.first().map(String::as_str).unwrap_or("attribute");
                 let text = match what {
+                    "alua" => format!(
+                        "state={}\npreferred={}\ngroup={}\n",
+                        tpg.alua_state.name(),
+                        u8::from(tpg.alua_preferred),
+                        tpg.alua_group_id()
+                    ),
                     "auth" => match &tpg.auth {
                         Some(a) => format!(
                             "userid={}\nmutual_userid={}\n",

@@ -275,10 +275,16 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
                 crate::config::TpgMode::Acl => "acl",
             };
             let auth = if g.auth.is_some() { "chap" } else { "none" };
+            let alua = format!(
+                "alua: {}{} (group {})",
+                g.alua_state.name(),
+                if g.alua_preferred { ", preferred" } else { "" },
+                g.alua_group_id()
+            );
             let (nl, na, np) = (luns.len(), acls.len(), portals.len());
             tpgs.push(item(
                 format!("tpg{}", g.tag),
-                format!("mode: {mode}, auth: {auth}, sessions: {n_sess}"),
+                format!("mode: {mode}, auth: {auth}, {alua}, sessions: {n_sess}"),
                 vec![
                     item("acls", plural(na, "ACLs"), acls),
                     item("luns", plural(nl, "LUNs"), luns),

@@ -44,6 +44,14 @@ pub enum AluaState {
 }
 
 impl AluaState {
+    pub const ALL: [AluaState; 5] = [
+        AluaState::ActiveOptimized,
+        AluaState::ActiveNonOptimized,
+        AluaState::Standby,
+        AluaState::Unavailable,
+        AluaState::Offline,
+    ];
+
     pub fn core(self) -> rtgt_scsi::alua::AccessState {
         use rtgt_scsi::alua::AccessState as A;
         match self {

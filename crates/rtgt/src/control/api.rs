@@ -45,6 +45,11 @@ pub struct TpgStatus {
     pub listening: Vec<String>,
     /// Whether `rtgt serve --listen` replaced the configured portals.
     pub portals_overridden: bool,
+    /// Its ALUA target port group.
+    pub alua_group: u16,
+    /// That group's access state as initiators see it now (transitioning
+    /// while a change is under way).
+    pub alua_state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -252,6 +257,7 @@ async fn get_status(State(live): State<Shared>) -> Json<Status> {
     let counts = l.session_counts();
     let listening = l.listening();
     let overridden = l.portals_overridden();
+    let alua = l.alua_states();
     let d = l.doc();
     let mut tpgs = Vec::new();
     for t in &d.target {
@@ -268,6 +274,11 @@ async fn get_status(State(live): State<Shared>) -> Json<Status> {
                     .map(|a| a.to_string())
                     .collect(),
                 portals_overridden: overridden,
+                alua_group: g.alua_group_id(),
+                alua_state: alua
+                    .get(&g.alua_group_id())
+                    .map_or(g.alua_state.name(), |s| s.name())
+                    .to_string(),
             });
         }
     }

@@ -65,6 +65,16 @@ pub struct TpgPatch {
     pub demo_read_only: Option<bool>,
     #[serde(default)]
     pub relative_port_id: Option<u16>,
+    /// The ALUA state of the group's target port group (every tpg sharing
+    /// that group changes with it).
+    #[serde(default)]
+    pub alua_state: Option<crate::config::AluaState>,
+    /// PREF of the target port group (likewise shared).
+    #[serde(default)]
+    pub alua_preferred: Option<bool>,
+    /// Move the tpg to another target port group (0: back to its tag).
+    #[serde(default)]
+    pub alua_group: Option<u16>,
 }
 
 /// Attributes of a backstore to change; absent ones stay. A size may only
@@ -320,6 +330,21 @@ pub fn patch_tpg(d: &mut Doc, iqn: &str, tag: u16, p: TpgPatch) -> OpResult {
     }
     if let Some(r) = p.relative_port_id {
         g.relative_port_id = Some(r);
+    }
+    if let Some(id) = p.alua_group {
+        g.alua_group = (id != 0 && id != tag).then_some(id);
+    }
+    let id = g.alua_group_id();
+    // A target port group has one state: set it on every tpg in it.
+    for g in d.target.iter_mut().flat_map(|t| &mut t.tpg) {
+        if g.alua_group_id() == id {
+            if let Some(s) = p.alua_state {
+                g.alua_state = s;
+            }
+            if let Some(v) = p.alua_preferred {
+                g.alua_preferred = v;
+            }
+        }
     }
     Ok(())
 }

@@ -465,7 +465,11 @@ fn failed(r: &LoginRsp, chosen: Option<u8>, verified: Option<bool>) -> LoginResu
 
 /// Log in to the target on 127.0.0.1:`port`.
 pub fn login(port: u16, opts: &LoginOptions) -> io::Result<LoginResult> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    login_at(SocketAddr::from(([127, 0, 0, 1], port)), opts)
+}
+
+/// [`login`] to a portal at any address.
+pub fn login_at(addr: SocketAddr, opts: &LoginOptions) -> io::Result<LoginResult> {
     let s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     s.set_read_timeout(Some(TIMEOUT))?;
     s.set_write_timeout(Some(TIMEOUT))?;
