@@ -188,7 +188,7 @@ fn two_paths_report_their_groups_and_follow_a_state_change_across_a_restart() {
     assert_eq!((g[0].1, g[1].1), (0x2, 0x0));
     // ls and status say so.
     let ls = String::from_utf8_lossy(&cli(&d, &["ls"]).stdout).into_owned();
-    assert!(ls.contains("alua: standby, preferred (group 1)"), "{ls}");
+    assert!(ls.contains("alua: standby, preferred, sessions"), "{ls}");
     let st = String::from_utf8_lossy(&cli(&d, &["--json", "status"]).stdout).into_owned();
     assert!(st.contains("\"alua_state\": \"standby\""), "{st}");
     // Saved.

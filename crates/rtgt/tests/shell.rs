@@ -371,8 +371,8 @@ fn shell_session_in_a_pty() {
         "ls:\n{out}"
     );
     assert!(
-        out.lines()
-            .any(|l| l.contains("o- tpg1") && l.contains("[mode: demo, auth: none, sessions: 1]")),
+        out.lines().any(|l| l.contains("o- tpg1")
+            && l.contains("[mode: demo, auth: none, alua: active_optimized, sessions: 1]")),
         "ls:\n{out}"
     );
     let r = t.find_row(start, "o- backstores").unwrap();

@@ -275,11 +275,15 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
                 crate::config::TpgMode::Acl => "acl",
             };
             let auth = if g.auth.is_some() { "chap" } else { "none" };
+            // The group ID only where it is not the tag.
             let alua = format!(
-                "alua: {}{} (group {})",
+                "alua: {}{}{}",
                 g.alua_state.name(),
                 if g.alua_preferred { ", preferred" } else { "" },
-                g.alua_group_id()
+                match g.alua_group {
+                    Some(id) if id != g.tag => format!(" (group {id})"),
+                    _ => String::new(),
+                }
             );
             let (nl, na, np) = (luns.len(), acls.len(), portals.len());
             tpgs.push(item(
