@@ -14,6 +14,32 @@ use rtgt_iscsi::stats::{IoTotals, ServerStats, LATENCY_BOUNDS_NS};
 /// The `Content-Type` of what [`render`] returns.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The ALUA state of each target port group, one series per (group,
+/// state) with 1 for the state it is in and 0 for the others, so that an
+/// alert or a graph needs no mapping of codes.
+pub fn render_alua(
+    states: &std::collections::BTreeMap<u16, rtgt_scsi::alua::AccessState>,
+) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "rtgt_alua_state",
+        "gauge",
+        "Asymmetric access state of each ALUA target port group (1: the state it is in).",
+    );
+    for (id, now) in states {
+        for s in rtgt_scsi::alua::AccessState::ALL {
+            let _ = writeln!(
+                out,
+                "rtgt_alua_state{{group=\"{id}\",state=\"{}\"}} {}",
+                s.name(),
+                u8::from(s == *now)
+            );
+        }
+    }
+    out
+}
+
 /// Render `stats` in the Prometheus text format.
 pub fn render(stats: &ServerStats) -> String {
     let mut out = String::with_capacity(256 + (stats.lus.len() + stats.ports.len()) * 2048);
@@ -549,6 +575,34 @@ mod tests {
         // Six counters and a histogram (14 buckets, sum, count).
         assert_eq!(weird_seen, 6 + LATENCY_BUCKETS + 2);
         assert!(typed.len() >= 2 * 7 + 3);
+    }
+
+    #[test]
+    fn alua_states_are_one_series_per_state() {
+        use rtgt_scsi::alua::AccessState;
+        let states = [(1, AccessState::ActiveOptimized), (2, AccessState::Standby)]
+            .into_iter()
+            .collect();
+        let text = render_alua(&states);
+        let samples: Vec<_> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(strict_sample)
+            .collect();
+        assert_eq!(samples.len(), 2 * AccessState::ALL.len());
+        let on: Vec<(String, String)> = samples
+            .iter()
+            .filter(|(n, _, v)| n == "rtgt_alua_state" && *v == 1.0)
+            .map(|(_, l, _)| (l[0].1.clone(), l[1].1.clone()))
+            .collect();
+        assert_eq!(
+            on,
+            [
+                ("1".to_string(), "active_optimized".to_string()),
+                ("2".to_string(), "standby".to_string())
+            ]
+        );
+        assert!(text.contains("# TYPE rtgt_alua_state gauge\n"));
     }
 
     #[test]

@@ -779,8 +779,12 @@ async fn get_stats(State(live): State<Shared>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "status",
     responses((status = 200, description = "Prometheus text exposition (0.0.4)", body = String, content_type = "text/plain")))]
 async fn metrics(State(live): State<Shared>) -> Response {
-    let server = live.lock().await.server().clone();
-    let text = crate::metrics::render(&server.stats());
+    let (server, alua) = {
+        let l = live.lock().await;
+        (l.server().clone(), l.alua_states())
+    };
+    let mut text = crate::metrics::render(&server.stats());
+    text.push_str(&crate::metrics::render_alua(&alua));
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
