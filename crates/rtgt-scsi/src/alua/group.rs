@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::AccessState;
+use super::{lock, AccessState};
 use crate::core::sense;
 use crate::lu::LogicalUnit;
 
@@ -61,11 +61,6 @@ pub struct Change {
     pub cause: Cause,
 }
 
-struct Lus {
-    /// With the number of the group's ports that export each.
-    list: Vec<(Weak<LogicalUnit>, usize)>,
-}
-
 /// One target port group.
 pub struct TargetPortGroup {
     id: u16,
@@ -83,7 +78,8 @@ pub struct TargetPortGroup {
     /// Bumped by every change: a delayed end of transition that finds it
     /// moved on does nothing.
     generation: AtomicU64,
-    lus: Mutex<Lus>,
+    /// The LUs its ports export, with the number of ports exporting each.
+    lus: Mutex<Vec<(Weak<LogicalUnit>, usize)>>,
     changes: watch::Sender<Change>,
 }
 
@@ -97,11 +93,6 @@ impl std::fmt::Debug for TargetPortGroup {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every update under these locks is a single assignment or push.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl TargetPortGroup {
     pub fn new(id: u16, state: AccessState, preferred: bool) -> Arc<TargetPortGroup> {
         Arc::new(TargetPortGroup {
@@ -113,7 +104,7 @@ impl TargetPortGroup {
             tpgs: Mutex::new(Tpgs::default()),
             transition: Mutex::new(Duration::ZERO),
             generation: AtomicU64::new(0),
-            lus: Mutex::new(Lus { list: Vec::new() }),
+            lus: Mutex::new(Vec::new()),
             changes: watch::Sender::new(Change {
                 state,
                 cause: Cause::Implicit,
@@ -239,32 +230,30 @@ impl TargetPortGroup {
     /// The LUs exported through the group's ports.
     pub(crate) fn lus(&self) -> Vec<Arc<LogicalUnit>> {
         let mut g = lock(&self.lus);
-        g.list.retain(|(w, _)| w.strong_count() > 0);
-        g.list.iter().filter_map(|(w, _)| w.upgrade()).collect()
+        g.retain(|(w, _)| w.strong_count() > 0);
+        g.iter().filter_map(|(w, _)| w.upgrade()).collect()
     }
 
     pub(crate) fn add_lu(&self, lu: &Arc<LogicalUnit>) {
         let mut g = lock(&self.lus);
         match g
-            .list
             .iter_mut()
             .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(lu)))
         {
             Some((_, n)) => *n += 1,
-            None => g.list.push((Arc::downgrade(lu), 1)),
+            None => g.push((Arc::downgrade(lu), 1)),
         }
     }
 
     pub(crate) fn remove_lu(&self, lu: &Arc<LogicalUnit>) {
         let mut g = lock(&self.lus);
         if let Some(i) = g
-            .list
             .iter()
             .position(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(lu)))
         {
-            g.list[i].1 -= 1;
-            if g.list[i].1 == 0 {
-                g.list.swap_remove(i);
+            g[i].1 -= 1;
+            if g[i].1 == 0 {
+                g.swap_remove(i);
             }
         }
     }

@@ -43,6 +43,8 @@ impl LuPorts {
     }
 }
 
+/// Every update under the ALUA module's locks is a single assignment,
+/// push or removal, so a poisoned lock still holds consistent data.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
