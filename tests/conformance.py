@@ -6,9 +6,11 @@ backstores (ramdisk, fileio, blockio), three LUN options on ramdisks
 (removable: removable medium; readonly: write-protected; pbs4k: 4096-byte
 physical blocks over 512-byte logical ones) and a ramdisk in an ACL-mode
 portal group (acl: the group's LUN 7, mapped as LUN 0 for both initiators
-of the run), listening on two ephemeral
-loopback portals (so SCSI.MultipathIO gets a second path to the same LUN
-through the other portal). Runs every SCSI.* and iSCSI.* suite of
+of the run), each served on two loopback portals (127.0.0.1 and 127.0.0.2,
+ephemeral ports, so SCSI.MultipathIO gets a second path to the same LUN
+through the other portal), and a ramdisk whose target has two target port
+groups (alua: tpg 1 Active/Optimized on one address, tpg 2
+Active/Non-optimized on the other; every suite runs through tpg 2). Runs every SCSI.* and iSCSI.* suite of
 iscsi-test-cu in its own process with a timeout (the option LUNs skip
 SCSI.Sanitize, which only erases what the backstore runs already cover),
 prints pass/skip/fail/hang per suite and LUN, and compares with
@@ -61,9 +63,14 @@ OPTION_LUNS = {
 # remapped number must be invisible to a well-behaved initiator).
 ACL_LUNS = {"acl": []}
 ACL_TPG_LUN = 7
-LABELS = BACKSTORES + list(OPTION_LUNS) + list(ACL_LUNS)
+# A ramdisk reached through two target port groups (two tpgs of one target,
+# one per portal address): every suite runs through tpg 2, which is
+# Active/Non-optimized, and SCSI.MultipathIO's second path is tpg 1
+# (Active/Optimized) — the other labels cover an optimized port.
+ALUA_LUNS = {"alua": []}
+LABELS = BACKSTORES + list(OPTION_LUNS) + list(ACL_LUNS) + list(ALUA_LUNS)
 # Suites not run on a label (globs).
-NOT_RUN = {label: ["SCSI.Sanitize"] for label in list(OPTION_LUNS) + list(ACL_LUNS)}
+NOT_RUN = {label: ["SCSI.Sanitize"] for label in list(OPTION_LUNS) + list(ACL_LUNS) + list(ALUA_LUNS)}
 # Suites that alone run on a label (globs): the write-protected LUN runs what
 # does not write (a write fails there with DATA PROTECT by design; that every
 # write-type command does is what SCSI.ReadOnly checks).
@@ -80,6 +87,9 @@ IQN_PREFIX = "iqn.2026-11.org.rtgt:conformance-"
 INITIATOR = "iqn.2026-11.org.rtgt:conformance-init"
 INITIATOR2 = "iqn.2026-11.org.rtgt:conformance-init2"  # reservation tests need a 2nd I_T nexus
 LISTEN_RE = re.compile(r"^rtgt: listening on (\S+):(\d+)\s*$")
+# The two loopback addresses every target is served on (port 0: any free one);
+# path 0 of a LUN is the first, path 1 the second.
+PORTAL_HOSTS = ["127.0.0.1", "127.0.0.2"]
 
 PASS, SKIP, FAIL, HANG = "PASS", "SKIP", "FAIL", "HANG"
 
@@ -235,17 +245,14 @@ class Daemon:
         self.err = os.path.join(self.workdir, "rtgt-%d.stderr" % self.starts)
         # stdout to a file, not a pipe: nobody has to keep draining it.
         self.proc = subprocess.Popen(
-            [self.binary, "serve", "--config", self.config,
-             "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"],
+            [self.binary, "serve", "--config", self.config],
             stdout=open(out, "w"), stderr=open(self.err, "w"), stdin=subprocess.DEVNULL)
         deadline = time.time() + 30
         while time.time() < deadline:
             with open(out) as f:
-                ports = [int(m.group(2)) for m in map(LISTEN_RE.match, f) if m]
-            if ports:
-                time.sleep(0.2)  # let every portal line arrive
-                with open(out) as f:
-                    self.ports = [int(m.group(2)) for m in map(LISTEN_RE.match, f) if m]
+                ports = {m.group(1): int(m.group(2)) for m in map(LISTEN_RE.match, f) if m}
+            if len(ports) == len(PORTAL_HOSTS):
+                self.ports = [ports[h] for h in PORTAL_HOSTS]
                 return
             if self.proc.poll() is not None:
                 break
@@ -280,10 +287,9 @@ class Daemon:
         return rc
 
     def url_for(self, iqn, path=0):
-        """URL of LUN 0 of iqn through portal number `path` (`--listen`
-        serves every target on every listed portal)."""
-        port = self.ports[path % len(self.ports)]
-        return "iscsi://127.0.0.1:%d/%s/0" % (port, iqn)
+        """URL of LUN 0 of iqn through portal number `path` (PORTAL_HOSTS)."""
+        path %= len(self.ports)
+        return "iscsi://%s:%d/%s/0" % (PORTAL_HOSTS[path], self.ports[path], iqn)
 
 
 def make_backing(workdir, names, size):
@@ -296,7 +302,7 @@ def make_backing(workdir, names, size):
     # overwritten in well under a second. 20 MiB/s keeps it going ~6 s.
     slow = 'sanitize_rate = "20M"'
     stores["ramdisk"] = ['type = "ramdisk"', 'size = "%s"' % size, "block_size = 512", slow]
-    for label, extra in list(OPTION_LUNS.items()) + list(ACL_LUNS.items()):
+    for label, extra in list(OPTION_LUNS.items()) + list(ACL_LUNS.items()) + list(ALUA_LUNS.items()):
         stores[label] = stores["ramdisk"] + extra
     path = os.path.join(workdir, "fileio.img")
     stores["fileio"] = ['type = "fileio"', 'path = "%s"' % path, 'size = "%s"' % size,
@@ -331,11 +337,19 @@ def write_config(path, stores, names):
     lines = []
     for n in names:
         lines += ["[[backstore]]", 'name = "%s"' % n] + stores[n] + [""]
+    portal = lambda hosts: "portals = [%s]" % ", ".join('"%s:0"' % h for h in hosts)
     for n in names:
         acl = n in ACL_LUNS
-        lines += ["[[target]]", 'iqn = "%s%s"' % (IQN_PREFIX, n), "",
-                  # no portals: served on every --listen portal
-                  "[[target.tpg]]", "tag = 1", 'mode = "%s"' % ("acl" if acl else "demo"), "",
+        lines += ["[[target]]", 'iqn = "%s%s"' % (IQN_PREFIX, n), ""]
+        if n in ALUA_LUNS:
+            for tag, host, state in ((1, PORTAL_HOSTS[0], "active_optimized"),
+                                     (2, PORTAL_HOSTS[1], "active_nonoptimized")):
+                lines += ["[[target.tpg]]", "tag = %d" % tag, portal([host]), 'mode = "demo"',
+                          'alua_state = "%s"' % state, "",
+                          "[[target.tpg.lun]]", "lun = 0", 'backstore = "%s"' % n, ""]
+            continue
+        lines += ["[[target.tpg]]", "tag = 1", portal(PORTAL_HOSTS),
+                  'mode = "%s"' % ("acl" if acl else "demo"), "",
                   "[[target.tpg.lun]]", "lun = %d" % (ACL_TPG_LUN if acl else 0),
                   'backstore = "%s"' % n, ""]
         if acl:
@@ -459,7 +473,9 @@ def main():
                 log(str(e))
                 log("conformance: 0 passed, 1 failed, 0 skipped")
                 return 1
-            urls = {n: (daemon.url_for(IQN_PREFIX + n), daemon.url_for(IQN_PREFIX + n, 1))
+            # the alua label's suites run through tpg 2 (path 1), its second path is tpg 1
+            urls = {n: (daemon.url_for(IQN_PREFIX + n, int(n in ALUA_LUNS)),
+                        daemon.url_for(IQN_PREFIX + n, int(n not in ALUA_LUNS)))
                     for n in names}
             log("rtgt pid %d, ports %s" % (daemon.proc.pid, daemon.ports))
 

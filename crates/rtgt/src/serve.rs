@@ -161,6 +161,18 @@ impl Running {
         if wanted.is_empty() {
             bail!("no portals to listen on: give a target portal group a portal, or use --listen");
         }
+        // A network portal belongs to one portal group of a target (RFC 7143
+        // 4.4.1): two tpgs of one target both moved onto the --listen
+        // portals would be one path claiming to be two.
+        if overridden {
+            if let Some(t) = new.doc.target.iter().find(|t| t.tpg.len() > 1) {
+                bail!(
+                    "target {} has {} tpgs, each a path of its own, but --listen serves every tpg on the same portals: give each tpg its `portals` and start without --listen",
+                    t.iqn,
+                    t.tpg.len()
+                );
+            }
+        }
         // Each wanted address keeps a running listener asked for with it,
         // or gets a new one.
         let mut claimed = vec![false; self.listeners.len()];

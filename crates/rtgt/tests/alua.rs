@@ -264,3 +264,24 @@ fn tpgs_of_one_group_must_agree() {
         "{err}"
     );
 }
+
+/// `--listen` moves every tpg onto the same portals; for a target with two
+/// tpgs that would be one network portal in two portal groups (RFC 7143
+/// 4.4.1) and two "paths" that are one: refused, naming the target.
+#[test]
+fn listen_is_refused_for_a_target_with_two_tpgs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), false);
+    let o = Command::new(env!("CARGO_BIN_EXE_rtgt"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--control"])
+        .arg(dir.path().join("sock"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(IQN) && err.contains("2 tpgs") && err.contains("--listen"),
+        "{err}"
+    );
+}

@@ -18,6 +18,9 @@ impl Doc {
         if self.iscsi != IscsiDoc::default() {
             m.insert("/iscsi".to_string(), Obj::Iscsi(&self.iscsi));
         }
+        if self.alua != AluaDoc::default() {
+            m.insert("/alua".to_string(), Obj::Alua(&self.alua));
+        }
         for b in &self.backstore {
             m.insert(backstore_path(b), Obj::Backstore(b));
         }
@@ -53,6 +56,7 @@ impl Doc {
 #[derive(Debug, Clone, Copy)]
 pub enum Obj<'a> {
     Iscsi(&'a IscsiDoc),
+    Alua(&'a AluaDoc),
     Backstore(&'a BackstoreDoc),
     Target(&'a TargetDoc),
     Tpg(&'a TpgDoc),
@@ -69,6 +73,7 @@ impl Obj<'_> {
     fn same(&self, other: &Obj<'_>) -> bool {
         match (self, other) {
             (Obj::Iscsi(a), Obj::Iscsi(b)) => a == b,
+            (Obj::Alua(a), Obj::Alua(b)) => a == b,
             (Obj::Backstore(a), Obj::Backstore(b)) => a == b,
             (Obj::Target(a), Obj::Target(b)) => {
                 let TargetDoc { iqn, alias, tpg: _ } = a;
@@ -119,6 +124,7 @@ impl Obj<'_> {
         use serde_json::to_value;
         let v = match self {
             Obj::Iscsi(x) => to_value(x),
+            Obj::Alua(x) => to_value(x),
             Obj::Backstore(x) => to_value(x),
             Obj::Target(x) => to_value(x),
             Obj::Tpg(x) => to_value(x),

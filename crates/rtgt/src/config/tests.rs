@@ -108,6 +108,7 @@ fn diff_is_object_by_object() {
         ..BackstoreDoc::new("new", BackstoreKind::Ramdisk)
     });
     b.target[0].tpg[0].auth.as_mut().unwrap().password = Some("another-secret-1".into());
+    b.alua.explicit = true;
     let ch = diff(&a, &b);
     let shown: Vec<String> = ch.iter().map(|c| c.to_string()).collect();
     let t = "/iscsi/iqn.2026-11.org.example:t1/tpg1";
@@ -115,6 +116,7 @@ fn diff_is_object_by_object() {
             shown,
             vec![
                 format!("- {t}/luns/lun0"),
+                "+ /alua".to_string(),
                 "+ /backstores/ramdisk/new".to_string(),
                 format!("~ {t}\n    auth: (secret) -> (secret)"),
                 format!("~ {t}/acls/iqn.2026-11.org.example:host/mapped_lun0\n    read_only: true -> (unset)"),
