@@ -201,35 +201,43 @@ keys() { sg_persist -n -i -k "$1" 2>/dev/null | sed -n 's/^ *\(0x[0-9a-f]*\) *$/
 same() { if [ "$2" = "$3" ]; then pass "$1" "\"$2\""; else fail "$1" "got \"$2\", want \"$3\""; fi; }
 sg_persist -n -o -C -K 0 "$SA" >/dev/null 2>&1   # nothing left from an earlier run (ramdisk: none)
 
-ok pr-register-all-tg-pt "A registers 0xa1 with ALL_TG_PT through tpg1" \
-    sg_persist -n -o -G -S 0xa1 --param-alltgpt "$SA"
+# both paths active again (explicit ALUA is on since the "explicit" step)
+ok pr-paths-active "sg_stpg: both groups active/optimized" sg_stpg --tp=1,2 --state=0,0 "$SA"
+sleep 1; sg_turs "$SA" >/dev/null 2>&1; sg_turs "$SB" >/dev/null 2>&1; sg_turs "$SC" >/dev/null 2>&1
+ok pr-register "A registers 0xa1 through tpg1" sg_persist -n -o -G -S 0xa1 "$SA"
 same pr-keys-other-path "$(keys "$SB")" "0xa1"
-ok pr-reserve-other-path "A reserves (type 5, WE registrants only) through tpg2: ALL_TG_PT registered that nexus" \
-    sg_persist -n -o -R -K 0xa1 -T 5 "$SB"
+ok pr-reserve "A reserves through tpg1 (type 5, Write Exclusive - registrants only)" \
+    sg_persist -n -o -R -K 0xa1 -T 5 "$SA"
+ok pr-registered-write "A writes through tpg1" wr "$SA"
+# open-iscsi gives each session its own ISID: A through tpg2 is another I_T nexus, unregistered
+no pr-other-nexus-write "A cannot write through tpg2: that I_T nexus is not registered" wr "$SB"
+no pr-other-nexus-prout "nor use the key there" sg_persist -n -o -R -K 0xa1 -T 5 "$SB"
+ok pr-register-second-path "A registers 0xa1 through tpg2 too (fence_scsi registers every path)" \
+    sg_persist -n -o -G -S 0xa1 "$SB"
+ok pr-second-path-write "A now writes through tpg2" wr "$SB"
 no pr-unregistered-write "B (not registered) cannot write" wr "$SC"
-ok pr-registered-write "A can write through tpg1" wr "$SA"
 ok pr-register-b "B registers 0xb2 through tpg2" sg_persist -n -o -G -S 0xb2 "$SC"
-ok pr-b-writes "B, now a registrant, can write" wr "$SC"
-ok pr-preempt "B preempts A's key (fence_scsi)" sg_persist -n -o -P -K 0xb2 -S 0xa1 -T 5 "$SC"
+ok pr-b-writes "B, a registrant, can write" wr "$SC"
+same pr-keys-two-initiators "$(keys "$SA")" "0xa1 0xa1 0xb2"
+ok pr-preempt "B preempts A's key (fence_scsi fencing A)" sg_persist -n -o -P -K 0xb2 -S 0xa1 -T 5 "$SC"
 same pr-keys-after-preempt "$(keys "$SA")" "0xb2"
 no pr-fenced-write-1 "A, fenced, cannot write through tpg1" wr "$SA"
 no pr-fenced-write-2 "A, fenced, cannot write through tpg2" wr "$SB"
 no pr-fenced-prout "A's old key is refused" sg_persist -n -o -R -K 0xa1 -T 5 "$SA"
-ok pr-register-one-nexus "A registers 0xa3 through tpg1 only (no ALL_TG_PT)" \
-    sg_persist -n -o -G -S 0xa3 "$SA"
-ok pr-one-nexus-write "A writes through tpg1 (registered nexus)" wr "$SA"
-no pr-other-nexus-write "A cannot write through tpg2 (that nexus is not registered)" wr "$SB"
-# REGISTER AND MOVE: B moves the reservation (now type 1, WE) to A's nexus on tpg2
-sa="$(for s in /sys/class/iscsi_session/session*; do
-        [ "$(cat "$s/tpgt")" = 2 ] && [ "$(cat "$s/initiatorname")" = "$INITIATOR_A" ] && cat "$s/isid"; done | head -1)"
+# REGISTER AND MOVE: B hands its reservation, as type 1 (Write Exclusive), to A's nexus on tpg2
+# (TransportID: A's iSCSI name; relative target port: tpg2's, from VPD 83h)
+ok pr-register-a-again "A registers 0xa3 through tpg1" sg_persist -n -o -G -S 0xa3 "$SA"
 rtp2="$(sg_vpd -p di "$SB" 2>/dev/null | sed -n '/Relative target port/,+1p' | grep -o '0x[0-9a-f]*' | head -1)"
-info pr-move-target "A's nexus on tpg2: ISID $sa, relative target port $rtp2"
+info pr-move-target "A through tpg2, relative target port $rtp2"
 ok pr-register-and-move "B moves its reservation to A through tpg2" \
-    sg_persist -n -o --register-move -K 0xb2 -S 0xa4 -T 1 --relative-port="$rtp2" \
-    --transport-id="$INITIATOR_A,i,0x$sa" "$SC"
+    sg_persist -n -o --register-move -K 0xb2 -S 0xa4 -T 1 -Q "$rtp2" -X "$INITIATOR_A" "$SC"
 sg_persist -n -i -s "$SA" > "$OUT/logs/pr-full-status.txt" 2>&1
 same pr-keys-after-move "$(keys "$SA")" "0xa3 0xa4 0xb2"
-ok pr-holder-writes "A, holder through tpg2, writes (type 1)" wr "$SB"
+if awk '/Key=0xa4/{k=1} k && /Reservation holder/{print "yes"; exit}' "$OUT/logs/pr-full-status.txt" | grep -q yes \
+   && grep -q "Relative port address: $rtp2" "$OUT/logs/pr-full-status.txt"; then
+    pass pr-full-status "READ FULL STATUS: 0xa4 through relative port $rtp2 holds the reservation"
+else fail pr-full-status "see logs/pr-full-status.txt"; fi
+ok pr-holder-writes "A, the holder through tpg2, writes (type 1)" wr "$SB"
 no pr-nonholder-nexus "A through tpg1 (registered, not the holder) cannot write" wr "$SA"
 no pr-old-holder "B (registered, no longer the holder) cannot write" wr "$SC"
 ok pr-clear "A clears everything" sg_persist -n -o -C -K 0xa4 "$SB"

@@ -23,8 +23,11 @@
 # the time until writes arrive on the path that should now carry them, and that the other path
 # carries none (a 2 s window). Then fio is stopped (it must have exited 0 every round), and
 # sg_persist checks persistent reservations across the two paths and a second initiator:
-# ALL_TG_PT, a registration that holds for one I_T nexus only, PREEMPT (fence_scsi's move),
-# REGISTER AND MOVE to the other initiator on the other relative port.
+# a registration holds for its I_T nexus only (open-iscsi gives each session its own ISID, so
+# the other path is another initiator port), registering every path as fence_scsi does,
+# PREEMPT (fencing), REGISTER AND MOVE to the other initiator's nexus on the other relative port
+# and READ FULL STATUS showing it. (ALL_TG_PT needs one initiator port on two target ports,
+# which open-iscsi does not make: crates/rtgt/tests/alua.rs covers it.)
 # PASS/FAIL lines and a table of failover times; exit 0 only if all passed.
 #
 # Environment:

@@ -312,10 +312,11 @@ pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-pub(crate) fn session_key(initiator: &str, isid: [u8; 6], target: &str) -> SessionKey {
+pub(crate) fn session_key(initiator: &str, isid: [u8; 6], target: &str, tpg: u16) -> SessionKey {
     SessionKey {
         initiator: initiator.to_ascii_lowercase(),
         isid,
         target: target.to_ascii_lowercase(),
+        tpg,
     }
 }

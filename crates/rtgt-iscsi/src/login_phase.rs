@@ -110,9 +110,11 @@ impl TargetDirectory for Directory<'_> {
 
     fn session_exists(&self, initiator_name: &str, isid: [u8; 6], tsih: u16) -> bool {
         self.targets.targets.iter().any(|t| {
-            self.server
-                .sessions
-                .exists(&session_key(initiator_name, isid, &t.name), tsih)
+            t.groups.iter().any(|g| {
+                self.server
+                    .sessions
+                    .exists(&session_key(initiator_name, isid, &t.name, g.tag), tsih)
+            })
         })
     }
 }
@@ -412,12 +414,14 @@ where
                 } else {
                     target.as_str()
                 };
+                let tpg_tag = group_tag_for(&targets, &target, local);
                 let registration = server
                     .sessions
                     .register(session_key(
                         &outcome.initiator_name,
                         outcome.isid,
                         key_target,
+                        tpg_tag,
                     ))
                     .await;
                 resp.set_tsih(registration.tsih);
@@ -425,7 +429,6 @@ where
                     .await
                     .map_err(LoginError::write)?;
                 stat_sn = stat_sn.wrapping_add(1);
-                let tpg_tag = group_tag_for(&targets, &target, local);
                 let s = &outcome.session;
                 let c = &outcome.connection;
                 let admission = lock(&dir.admitted).take();

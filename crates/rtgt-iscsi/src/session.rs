@@ -1,6 +1,8 @@
 //! The table of live sessions: TSIH allocation and session reinstatement
 //! (RFC 7143 6.3.5: a login with the same initiator name and ISID and TSIH 0
-//! replaces the old session).
+//! to the same target portal group replaces the old session; through
+//! another portal group of the target it is another I_T nexus, a path of
+//! its own).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,12 +10,14 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Key of a session: the SCSI initiator port.
+/// Key of a session: the I_T nexus (SCSI initiator port and target port).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionKey {
     pub initiator: String,
     pub isid: [u8; 6],
     pub target: String,
+    /// The target portal group tag (the target port).
+    pub tpg: u16,
 }
 
 struct Entry {

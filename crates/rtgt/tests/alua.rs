@@ -285,3 +285,54 @@ fn listen_is_refused_for_a_target_with_two_tpgs() {
         "{err}"
     );
 }
+
+/// PERSISTENT RESERVE OUT `action` with `key`/`sa_key`, `flags` byte 20
+/// (ALL_TG_PT 0x04) and type `ty`; returns the status.
+fn prout(s: &mut Session, action: u8, ty: u8, key: u64, sa_key: u64, flags: u8) -> u8 {
+    let mut p = [0u8; 24];
+    p[0..8].copy_from_slice(&key.to_be_bytes());
+    p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    p[20] = flags;
+    let cdb = [0x5f, action, ty, 0, 0, 0, 0, 0, 24, 0];
+    s.command(0, &cdb, &p, 0).unwrap().status
+}
+
+/// Registrations across the two target ports (SPC-4 5.14.7): with
+/// ALL_TG_PT an initiator port's registration holds on every target port
+/// (the same ISID through tpg2 may reserve with it); without, only on the
+/// port it came through; another ISID is another initiator port either way.
+#[test]
+fn all_tg_pt_registers_the_initiator_port_on_both_target_ports() {
+    const RESERVE: u8 = 1;
+    const REGISTER: u8 = 0;
+    const RELEASE: u8 = 2;
+    const WE: u8 = 1;
+    const CONFLICT: u8 = 0x18;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), false);
+    let d = Daemon::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let mut a1 = path(&d, 0, 7); // ISID ...07 through tpg1
+                                 // The same initiator port through tpg2: another I_T nexus, so this
+                                 // login must not reinstate (end) a1's session (RFC 7143 4.4.3).
+    let mut a2 = path(&d, 1, 7);
+    let mut other = path(&d, 1, 8); // another ISID through tpg2
+
+    // Without ALL_TG_PT: the key is tpg1's nexus's only.
+    assert_eq!(prout(&mut a1, REGISTER, 0, 0, 0xa1, 0), 0);
+    assert_eq!(prout(&mut a2, RESERVE, WE, 0xa1, 0, 0), CONFLICT);
+    assert_eq!(prout(&mut a1, REGISTER, 0, 0xa1, 0, 0), 0, "unregister");
+
+    // With ALL_TG_PT: the same initiator port may use it through tpg2.
+    assert_eq!(prout(&mut a1, REGISTER, 0, 0, 0xa2, 0x04), 0);
+    assert_eq!(prout(&mut a2, RESERVE, WE, 0xa2, 0, 0), 0);
+    assert_eq!(prout(&mut other, RESERVE, WE, 0xa2, 0, 0), CONFLICT);
+    // The holder is the initiator port, whichever target port: a write
+    // through tpg1 passes, one from the other ISID does not.
+    let write = [0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    assert_eq!(a1.command(0, &write, &[0; 512], 0).unwrap().status, 0);
+    assert_eq!(
+        other.command(0, &write, &[0; 512], 0).unwrap().status,
+        CONFLICT
+    );
+    assert_eq!(prout(&mut a1, RELEASE, WE, 0xa2, 0, 0), 0);
+}

@@ -43,6 +43,13 @@ pub enum AluaState {
     Offline,
 }
 
+/// The name the file uses (the core's names are the same).
+impl std::fmt::Display for AluaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core().fmt(f)
+    }
+}
+
 impl AluaState {
     pub const ALL: [AluaState; 5] = [
         AluaState::ActiveOptimized,

@@ -7,14 +7,83 @@
 //! default; else the backend's product name), revision "4.0", the storage object's `wwn` as
 //! unit serial (VPD 80h), and the NAA 6 designator LIO derives from that
 //! serial (VPD 83h), so multipath WWIDs stay the same.
+//!
+//! ALUA: LIO keeps target port groups per storage object (`alua_tpgs`) and
+//! puts each LUN of a tpg in one (`alua_tg_pt_gp_name`); rtgt has one
+//! group per tpg. A tpg whose LUNs are all in one group other than LIO's
+//! untouched `default_tg_pt_gp` gets that group's ID, state and preferred
+//! bit; LUNs in different groups are reported, as are IDs that two tpgs
+//! would share with different states.
 
 use serde_json::Value;
 
 use super::{backstore_name, fail, is_block_device, ImportError, Imported};
 use crate::config::{
-    AclDoc, AuthDoc, BackstoreDoc, BackstoreKind, LunDoc, MappedLunDoc, SizeDoc, TargetDoc, TpgDoc,
-    TpgMode,
+    AclDoc, AluaState, AuthDoc, BackstoreDoc, BackstoreKind, LunDoc, MappedLunDoc, SizeDoc,
+    TargetDoc, TpgDoc, TpgMode,
 };
+
+/// One of LIO's ALUA target port groups (an entry of `alua_tpgs`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LioGroup {
+    id: u16,
+    state: AluaState,
+    preferred: bool,
+    /// `alua_access_type` has the explicit bit (SET TARGET PORT GROUPS).
+    explicit: bool,
+    trans_delay_ms: u32,
+}
+
+impl LioGroup {
+    /// LIO's `default_tg_pt_gp` as it is before anyone touches it: what
+    /// rtgt's default is too (the TPGS bits aside).
+    fn untouched(&self) -> bool {
+        self.id == 0 && self.state == AluaState::ActiveOptimized && !self.preferred
+    }
+}
+
+/// Storage object path and group name -> the group.
+type Groups = std::collections::HashMap<(String, String), LioGroup>;
+
+fn alua_groups(
+    out: &mut Imported,
+    so: &At<'_>,
+    so_path: &str,
+    groups: &mut Groups,
+) -> Result<(), ImportError> {
+    for g in so.get("alua_tpgs").list()? {
+        let name = g.get("name").str()?.to_string();
+        let id = g.get("tg_pt_gp_id").u64().unwrap_or(0);
+        let id = u16::try_from(id)
+            .or_else(|_| fail(g.get("tg_pt_gp_id").path, "tg_pt_gp_id must be 0..65535"))?;
+        let code = g.get("alua_access_state").u64().unwrap_or(0);
+        let state = match code {
+            0 => AluaState::ActiveOptimized,
+            1 => AluaState::ActiveNonOptimized,
+            2 => AluaState::Standby,
+            3 => AluaState::Unavailable,
+            0xe => AluaState::Offline,
+            other => {
+                out.note(&g.path, format!("ALUA group {name:?}: state {other} (LBA dependent or transitioning) has no rtgt equivalent: imported as active_optimized"));
+                AluaState::ActiveOptimized
+            }
+        };
+        groups.insert(
+            (so_path.to_string(), name),
+            LioGroup {
+                id,
+                state,
+                preferred: g.get("preferred").flag(),
+                explicit: g.get("alua_access_type").u64().unwrap_or(3) & 2 != 0,
+                trans_delay_ms: g
+                    .get("trans_delay_msecs")
+                    .u64()
+                    .map_or(0, |v| v.min(u32::MAX.into()) as u32),
+            },
+        );
+    }
+    Ok(())
+}
 
 /// LIO's IEEE company ID (Linux-IO), the default of `company_id`.
 const LIO_COMPANY_ID: u32 = 0x001405;
@@ -153,6 +222,7 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
     }
     // Storage objects by their LIO path (/backstores/PLUGIN/NAME).
     let mut paths = std::collections::HashMap::new();
+    let mut groups = Groups::new();
     for so in root.get("storage_objects").list()? {
         let plugin = so.get("plugin").str()?;
         let lio_name = so.get("name").str()?;
@@ -270,7 +340,9 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             SO_HANDLED,
             &format!("storage object {lio_name:?}"),
         );
-        paths.insert(format!("/backstores/{plugin}/{lio_name}"), name);
+        let so_path = format!("/backstores/{plugin}/{lio_name}");
+        alua_groups(&mut out, &so, &so_path, &mut groups)?;
+        paths.insert(so_path, name);
         out.doc.backstore.push(b);
     }
     for t in root.get("targets").list()? {
@@ -289,13 +361,85 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             tpg: Vec::new(),
         };
         for g in t.get("tpgs").list()? {
-            if let Some(g) = tpg(&mut out, &g, &paths)? {
+            if let Some(g) = tpg(&mut out, &g, &paths, &groups)? {
                 target.tpg.push(g);
             }
         }
         out.doc.target.push(target);
     }
+    alua_agree(&mut out);
     Ok(out)
+}
+
+/// The ALUA group of each tpg's LUNs (one for all of them, as rtgt has it).
+fn tpg_alua(
+    out: &mut Imported,
+    g: &At<'_>,
+    tag: u16,
+    groups: &Groups,
+    doc: &mut TpgDoc,
+) -> Result<(), ImportError> {
+    let mut used: Vec<(u64, String, LioGroup)> = Vec::new();
+    for l in g.get("luns").list()? {
+        let so = l.get("storage_object").str()?;
+        let name = l
+            .get("alua_tg_pt_gp_name")
+            .opt_str()
+            .unwrap_or("default_tg_pt_gp");
+        if let Some(lg) = groups.get(&(so.to_string(), name.to_string())) {
+            used.push((l.get("index").u64()?, name.to_string(), *lg));
+        }
+    }
+    let Some((_, name, first)) = used.iter().find(|(_, _, lg)| !lg.untouched()).cloned() else {
+        return Ok(());
+    };
+    let others: Vec<String> = used
+        .iter()
+        .filter(|(_, _, lg)| {
+            (lg.id, lg.state, lg.preferred) != (first.id, first.state, first.preferred)
+        })
+        .map(|(lun, n, _)| format!("LUN {lun} in {n:?}"))
+        .collect();
+    if !others.is_empty() {
+        out.note(&g.path, format!("tpg {tag}: its LUNs are in different ALUA groups, rtgt has one per tpg: all of them are now in {name:?} (ID {}, {}); {} moved", first.id, first.state, others.join(", ")));
+    }
+    doc.alua_state = first.state;
+    doc.alua_preferred = first.preferred;
+    if first.id != 0 && first.id != tag {
+        doc.alua_group = Some(first.id);
+    }
+    if first.explicit {
+        out.doc.alua.explicit = true;
+    }
+    out.doc.alua.transition_ms = out.doc.alua.transition_ms.max(first.trans_delay_ms);
+    Ok(())
+}
+
+/// tpgs that share a group ID must agree on its state and preferred bit
+/// (LIO's IDs are per storage object, rtgt's per target): a tpg that does
+/// not is put back in a group of its own (ID = its tag), and said so.
+fn alua_agree(out: &mut Imported) {
+    let mut seen: std::collections::BTreeMap<u16, (AluaState, bool, String)> = Default::default();
+    let mut notes = Vec::new();
+    for t in &mut out.doc.target {
+        for g in &mut t.tpg {
+            let id = g.alua_group_id();
+            let here = format!("{} tpg {}", t.iqn, g.tag);
+            match seen.get(&id) {
+                Some((s, p, who)) if (*s, *p) != (g.alua_state, g.alua_preferred) => {
+                    notes.push((here.clone(), format!("ALUA group ID {id} is {s} there but {} here (LIO's group IDs are per storage object, rtgt's per target port group): this tpg keeps a group of its own, ID {}, as {who} does not share it", g.alua_state, g.tag)));
+                    g.alua_group = None;
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(id, (g.alua_state, g.alua_preferred, here));
+                }
+            }
+        }
+    }
+    for (at, what) in notes {
+        out.note(at, what);
+    }
 }
 
 /// Values of LIO attributes that rtgt behaves as anyway; any other value
@@ -442,6 +586,7 @@ fn tpg(
     out: &mut Imported,
     g: &At<'_>,
     paths: &std::collections::HashMap<String, String>,
+    groups: &Groups,
 ) -> Result<Option<TpgDoc>, ImportError> {
     let tag = g.get("tag").u64()?;
     let tag = u16::try_from(tag).or_else(|_| fail(g.get("tag").path, "tag must be 1..65535"))?;
@@ -585,7 +730,7 @@ fn tpg(
         out.note(&g.path, format!("tpg {tag}: demo mode with authentication=1 but no tpg CHAP credentials (only ACL initiators could log in): imported as acl mode"));
         mode = TpgMode::Acl;
     }
-    Ok(Some(TpgDoc {
+    let mut doc = TpgDoc {
         tag,
         portals,
         mode,
@@ -595,7 +740,9 @@ fn tpg(
         lun: luns,
         acl: acls,
         ..TpgDoc::new(1, TpgMode::Demo)
-    }))
+    };
+    tpg_alua(out, g, tag, groups, &mut doc)?;
+    Ok(Some(doc))
 }
 
 #[cfg(test)]
