@@ -220,7 +220,7 @@ ok pr-register-b "B registers 0xb2 through tpg2" sg_persist -n -o -G -S 0xb2 "$S
 ok pr-b-writes "B, a registrant, can write" wr "$SC"
 same pr-keys-two-initiators "$(keys "$SA")" "0xa1 0xa1 0xb2"
 ok pr-preempt "B preempts A's key (fence_scsi fencing A)" sg_persist -n -o -P -K 0xb2 -S 0xa1 -T 5 "$SC"
-same pr-keys-after-preempt "$(keys "$SA")" "0xb2"
+same pr-keys-after-preempt "$(keys "$SC")" "0xb2"   # (A's first command gets REGISTRATIONS PREEMPTED)
 no pr-fenced-write-1 "A, fenced, cannot write through tpg1" wr "$SA"
 no pr-fenced-write-2 "A, fenced, cannot write through tpg2" wr "$SB"
 no pr-fenced-prout "A's old key is refused" sg_persist -n -o -R -K 0xa1 -T 5 "$SA"

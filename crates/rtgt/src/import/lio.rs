@@ -416,9 +416,16 @@ fn tpg_alua(
 }
 
 /// tpgs that share a group ID must agree on its state and preferred bit
-/// (LIO's IDs are per storage object, rtgt's per target): a tpg that does
-/// not is put back in a group of its own (ID = its tag), and said so.
+/// (LIO's IDs are per storage object, rtgt's hold across targets): a tpg
+/// that does not gets an ID no other tpg uses, and that is said.
 fn alua_agree(out: &mut Imported) {
+    let mut used: std::collections::BTreeSet<u16> = out
+        .doc
+        .target
+        .iter()
+        .flat_map(|t| &t.tpg)
+        .map(TpgDoc::alua_group_id)
+        .collect();
     let mut seen: std::collections::BTreeMap<u16, (AluaState, bool, String)> = Default::default();
     let mut notes = Vec::new();
     for t in &mut out.doc.target {
@@ -427,8 +434,13 @@ fn alua_agree(out: &mut Imported) {
             let here = format!("{} tpg {}", t.iqn, g.tag);
             match seen.get(&id) {
                 Some((s, p, who)) if (*s, *p) != (g.alua_state, g.alua_preferred) => {
-                    notes.push((here.clone(), format!("ALUA group ID {id} is {s} there but {} here (LIO's group IDs are per storage object, rtgt's per target port group): this tpg keeps a group of its own, ID {}, as {who} does not share it", g.alua_state, g.tag)));
-                    g.alua_group = None;
+                    let Some(free) = (1..=u16::MAX).find(|i| !used.contains(i)) else {
+                        continue;
+                    };
+                    used.insert(free);
+                    notes.push((here.clone(), format!("ALUA group ID {id} is {s} there but {} here (LIO's group IDs are per storage object; in rtgt tpgs with one ID are one group): this tpg gets ID {free} of its own, {who} keeps {id}", g.alua_state)));
+                    g.alua_group = Some(free);
+                    seen.insert(free, (g.alua_state, g.alua_preferred, here));
                 }
                 Some(_) => {}
                 None => {
@@ -828,6 +840,96 @@ mod tests {
         // Attributes that change behaviour are named; LIO's limits are not.
         assert!(out.notes.iter().any(|n| n.what.contains("emulate_3pc = 0")));
         assert!(!out.notes.iter().any(|n| n.what.contains("queue_depth")));
+    }
+
+    #[test]
+    fn alua_groups_become_the_tpgs_groups() {
+        let gp = |name: &str, id: u16, state: u8, pref: u8, ty: u8, delay: u32| {
+            format!(
+                r#"{{"name": "{name}", "tg_pt_gp_id": {id}, "alua_access_state": {state}, "preferred": {pref},
+                "alua_access_type": {ty}, "trans_delay_msecs": {delay}, "implicit_trans_secs": 0}}"#
+            )
+        };
+        let so = |name: &str, groups: &[String]| {
+            format!(
+                r#"{{"plugin": "ramdisk", "name": "{name}", "size": 1048576, "wwn": "{name}-serial",
+                "alua_tpgs": [{}]}}"#,
+                groups.join(",")
+            )
+        };
+        let lun = |so: &str, gp: &str| {
+            format!(
+                r#"{{"index": 0, "storage_object": "/backstores/ramdisk/{so}", "alua_tg_pt_gp_name": "{gp}"}}"#
+            )
+        };
+        let tpg = |tag: u16, luns: &[String]| {
+            format!(r#"{{"tag": {tag}, "luns": [{}]}}"#, luns.join(","))
+        };
+        let d = so(
+            "d",
+            &[
+                gp("default_tg_pt_gp", 0, 0, 0, 3, 0),
+                gp("sb", 5, 2, 0, 1, 0),
+                gp("ao", 7, 0, 1, 3, 100),
+            ],
+        );
+        // "e" has its own group 5, in another state: IDs are per storage object in LIO.
+        let e = so(
+            "e",
+            &[
+                gp("default_tg_pt_gp", 0, 0, 0, 3, 0),
+                gp("other", 5, 1, 0, 1, 0),
+            ],
+        );
+        let text = format!(
+            r#"{{"storage_objects": [{d}, {e}], "targets": [
+              {{"fabric": "iscsi", "wwn": "iqn.2003-01.org.linux-iscsi.x:sn.1", "tpgs": [{}, {}, {}]}},
+              {{"fabric": "iscsi", "wwn": "iqn.2003-01.org.linux-iscsi.x:sn.2", "tpgs": [{}, {}]}}]}}"#,
+            tpg(1, &[lun("d", "default_tg_pt_gp")]),
+            tpg(2, &[lun("d", "sb")]),
+            tpg(3, &[lun("d", "ao")]),
+            tpg(1, &[lun("e", "other")]),
+            // two LUNs in two groups: rtgt has one per tpg
+            tpg(
+                2,
+                &[
+                    lun("d", "ao"),
+                    lun("e", "default_tg_pt_gp").replace("\"index\": 0", "\"index\": 1")
+                ]
+            ),
+        );
+        let out = import("s.json", &text).unwrap();
+        let t = &out.doc.target;
+        let view = |g: &TpgDoc| (g.alua_group_id(), g.alua_state, g.alua_preferred);
+        assert_eq!(
+            view(&t[0].tpg[0]),
+            (1, AluaState::ActiveOptimized, false),
+            "LIO's default: rtgt's"
+        );
+        assert_eq!(view(&t[0].tpg[1]), (5, AluaState::Standby, false));
+        assert_eq!(view(&t[0].tpg[2]), (7, AluaState::ActiveOptimized, true));
+        // group 5 is standby already; 1..4 is the first ID no tpg has
+        assert_eq!(
+            view(&t[1].tpg[0]),
+            (2, AluaState::ActiveNonOptimized, false)
+        );
+        assert_eq!(view(&t[1].tpg[1]), (7, AluaState::ActiveOptimized, true));
+        assert!(
+            out.doc.alua.explicit,
+            "LIO's alua_access_type 3 allows SET TARGET PORT GROUPS"
+        );
+        assert_eq!(out.doc.alua.transition_ms, 100);
+        for what in [
+            "ALUA group ID 5 is standby there but active_nonoptimized here",
+            "different ALUA groups",
+        ] {
+            assert!(
+                out.notes.iter().any(|n| n.what.contains(what)),
+                "no note {what:?}: {:?}",
+                out.notes
+            );
+        }
+        out.doc.check().unwrap();
     }
 
     #[test]
