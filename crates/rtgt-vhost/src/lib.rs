@@ -1,0 +1,8 @@
+//! The vhost-user-scsi fabric: a virtual machine's virtio-scsi controller
+//! served from rtgt's SCSI core (issue 18).
+//!
+//! - `wire`: the virtio-scsi structures as they sit in guest memory
+//!   (virtio 1.2 section 5.6), parsed and encoded with no I/O, every field
+//!   checked: a guest writes whatever it likes there.
+
+pub mod wire;
