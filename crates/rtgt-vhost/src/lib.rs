@@ -4,5 +4,8 @@
 //! - `wire`: the virtio-scsi structures as they sit in guest memory
 //!   (virtio 1.2 section 5.6), parsed and encoded with no I/O, every field
 //!   checked: a guest writes whatever it likes there.
+//! - `request`: one request chain of a request queue through the core and
+//!   back into guest memory.
 
+pub mod request;
 pub mod wire;

@@ -1,0 +1,398 @@
+//! One request of a request queue, end to end: the descriptor chain the
+//! guest made (device-readable header and data-out, then device-writable
+//! response header and data-in) into a core [`Command`] on the controller's
+//! nexus, and the core's [`Response`] back into guest memory.
+//!
+//! Guest memory is never trusted. A chain with a descriptor outside the
+//! memory table, lengths that overflow, or a response buffer too short for
+//! the response header is completed with nothing written (used length 0);
+//! a request header too short or malformed gets the virtio-scsi response
+//! code the spec has for it; everything else is the core's to judge, as
+//! over iSCSI (LUN map, access, reservations, ALUA).
+
+use std::io::{Read, Write};
+use std::ops::Deref;
+use std::sync::Arc;
+
+use rtgt_backstore::IoBuf;
+use rtgt_scsi::api::{Cdb, Command, DataDirection, ExecOutcome, Nexus, Response, TaskAttr};
+use virtio_queue::{DescriptorChain, Reader, Writer};
+use vm_memory::bitmap::{BitmapSlice, WithBitmapSlice};
+use vm_memory::GuestMemory;
+
+use crate::wire::{response, CmdReq, CmdResp, VirtioLun, CMD_REQ_LEN, CMD_RESP_LEN};
+
+/// The target ID the controller answers for: one target per controller,
+/// as QEMU's and SPDK's vhost-user-scsi have it (the device's config says
+/// max_target 0).
+pub const TARGET_ID: u8 = 0;
+
+/// Serve one request chain on `nexus`; returns the used length (bytes
+/// written into the chain's device-writable part).
+pub async fn serve<M, T>(mem: &M, chain: DescriptorChain<T>, nexus: &Arc<Nexus>) -> u32
+where
+    M: GuestMemory,
+    for<'a> <M as GuestMemory>::Bitmap: WithBitmapSlice<'a>,
+    T: Deref + Clone,
+    T::Target: GuestMemory + Sized,
+{
+    let Ok(mut resp) = Writer::new(mem, chain.clone()) else {
+        return 0;
+    };
+    if resp.available_bytes() < CMD_RESP_LEN {
+        return 0;
+    }
+    let Ok(data_in) = resp.split_at(CMD_RESP_LEN) else {
+        return 0;
+    };
+    let Ok(mut reader) = Reader::new(mem, chain) else {
+        return finish(resp, CmdResp::with_response(response::FAILURE), 0);
+    };
+    let mut header = [0u8; CMD_REQ_LEN];
+    if reader.available_bytes() < CMD_REQ_LEN || reader.read_exact(&mut header).is_err() {
+        return finish(resp, CmdResp::with_response(response::FAILURE), 0);
+    }
+    let req = match CmdReq::parse(&header) {
+        Ok(r) => r,
+        Err(_) => return finish(resp, CmdResp::with_response(response::FAILURE), 0),
+    };
+    match VirtioLun::parse(&req.lun) {
+        Ok(l) if l.target == TARGET_ID => {
+            run(req, l.lun.into(), reader, resp, data_in, nexus).await
+        }
+        _ => finish(resp, CmdResp::with_response(response::BAD_TARGET), 0),
+    }
+}
+
+async fn run<B: BitmapSlice>(
+    req: CmdReq,
+    lun: u64,
+    mut data_out: Reader<'_, B>,
+    resp: Writer<'_, B>,
+    mut data_in: Writer<'_, B>,
+    nexus: &Arc<Nexus>,
+) -> u32 {
+    let out_len = data_out.available_bytes();
+    let in_len = data_in.available_bytes();
+    let dir = match (out_len > 0, in_len > 0) {
+        (false, false) => DataDirection::None,
+        (true, false) => DataDirection::Write,
+        (false, true) => DataDirection::Read,
+        (true, true) => DataDirection::Bidirectional,
+    };
+    let attr = match req.task_attr {
+        1 => TaskAttr::Ordered,
+        2 => TaskAttr::HeadOfQueue,
+        3 => TaskAttr::Aca,
+        _ => TaskAttr::Simple,
+    };
+    let expected = if out_len > 0 { out_len } else { in_len };
+    let cmd = Command {
+        lun,
+        cdb: Cdb::from(&req.cdb[..req.cdb_len()]),
+        tag: req.tag,
+        attr,
+        expected_len: u32::try_from(expected).unwrap_or(u32::MAX),
+        dir,
+    };
+    let r = match nexus.prepare(cmd) {
+        Err(r) => r,
+        Ok(p) => {
+            // The data-out the command takes (never more than the guest gave).
+            let want = (p.data_out_len() as usize).min(out_len);
+            let mut buf = IoBuf::with_len(want);
+            if data_out.read_exact(&mut buf).is_err() {
+                return finish(resp, CmdResp::with_response(response::FAILURE), 0);
+            }
+            match p.execute(buf).await {
+                ExecOutcome::Done(r) => r,
+                ExecOutcome::Aborted => {
+                    return finish(resp, CmdResp::with_response(response::ABORTED), 0)
+                }
+            }
+        }
+    };
+    respond(r, dir, out_len, in_len, resp, &mut data_in)
+}
+
+/// The core's answer into the data-in buffer and the response header.
+fn respond<B: BitmapSlice>(
+    r: Response,
+    dir: DataDirection,
+    out_len: usize,
+    in_len: usize,
+    resp: Writer<'_, B>,
+    data_in: &mut Writer<'_, B>,
+) -> u32 {
+    let n = r.data.len().min(in_len);
+    if n > 0 && data_in.write_all(&r.data[..n]).is_err() {
+        return finish(resp, CmdResp::with_response(response::FAILURE), 0);
+    }
+    // The residual is of the buffer the direction used: what the guest
+    // offered and the command did not fill (a write that the core ended
+    // early has consumed none of its data from the guest's view).
+    let resid = match dir {
+        DataDirection::Read | DataDirection::Bidirectional => in_len - n,
+        DataDirection::Write if r.status != 0 => out_len,
+        _ => 0,
+    };
+    let sense = r.sense.as_deref().unwrap_or(&[]);
+    let header = CmdResp::scsi(r.status, sense, u32::try_from(resid).unwrap_or(u32::MAX));
+    finish(resp, header, n)
+}
+
+fn finish<B: BitmapSlice>(mut resp: Writer<'_, B>, header: CmdResp, data: usize) -> u32 {
+    if resp.write_all(&header.encode()).is_err() {
+        return 0;
+    }
+    u32::try_from(CMD_RESP_LEN + data).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{CmdResp, SENSE_SIZE};
+    use rtgt_scsi::fuzz_entry::{block_on, nexus_for, ram_lu, INITIATOR_A, INITIATOR_B};
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    const WRITE: u16 = 2; // VRING_DESC_F_WRITE
+    const MEM: usize = 0x10_0000;
+    const REQ: u64 = 0x1_0000;
+    const RESP: u64 = 0x2_0000;
+    const DATA: u64 = 0x3_0000;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM)]).unwrap()
+    }
+
+    fn header(lun: u16, target: u8, cdb: &[u8]) -> [u8; CMD_REQ_LEN] {
+        let mut c = [0; crate::wire::CDB_SIZE];
+        c[..cdb.len()].copy_from_slice(cdb);
+        CmdReq {
+            lun: VirtioLun { target, lun }.encode(),
+            tag: 1,
+            task_attr: 0,
+            prio: 0,
+            crn: 0,
+            cdb: c,
+        }
+        .encode()
+    }
+
+    /// Put the request header at REQ and run a chain of `descs` (addr,
+    /// len, writable); returns (used length, response header, the bytes at DATA).
+    fn run_chain(
+        mem: &GuestMemoryMmap,
+        nexus: &Arc<Nexus>,
+        req: &[u8],
+        descs: &[(u64, u32, bool)],
+    ) -> (u32, Option<CmdResp>, Vec<u8>) {
+        mem.write_slice(req, GuestAddress(REQ)).unwrap();
+        let raw: Vec<RawDescriptor> = descs
+            .iter()
+            .map(|&(a, l, w)| {
+                RawDescriptor::from(Descriptor::new(a, l, if w { WRITE } else { 0 }, 0))
+            })
+            .collect();
+        let q = MockSplitQueue::new(mem, 16);
+        let chain = q.build_desc_chain(&raw).unwrap();
+        let used = block_on(serve(mem, chain, nexus));
+        let mut h = [0u8; CMD_RESP_LEN];
+        mem.read_slice(&mut h, GuestAddress(RESP)).unwrap();
+        let mut d = vec![0u8; 4096];
+        mem.read_slice(&mut d, GuestAddress(DATA)).unwrap();
+        (used, (used > 0).then(|| CmdResp::parse(&h).unwrap()), d)
+    }
+
+    /// A new nexus starts with POWER ON OCCURRED (06/29/00) pending: take it.
+    fn clear_ua(mem: &GuestMemoryMmap, n: &Arc<Nexus>) {
+        let (_, r, _) = run_chain(mem, n, &header(0, 0, &[0; 6]), &standard(0));
+        let r = r.unwrap();
+        assert_eq!(
+            (r.status, r.sense[2] & 0xf, r.sense[12]),
+            (2, 6, 0x29),
+            "the power-on unit attention"
+        );
+    }
+
+    fn standard(len: u32) -> Vec<(u64, u32, bool)> {
+        vec![
+            (REQ, CMD_REQ_LEN as u32, false),
+            (RESP, CMD_RESP_LEN as u32, true),
+            (DATA, len, true),
+        ]
+    }
+
+    #[test]
+    fn inquiry_through_the_core_with_its_residual() {
+        let mem = memory();
+        let lu = ram_lu(1 << 20, 512);
+        let n = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
+        let (used, r, d) = run_chain(
+            &mem,
+            &n,
+            &header(0, 0, &[0x12, 0, 0, 0, 255, 0]),
+            &standard(255),
+        );
+        let r = r.unwrap();
+        assert_eq!((r.response, r.status), (response::OK, 0));
+        let n = 5 + d[4] as usize; // standard INQUIRY: additional length + 5
+        assert_eq!(used as usize, CMD_RESP_LEN + n);
+        assert_eq!(r.resid as usize, 255 - n);
+        assert_eq!(d[0], 0, "a disk");
+    }
+
+    #[test]
+    fn write_then_read_across_split_descriptors() {
+        let mem = memory();
+        let lu = ram_lu(1 << 20, 512);
+        let n = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
+        clear_ua(&mem, &n);
+        let block: Vec<u8> = (0..1024u32).map(|i| (i * 7) as u8).collect();
+        // data-out in two descriptors of 300 and 724 bytes, after the header
+        mem.write_slice(&block[..300], GuestAddress(0x4_0000))
+            .unwrap();
+        mem.write_slice(&block[300..], GuestAddress(0x5_0000))
+            .unwrap();
+        let write10 = [0x2a, 0, 0, 0, 0, 4, 0, 0, 2, 0];
+        let (used, r, _) = run_chain(
+            &mem,
+            &n,
+            &header(0, 0, &write10),
+            &[
+                (REQ, CMD_REQ_LEN as u32, false),
+                (0x4_0000, 300, false),
+                (0x5_0000, 724, false),
+                (RESP, CMD_RESP_LEN as u32, true),
+            ],
+        );
+        let r = r.unwrap();
+        assert_eq!((used as usize, r.status, r.resid), (CMD_RESP_LEN, 0, 0));
+        let read10 = [0x28, 0, 0, 0, 0, 4, 0, 0, 2, 0];
+        let (used, r, d) = run_chain(&mem, &n, &header(0, 0, &read10), &standard(1024));
+        assert_eq!((used as usize, r.unwrap().status), (CMD_RESP_LEN + 1024, 0));
+        assert_eq!(&d[..1024], &block[..]);
+    }
+
+    #[test]
+    fn hostile_chains_are_answered_or_dropped_never_followed() {
+        let mem = memory();
+        let lu = ram_lu(1 << 20, 512);
+        let n = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
+        let tur = header(0, 0, &[0, 0, 0, 0, 0, 0]);
+        // a response buffer too short for the header: nothing written
+        let (used, _, _) = run_chain(
+            &mem,
+            &n,
+            &tur,
+            &[
+                (REQ, CMD_REQ_LEN as u32, false),
+                (RESP, CMD_RESP_LEN as u32 - 1, true),
+            ],
+        );
+        assert_eq!(used, 0);
+        // a data-in descriptor past the end of guest memory: nothing written
+        let (used, _, _) = run_chain(
+            &mem,
+            &n,
+            &tur,
+            &[
+                (REQ, CMD_REQ_LEN as u32, false),
+                (RESP, CMD_RESP_LEN as u32, true),
+                (MEM as u64 - 16, 4096, true),
+            ],
+        );
+        assert_eq!(used, 0);
+        // a request header cut short: FAILURE
+        let (used, r, _) = run_chain(
+            &mem,
+            &n,
+            &tur,
+            &[(REQ, 10, false), (RESP, CMD_RESP_LEN as u32, true)],
+        );
+        assert_eq!(
+            (used as usize, r.unwrap().response),
+            (CMD_RESP_LEN, response::FAILURE)
+        );
+        // a data-out descriptor outside memory: FAILURE, the LU untouched
+        let (_, r, _) = run_chain(
+            &mem,
+            &n,
+            &header(0, 0, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            &[
+                (REQ, CMD_REQ_LEN as u32, false),
+                (u64::MAX - 100, 512, false),
+                (RESP, CMD_RESP_LEN as u32, true),
+            ],
+        );
+        assert_eq!(r.unwrap().response, response::FAILURE);
+        // another target, and a LUN field the spec does not have
+        let (_, r, _) = run_chain(&mem, &n, &header(0, 1, &[0; 6]), &standard(0));
+        assert_eq!(r.unwrap().response, response::BAD_TARGET);
+        let mut bad = tur;
+        bad[0] = 2;
+        let (_, r, _) = run_chain(&mem, &n, &bad, &standard(0));
+        assert_eq!(r.unwrap().response, response::BAD_TARGET);
+    }
+
+    #[test]
+    fn the_core_judges_luns_and_reservations_as_over_iscsi() {
+        let mem = memory();
+        let lu = ram_lu(1 << 20, 512);
+        let vm = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
+        clear_ua(&mem, &vm);
+        // an unmapped LUN: CHECK CONDITION, LOGICAL UNIT NOT SUPPORTED
+        let (_, r, _) = run_chain(&mem, &vm, &header(3, 0, &[0; 6]), &standard(0));
+        let r = r.unwrap();
+        assert_eq!((r.response, r.status), (response::OK, 2));
+        assert!(r.sense_len as usize <= SENSE_SIZE);
+        assert_eq!((r.sense[2] & 0xf, r.sense[12], r.sense[13]), (5, 0x25, 0));
+        // another initiator (say over iSCSI) registers and reserves the LU
+        // (Write Exclusive): the VM's write is a reservation conflict
+        let other = nexus_for(INITIATOR_B, &[(0, &lu, false)]);
+        let prout = |sa: u8, ty: u8, key: u64, sark: u64| {
+            let mut p = [0u8; 24];
+            p[..8].copy_from_slice(&key.to_be_bytes());
+            p[8..16].copy_from_slice(&sark.to_be_bytes());
+            let cmd = Command {
+                lun: 0,
+                cdb: Cdb::from([0x5f, sa, ty, 0, 0, 0, 0, 0, 24, 0]),
+                tag: 9,
+                attr: TaskAttr::Simple,
+                expected_len: 24,
+                dir: DataDirection::Write,
+            };
+            let p2 = match other.prepare(cmd) {
+                Ok(p2) => p2,
+                Err(r) => return r.status,
+            };
+            match block_on(p2.execute(IoBuf::copy_from(&p))) {
+                ExecOutcome::Done(r) => r.status,
+                ExecOutcome::Aborted => 0xff,
+            }
+        };
+        assert_eq!(
+            prout(0, 0, 0, 0xabc),
+            2,
+            "its first command: the power-on unit attention"
+        );
+        assert_eq!(prout(0, 0, 0, 0xabc), 0);
+        assert_eq!(prout(1, 1, 0xabc, 0), 0);
+        mem.write_slice(&[0u8; 512], GuestAddress(0x4_0000))
+            .unwrap();
+        let (_, r, _) = run_chain(
+            &mem,
+            &vm,
+            &header(0, 0, &[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            &[
+                (REQ, CMD_REQ_LEN as u32, false),
+                (0x4_0000, 512, false),
+                (RESP, CMD_RESP_LEN as u32, true),
+            ],
+        );
+        let r = r.unwrap();
+        assert_eq!((r.response, r.status, r.resid), (response::OK, 0x18, 512));
+    }
+}
