@@ -6,6 +6,9 @@
 //!   checked: a guest writes whatever it likes there.
 //! - `request`: one request chain of a request queue through the core and
 //!   back into guest memory.
+//! - `backend`: the device behind rust-vmm's vhost-user-backend: the
+//!   control, event and request queues of one controller.
 
+pub mod backend;
 pub mod request;
 pub mod wire;

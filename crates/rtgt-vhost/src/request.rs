@@ -15,7 +15,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use rtgt_backstore::IoBuf;
-use rtgt_scsi::api::{Cdb, Command, DataDirection, ExecOutcome, Nexus, Response, TaskAttr};
+use rtgt_scsi::api::{
+    Cdb, Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, TaskAttr,
+};
 use virtio_queue::{DescriptorChain, Reader, Writer};
 use vm_memory::bitmap::{BitmapSlice, WithBitmapSlice};
 use vm_memory::GuestMemory;
@@ -29,6 +31,10 @@ pub const TARGET_ID: u8 = 0;
 
 /// Serve one request chain on `nexus`; returns the used length (bytes
 /// written into the chain's device-writable part).
+///
+/// Guest memory is only touched before and after the command runs (views
+/// of it are raw pointers, not to be held across an await): the data-out
+/// is read first, the data-in and the response written at the end.
 pub async fn serve<M, T>(mem: &M, chain: DescriptorChain<T>, nexus: &Arc<Nexus>) -> u32
 where
     M: GuestMemory,
@@ -36,50 +42,71 @@ where
     T: Deref + Clone,
     T::Target: GuestMemory + Sized,
 {
-    let Ok(mut resp) = Writer::new(mem, chain.clone()) else {
-        return 0;
+    let (r, shape) = match begin(mem, chain.clone(), nexus) {
+        Begin::Done(used) => return used,
+        Begin::Answer(r, shape) => (r, shape),
+        Begin::Execute(p, buf, shape) => match p.execute(buf).await {
+            ExecOutcome::Done(r) => (r, shape),
+            ExecOutcome::Aborted => return answer(mem, chain, |resp, _| {
+                finish(resp, CmdResp::with_response(response::ABORTED), 0)
+            }),
+        },
     };
-    if resp.available_bytes() < CMD_RESP_LEN {
-        return 0;
-    }
-    let Ok(data_in) = resp.split_at(CMD_RESP_LEN) else {
-        return 0;
+    answer(mem, chain, |resp, data_in| respond(r, shape, resp, data_in))
+}
+
+/// The buffers a request brought (their lengths) and the direction.
+#[derive(Clone, Copy)]
+struct Shape {
+    dir: DataDirection,
+    out_len: usize,
+    in_len: usize,
+}
+
+enum Begin {
+    /// Answered already: the used length.
+    Done(u32),
+    /// The core answered without running it (UA, ALUA, no such LUN, …).
+    Answer(Response, Shape),
+    /// To run, with its data-out.
+    Execute(Prepared, IoBuf, Shape),
+}
+
+fn begin<M, T>(mem: &M, chain: DescriptorChain<T>, nexus: &Arc<Nexus>) -> Begin
+where
+    M: GuestMemory,
+    for<'a> <M as GuestMemory>::Bitmap: WithBitmapSlice<'a>,
+    T: Deref + Clone,
+    T::Target: GuestMemory + Sized,
+{
+    let fail = |code| Begin::Done(answer(mem, chain.clone(), |resp, _| finish(resp, CmdResp::with_response(code), 0)));
+    // Nowhere to put the response header: nothing can be said.
+    let in_len = match split_writer(mem, chain.clone()) {
+        Some((_, data_in)) => data_in.available_bytes(),
+        None => return Begin::Done(0),
     };
-    let Ok(mut reader) = Reader::new(mem, chain) else {
-        return finish(resp, CmdResp::with_response(response::FAILURE), 0);
+    let Ok(mut reader) = Reader::new(mem, chain.clone()) else {
+        return fail(response::FAILURE);
     };
     let mut header = [0u8; CMD_REQ_LEN];
     if reader.available_bytes() < CMD_REQ_LEN || reader.read_exact(&mut header).is_err() {
-        return finish(resp, CmdResp::with_response(response::FAILURE), 0);
+        return fail(response::FAILURE);
     }
-    let req = match CmdReq::parse(&header) {
-        Ok(r) => r,
-        Err(_) => return finish(resp, CmdResp::with_response(response::FAILURE), 0),
+    let Ok(req) = CmdReq::parse(&header) else {
+        return fail(response::FAILURE);
     };
-    match VirtioLun::parse(&req.lun) {
-        Ok(l) if l.target == TARGET_ID => {
-            run(req, l.lun.into(), reader, resp, data_in, nexus).await
-        }
-        _ => finish(resp, CmdResp::with_response(response::BAD_TARGET), 0),
-    }
-}
-
-async fn run<B: BitmapSlice>(
-    req: CmdReq,
-    lun: u64,
-    mut data_out: Reader<'_, B>,
-    resp: Writer<'_, B>,
-    mut data_in: Writer<'_, B>,
-    nexus: &Arc<Nexus>,
-) -> u32 {
-    let out_len = data_out.available_bytes();
-    let in_len = data_in.available_bytes();
+    let lun = match VirtioLun::parse(&req.lun) {
+        Ok(l) if l.target == TARGET_ID => u64::from(l.lun),
+        _ => return fail(response::BAD_TARGET),
+    };
+    let out_len = reader.available_bytes();
     let dir = match (out_len > 0, in_len > 0) {
         (false, false) => DataDirection::None,
         (true, false) => DataDirection::Write,
         (false, true) => DataDirection::Read,
         (true, true) => DataDirection::Bidirectional,
     };
+    let shape = Shape { dir, out_len, in_len };
     let attr = match req.task_attr {
         1 => TaskAttr::Ordered,
         2 => TaskAttr::HeadOfQueue,
@@ -95,45 +122,62 @@ async fn run<B: BitmapSlice>(
         expected_len: u32::try_from(expected).unwrap_or(u32::MAX),
         dir,
     };
-    let r = match nexus.prepare(cmd) {
-        Err(r) => r,
+    match nexus.prepare(cmd) {
+        Err(r) => Begin::Answer(r, shape),
         Ok(p) => {
             // The data-out the command takes (never more than the guest gave).
             let want = (p.data_out_len() as usize).min(out_len);
             let mut buf = IoBuf::with_len(want);
-            if data_out.read_exact(&mut buf).is_err() {
-                return finish(resp, CmdResp::with_response(response::FAILURE), 0);
+            if reader.read_exact(&mut buf).is_err() {
+                return fail(response::FAILURE);
             }
-            match p.execute(buf).await {
-                ExecOutcome::Done(r) => r,
-                ExecOutcome::Aborted => {
-                    return finish(resp, CmdResp::with_response(response::ABORTED), 0)
-                }
-            }
+            Begin::Execute(p, buf, shape)
         }
-    };
-    respond(r, dir, out_len, in_len, resp, &mut data_in)
+    }
+}
+
+/// The response header's buffer and the data-in after it.
+fn split_writer<'a, M, T>(mem: &'a M, chain: DescriptorChain<T>) -> Option<(Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>, Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>)>
+where
+    M: GuestMemory,
+    for<'b> <M as GuestMemory>::Bitmap: WithBitmapSlice<'b>,
+    T: Deref,
+    T::Target: GuestMemory + Sized,
+{
+    let mut resp = Writer::new(mem, chain).ok()?;
+    if resp.available_bytes() < CMD_RESP_LEN {
+        return None;
+    }
+    let data_in = resp.split_at(CMD_RESP_LEN).ok()?;
+    Some((resp, data_in))
+}
+
+/// Write into the chain's response (and data-in) buffers with `f`.
+fn answer<M, T>(mem: &M, chain: DescriptorChain<T>, f: impl for<'a> FnOnce(Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>, &mut Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>) -> u32) -> u32
+where
+    M: GuestMemory,
+    for<'a> <M as GuestMemory>::Bitmap: WithBitmapSlice<'a>,
+    T: Deref,
+    T::Target: GuestMemory + Sized,
+{
+    match split_writer(mem, chain) {
+        Some((resp, mut data_in)) => f(resp, &mut data_in),
+        None => 0,
+    }
 }
 
 /// The core's answer into the data-in buffer and the response header.
-fn respond<B: BitmapSlice>(
-    r: Response,
-    dir: DataDirection,
-    out_len: usize,
-    in_len: usize,
-    resp: Writer<'_, B>,
-    data_in: &mut Writer<'_, B>,
-) -> u32 {
-    let n = r.data.len().min(in_len);
+fn respond<B: BitmapSlice>(r: Response, shape: Shape, resp: Writer<'_, B>, data_in: &mut Writer<'_, B>) -> u32 {
+    let n = r.data.len().min(shape.in_len);
     if n > 0 && data_in.write_all(&r.data[..n]).is_err() {
         return finish(resp, CmdResp::with_response(response::FAILURE), 0);
     }
     // The residual is of the buffer the direction used: what the guest
     // offered and the command did not fill (a write that the core ended
-    // early has consumed none of its data from the guest's view).
-    let resid = match dir {
-        DataDirection::Read | DataDirection::Bidirectional => in_len - n,
-        DataDirection::Write if r.status != 0 => out_len,
+    // with an error has, from the guest's view, transferred nothing).
+    let resid = match shape.dir {
+        DataDirection::Read | DataDirection::Bidirectional => shape.in_len - n,
+        DataDirection::Write if r.status != 0 => shape.out_len,
         _ => 0,
     };
     let sense = r.sense.as_deref().unwrap_or(&[]);

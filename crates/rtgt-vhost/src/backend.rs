@@ -1,0 +1,369 @@
+//! The vhost-user-scsi device: rust-vmm's `vhost-user-backend` runs the
+//! vhost-user protocol (memory table, vrings, features); this is the
+//! device behind it. Queue 0 is the control queue (task management,
+//! asynchronous notification), queue 1 the event queue (LUN hotplug), the
+//! rest are request queues. Requests run on the daemon's tokio runtime, so
+//! a slow LU holds up neither the vring thread nor other requests, and
+//! complete into the used ring in any order (as virtio allows).
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rtgt_scsi::api::{Nexus, TmfFunction, TmfResult};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::{QueueOwnedT, Reader, Writer};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::request;
+use crate::wire::{self, CtrlReq, Event, TmfSubtype, VirtioLun};
+
+/// virtio feature bits (virtio 1.2 section 6).
+const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Queue size offered to the front-end.
+pub const QUEUE_SIZE: usize = 1024;
+/// Events kept for a guest that has given no event buffers: beyond this,
+/// the next event delivered carries EVENTS_MISSED (the guest rescans).
+const MAX_PENDING_EVENTS: usize = 64;
+
+const CONTROL_QUEUE: usize = 0;
+const EVENT_QUEUE: usize = 1;
+
+/// One vhost-user-scsi controller (one target, one I_T nexus: the VM).
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    request_queues: usize,
+    /// The nexus the VM's commands come through; replaced when a new
+    /// front-end connects (another VM is another I_T nexus).
+    nexus: RwLock<Arc<Nexus>>,
+    mem: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
+    event_idx: AtomicBool,
+    runtime: tokio::runtime::Handle,
+    events: Mutex<PendingEvents>,
+}
+
+#[derive(Default)]
+struct PendingEvents {
+    queue: VecDeque<Event>,
+    missed: bool,
+}
+
+impl Controller {
+    /// A controller with `request_queues` request queues (at least 1)
+    /// whose commands go to `nexus`, run on `runtime`.
+    pub fn new(request_queues: usize, nexus: Arc<Nexus>, runtime: tokio::runtime::Handle) -> Self {
+        Controller {
+            inner: Arc::new(Inner {
+                request_queues: request_queues.max(1),
+                nexus: RwLock::new(nexus),
+                mem: RwLock::new(None),
+                event_idx: AtomicBool::new(false),
+                runtime,
+                events: Mutex::new(PendingEvents::default()),
+            }),
+        }
+    }
+
+    pub fn nexus(&self) -> Arc<Nexus> {
+        read(&self.inner.nexus).clone()
+    }
+
+    /// A new front-end: its commands come through `nexus` from now on.
+    pub fn set_nexus(&self, nexus: Arc<Nexus>) {
+        *write(&self.inner.nexus) = nexus;
+        lock(&self.inner.events).queue.clear();
+    }
+
+    /// A LUN appeared or went: the guest hears of it on the event queue
+    /// (TRANSPORT_RESET, RESCAN or REMOVED), as LIO's vhost-scsi tells it.
+    pub fn lun_changed(&self, lun: u16, present: bool) {
+        let reason = if present {
+            wire::EVT_RESET_RESCAN
+        } else {
+            wire::EVT_RESET_REMOVED
+        };
+        let mut ev = lock(&self.inner.events);
+        if ev.queue.len() >= MAX_PENDING_EVENTS {
+            ev.missed = true;
+        } else {
+            ev.queue
+                .push_back(Event::transport_reset(VirtioLun { target: request::TARGET_ID, lun }, reason));
+        }
+    }
+
+    fn memory(&self) -> Option<GuestMemoryAtomic<GuestMemoryMmap>> {
+        read(&self.inner.mem).clone()
+    }
+
+    /// Take every available chain of a request queue and start it.
+    fn process_requests(&self, vring: &VringRwLock) -> std::io::Result<()> {
+        let Some(mem) = self.memory() else {
+            return Ok(());
+        };
+        let chains: Vec<_> = {
+            let mut v = vring.get_mut();
+            match v.get_queue_mut().iter(mem.memory()) {
+                Ok(it) => it.collect(),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        };
+        for chain in chains {
+            let head = chain.head_index();
+            let mem = mem.memory();
+            let nexus = self.nexus();
+            let vring = vring.clone();
+            let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
+            self.inner.runtime.spawn(async move {
+                let used = request::serve(&*mem, chain, &nexus).await;
+                complete(&vring, head, used, event_idx);
+            });
+        }
+        Ok(())
+    }
+
+    /// Task management and AN requests of the control queue.
+    fn process_control(&self, vring: &VringRwLock) -> std::io::Result<()> {
+        let Some(mem) = self.memory() else {
+            return Ok(());
+        };
+        let chains: Vec<_> = {
+            let mut v = vring.get_mut();
+            match v.get_queue_mut().iter(mem.memory()) {
+                Ok(it) => it.collect(),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        };
+        for chain in chains {
+            let head = chain.head_index();
+            let mem = mem.memory();
+            let nexus = self.nexus();
+            let vring = vring.clone();
+            let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
+            self.inner.runtime.spawn(async move {
+                let used = control(&*mem, chain, &nexus).await;
+                complete(&vring, head, used, event_idx);
+            });
+        }
+        Ok(())
+    }
+
+    /// Hand pending events to the buffers the guest gave the event queue.
+    fn deliver_events(&self, vring: &VringRwLock) -> std::io::Result<()> {
+        let Some(mem) = self.memory() else {
+            return Ok(());
+        };
+        let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
+        loop {
+            let mut ev = lock(&self.inner.events);
+            if ev.queue.is_empty() && !ev.missed {
+                return Ok(());
+            }
+            let chain = {
+                let mut v = vring.get_mut();
+                let next = match v.get_queue_mut().iter(mem.memory()) {
+                    Ok(mut it) => it.next(),
+                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                };
+                next
+            };
+            let Some(chain) = chain else {
+                return Ok(()); // no buffer: the events wait for the next kick
+            };
+            let mut e = ev.queue.pop_front().unwrap_or(Event {
+                event: wire::T_NO_EVENT,
+                lun: [0; 8],
+                reason: 0,
+            });
+            if std::mem::take(&mut ev.missed) {
+                e.event |= wire::T_EVENTS_MISSED;
+            }
+            drop(ev);
+            let head = chain.head_index();
+            let guard = mem.memory();
+            let used = match Writer::new(&*guard, chain) {
+                Ok(mut w) => {
+                    if w.write_all(&e.encode()).is_ok() {
+                        wire::EVENT_LEN as u32
+                    } else {
+                        0
+                    }
+                }
+                Err(_) => 0,
+            };
+            complete(vring, head, used, event_idx);
+        }
+    }
+}
+
+/// One control queue request; returns the used length.
+async fn control<M, T>(mem: &M, chain: virtio_queue::DescriptorChain<T>, nexus: &Arc<Nexus>) -> u32
+where
+    M: vm_memory::GuestMemory,
+    for<'a> <M as vm_memory::GuestMemory>::Bitmap: vm_memory::bitmap::WithBitmapSlice<'a>,
+    T: std::ops::Deref + Clone,
+    T::Target: vm_memory::GuestMemory + Sized,
+{
+    // Guest memory views are not held across the await: read, run, write.
+    let req = {
+        let Ok(mut r) = Reader::new(mem, chain.clone()) else {
+            return 0;
+        };
+        let mut buf = vec![0u8; r.available_bytes().min(wire::TMF_REQ_LEN)];
+        if r.read_exact(&mut buf).is_err() {
+            return 0;
+        }
+        CtrlReq::parse(&buf)
+    };
+    let out: Vec<u8> = match req {
+        Ok(CtrlReq::Tmf { subtype, lun, id }) => vec![tmf(nexus, subtype, &lun, id).await],
+        Ok(CtrlReq::An { .. }) => wire::an_response(0, wire::response::OK).to_vec(),
+        // a request we cannot read: answer in the TMF response's one byte
+        Err(_) => vec![wire::response::FAILURE],
+    };
+    let Ok(mut w) = Writer::new(mem, chain) else {
+        return 0;
+    };
+    let n = out.len().min(w.available_bytes());
+    if w.write_all(&out[..n]).is_err() {
+        return 0;
+    }
+    n as u32
+}
+
+/// A task management function on the nexus; its virtio-scsi response.
+async fn tmf(nexus: &Arc<Nexus>, subtype: TmfSubtype, lun: &[u8; 8], tag: u64) -> u8 {
+    use wire::response as r;
+    let lun = match VirtioLun::parse(lun) {
+        Ok(l) if l.target == request::TARGET_ID => u64::from(l.lun),
+        _ => return r::BAD_TARGET,
+    };
+    let f = match subtype {
+        TmfSubtype::AbortTask => TmfFunction::AbortTask { lun, tag },
+        TmfSubtype::AbortTaskSet => TmfFunction::AbortTaskSet { lun },
+        TmfSubtype::ClearTaskSet => TmfFunction::ClearTaskSet { lun },
+        TmfSubtype::LogicalUnitReset => TmfFunction::LogicalUnitReset { lun },
+        _ => return r::FUNCTION_REJECTED,
+    };
+    match nexus.task_management(f).await {
+        // ABORT TASK of a task that is gone: done all the same (SAM-5)
+        TmfResult::Complete | TmfResult::TaskNotFound => r::OK,
+        TmfResult::LunNotFound => r::INCORRECT_LUN,
+        TmfResult::NotSupported | TmfResult::Rejected => r::FUNCTION_REJECTED,
+    }
+}
+
+/// Put a finished chain in the used ring and tell the guest if it wants.
+fn complete(vring: &VringRwLock, head: u16, used: u32, event_idx: bool) {
+    if vring.add_used(head, used).is_err() {
+        tracing::warn!(head, "vhost-user-scsi: could not return a descriptor chain");
+        return;
+    }
+    let notify = !event_idx || vring.needs_notification().unwrap_or(true);
+    if notify {
+        let _ = vring.signal_used_queue();
+    }
+}
+
+impl VhostUserBackend for Controller {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        2 + self.inner.request_queues
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_INDIRECT_DESC
+            | VIRTIO_RING_F_EVENT_IDX
+            | wire::feature::HOTPLUG
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::CONFIG
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.inner.event_idx.store(enabled, Ordering::Relaxed);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        wire::Config {
+            num_queues: self.inner.request_queues as u32,
+            seg_max: (QUEUE_SIZE - 2) as u32,
+            max_sectors: 0xffff,
+            cmd_per_lun: 128,
+            event_info_size: wire::EVENT_LEN as u32,
+            sense_size: wire::SENSE_SIZE as u32,
+            cdb_size: wire::CDB_SIZE as u32,
+            max_channel: 0,
+            max_target: 0,
+            max_lun: 16383,
+        }
+        .read(offset, size)
+    }
+
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
+        *write(&self.inner.mem) = Some(mem);
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        if evset != EventSet::IN {
+            return Ok(());
+        }
+        let q = device_event as usize;
+        let Some(vring) = vrings.get(q) else {
+            return Ok(());
+        };
+        let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
+        loop {
+            if event_idx {
+                let _ = vring.disable_notification();
+            }
+            match q {
+                CONTROL_QUEUE => self.process_control(vring)?,
+                EVENT_QUEUE => self.deliver_events(vring)?,
+                _ => self.process_requests(vring)?,
+            }
+            // With EVENT_IDX, chains added while notifications were off
+            // would be missed: look again until none came.
+            if !event_idx || !vring.enable_notification().unwrap_or(false) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
