@@ -96,8 +96,13 @@ impl Controller {
         if ev.queue.len() >= MAX_PENDING_EVENTS {
             ev.missed = true;
         } else {
-            ev.queue
-                .push_back(Event::transport_reset(VirtioLun { target: request::TARGET_ID, lun }, reason));
+            ev.queue.push_back(Event::transport_reset(
+                VirtioLun {
+                    target: request::TARGET_ID,
+                    lun,
+                },
+                reason,
+            ));
         }
     }
 
@@ -151,6 +156,7 @@ impl Controller {
             let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
             self.inner.runtime.spawn(async move {
                 let used = control(&*mem, chain, &nexus).await;
+                tracing::trace!(head, used, "vhost-user-scsi control request done");
                 complete(&vring, head, used, event_idx);
             });
         }
@@ -269,6 +275,7 @@ fn complete(vring: &VringRwLock, head: u16, used: u32, event_idx: bool) {
         return;
     }
     let notify = !event_idx || vring.needs_notification().unwrap_or(true);
+    tracing::trace!(head, used, notify, "vhost-user-scsi used");
     if notify {
         let _ = vring.signal_used_queue();
     }
@@ -291,11 +298,19 @@ impl VhostUserBackend for Controller {
             | VIRTIO_RING_F_INDIRECT_DESC
             | VIRTIO_RING_F_EVENT_IDX
             | wire::feature::HOTPLUG
+            // QEMU's vhost-user-scsi acks CHANGE (its param_change
+            // property) whatever the back-end offers; rtgt reports
+            // capacity changes as unit attentions, which the guest gets
+            // either way.
+            | wire::feature::CHANGE
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::CONFIG
+        // Not CONFIG: QEMU's vhost-user-scsi (7.2) makes the configuration
+        // space itself (from num_queues and its own limits) and warns about
+        // a back-end that offers it.
+        VhostUserProtocolFeatures::MQ
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -330,6 +345,7 @@ impl VhostUserBackend for Controller {
         vrings: &[VringRwLock],
         _thread_id: usize,
     ) -> std::io::Result<()> {
+        tracing::trace!(queue = device_event, ?evset, "vhost-user-scsi kick");
         if evset != EventSet::IN {
             return Ok(());
         }
@@ -366,4 +382,40 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serve vhost-user-scsi on the Unix socket `path` until `stop` is set:
+/// one front-end (VM) at a time; each connection is a new I_T nexus,
+/// opened by `open_nexus` (the controller's port group admitting the
+/// VM's initiator name) and closed when the front-end goes. Blocks: run
+/// it on a thread of its own.
+pub fn serve_socket(
+    path: &std::path::Path,
+    request_queues: usize,
+    runtime: tokio::runtime::Handle,
+    open_nexus: impl Fn() -> Option<Arc<Nexus>>,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    use vhost_user_backend::VhostUserDaemon;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(nexus) = open_nexus() else {
+            return Err(std::io::Error::other(
+                "the controller's port group refused its initiator",
+            ));
+        };
+        let ctrl = Controller::new(request_queues, nexus.clone(), runtime.clone());
+        let mut daemon = VhostUserDaemon::new(
+            format!("vhost-user-scsi {}", path.display()),
+            ctrl,
+            GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let r = daemon.serve(path);
+        nexus.close();
+        match r {
+            Ok(()) => tracing::info!(socket = %path.display(), "vhost-user front-end disconnected"),
+            Err(e) => tracing::warn!(socket = %path.display(), "vhost-user connection ended: {e}"),
+        }
+    }
+    Ok(())
 }

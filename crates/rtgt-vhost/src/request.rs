@@ -47,9 +47,11 @@ where
         Begin::Answer(r, shape) => (r, shape),
         Begin::Execute(p, buf, shape) => match p.execute(buf).await {
             ExecOutcome::Done(r) => (r, shape),
-            ExecOutcome::Aborted => return answer(mem, chain, |resp, _| {
-                finish(resp, CmdResp::with_response(response::ABORTED), 0)
-            }),
+            ExecOutcome::Aborted => {
+                return answer(mem, chain, |resp, _| {
+                    finish(resp, CmdResp::with_response(response::ABORTED), 0)
+                })
+            }
         },
     };
     answer(mem, chain, |resp, data_in| respond(r, shape, resp, data_in))
@@ -79,7 +81,11 @@ where
     T: Deref + Clone,
     T::Target: GuestMemory + Sized,
 {
-    let fail = |code| Begin::Done(answer(mem, chain.clone(), |resp, _| finish(resp, CmdResp::with_response(code), 0)));
+    let fail = |code| {
+        Begin::Done(answer(mem, chain.clone(), |resp, _| {
+            finish(resp, CmdResp::with_response(code), 0)
+        }))
+    };
     // Nowhere to put the response header: nothing can be said.
     let in_len = match split_writer(mem, chain.clone()) {
         Some((_, data_in)) => data_in.available_bytes(),
@@ -106,7 +112,12 @@ where
         (false, true) => DataDirection::Read,
         (true, true) => DataDirection::Bidirectional,
     };
-    let shape = Shape { dir, out_len, in_len };
+    let shape = Shape {
+        dir,
+        out_len,
+        in_len,
+    };
+    tracing::trace!(lun, cdb = ?&req.cdb[..req.cdb_len()], out_len, in_len, "vhost-user-scsi request");
     let attr = match req.task_attr {
         1 => TaskAttr::Ordered,
         2 => TaskAttr::HeadOfQueue,
@@ -136,8 +147,14 @@ where
     }
 }
 
+/// A writer over guest memory `M` for as long as `'a`.
+type GuestWriter<'a, M> = Writer<'a, <<M as GuestMemory>::Bitmap as WithBitmapSlice<'a>>::S>;
+
 /// The response header's buffer and the data-in after it.
-fn split_writer<'a, M, T>(mem: &'a M, chain: DescriptorChain<T>) -> Option<(Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>, Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>)>
+fn split_writer<'a, M, T>(
+    mem: &'a M,
+    chain: DescriptorChain<T>,
+) -> Option<(GuestWriter<'a, M>, GuestWriter<'a, M>)>
 where
     M: GuestMemory,
     for<'b> <M as GuestMemory>::Bitmap: WithBitmapSlice<'b>,
@@ -153,7 +170,14 @@ where
 }
 
 /// Write into the chain's response (and data-in) buffers with `f`.
-fn answer<M, T>(mem: &M, chain: DescriptorChain<T>, f: impl for<'a> FnOnce(Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>, &mut Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>) -> u32) -> u32
+fn answer<M, T>(
+    mem: &M,
+    chain: DescriptorChain<T>,
+    f: impl for<'a> FnOnce(
+        Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>,
+        &mut Writer<'a, <M::Bitmap as WithBitmapSlice<'a>>::S>,
+    ) -> u32,
+) -> u32
 where
     M: GuestMemory,
     for<'a> <M as GuestMemory>::Bitmap: WithBitmapSlice<'a>,
@@ -167,7 +191,12 @@ where
 }
 
 /// The core's answer into the data-in buffer and the response header.
-fn respond<B: BitmapSlice>(r: Response, shape: Shape, resp: Writer<'_, B>, data_in: &mut Writer<'_, B>) -> u32 {
+fn respond<B: BitmapSlice>(
+    r: Response,
+    shape: Shape,
+    resp: Writer<'_, B>,
+    data_in: &mut Writer<'_, B>,
+) -> u32 {
     let n = r.data.len().min(shape.in_len);
     if n > 0 && data_in.write_all(&r.data[..n]).is_err() {
         return finish(resp, CmdResp::with_response(response::FAILURE), 0);
@@ -181,6 +210,7 @@ fn respond<B: BitmapSlice>(r: Response, shape: Shape, resp: Writer<'_, B>, data_
         _ => 0,
     };
     let sense = r.sense.as_deref().unwrap_or(&[]);
+    tracing::trace!(status = r.status, data = n, resid, sense = ?&sense[..sense.len().min(14)], "vhost-user-scsi response");
     let header = CmdResp::scsi(r.status, sense, u32::try_from(resid).unwrap_or(u32::MAX));
     finish(resp, header, n)
 }
