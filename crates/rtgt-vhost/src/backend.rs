@@ -112,8 +112,9 @@ impl Controller {
         read(&self.inner.mem).clone()
     }
 
-    /// Take every available chain of a request queue and start it.
-    fn process_requests(&self, vring: &VringRwLock) -> std::io::Result<()> {
+    /// Take every available chain of a request queue (`control`: the
+    /// control queue) and start each on the runtime.
+    fn process(&self, vring: &VringRwLock, control_queue: bool) -> std::io::Result<()> {
         let Some(mem) = self.memory() else {
             return Ok(());
         };
@@ -131,34 +132,11 @@ impl Controller {
             let vring = vring.clone();
             let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
             self.inner.runtime.spawn(async move {
-                let used = request::serve(&*mem, chain, &nexus).await;
-                complete(&vring, head, used, event_idx);
-            });
-        }
-        Ok(())
-    }
-
-    /// Task management and AN requests of the control queue.
-    fn process_control(&self, vring: &VringRwLock) -> std::io::Result<()> {
-        let Some(mem) = self.memory() else {
-            return Ok(());
-        };
-        let chains: Vec<_> = {
-            let mut v = vring.get_mut();
-            match v.get_queue_mut().iter(mem.memory()) {
-                Ok(it) => it.collect(),
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
-            }
-        };
-        for chain in chains {
-            let head = chain.head_index();
-            let mem = mem.memory();
-            let nexus = self.nexus();
-            let vring = vring.clone();
-            let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
-            self.inner.runtime.spawn(async move {
-                let used = control(&*mem, chain, &nexus).await;
-                tracing::trace!(head, used, "vhost-user-scsi control request done");
+                let used = if control_queue {
+                    control(&*mem, chain, &nexus).await
+                } else {
+                    request::serve(&*mem, chain, &nexus).await
+                };
                 complete(&vring, head, used, event_idx);
             });
         }
@@ -364,9 +342,9 @@ impl VhostUserBackend for Controller {
                 let _ = vring.disable_notification();
             }
             match q {
-                CONTROL_QUEUE => self.process_control(vring)?,
+                CONTROL_QUEUE => self.process(vring, true)?,
                 EVENT_QUEUE => self.deliver_events(vring)?,
-                _ => self.process_requests(vring)?,
+                _ => self.process(vring, false)?,
             }
             // With EVENT_IDX, chains added while notifications were off
             // would be missed: look again until none came.
