@@ -11,22 +11,12 @@ use common::scsi_client::Session;
 use common::*;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const IQN: &str = "iqn.2026-12.org.rtgt:alua";
 const HOST: &str = "iqn.2026-12.org.rtgt:alua-host";
 const TUR: [u8; 6] = [0; 6];
 const RTPG: [u8; 12] = [0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0];
-
-fn cli(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rtgt"))
-        .arg("--socket")
-        .arg(&d.control)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
 
 fn config(dir: &Path, explicit: bool) -> std::path::PathBuf {
     let cfg = dir.join("rtgt.toml");
@@ -156,15 +146,12 @@ fn two_paths_report_their_groups_and_follow_a_state_change_across_a_restart() {
     // The administrator moves the optimized path to tpg2 and puts tpg1
     // in standby.
     for (tpg, state) in [("tpg2", "active_optimized"), ("tpg1", "standby")] {
-        let o = cli(
-            &d,
-            &[
-                &format!("/iscsi/{IQN}/{tpg}"),
-                "set",
-                "alua",
-                &format!("state={state}"),
-            ],
-        );
+        let o = d.cli(&[
+            &format!("/iscsi/{IQN}/{tpg}"),
+            "set",
+            "alua",
+            &format!("state={state}"),
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     // Each session hears of it once per change, then sees the new state.
@@ -187,9 +174,9 @@ fn two_paths_report_their_groups_and_follow_a_state_change_across_a_restart() {
     let g = groups(&mut a);
     assert_eq!((g[0].1, g[1].1), (0x2, 0x0));
     // ls and status say so.
-    let ls = String::from_utf8_lossy(&cli(&d, &["ls"]).stdout).into_owned();
+    let ls = String::from_utf8_lossy(&d.cli(&["ls"]).stdout).into_owned();
     assert!(ls.contains("alua: standby, preferred, sessions"), "{ls}");
-    let st = String::from_utf8_lossy(&cli(&d, &["--json", "status"]).stdout).into_owned();
+    let st = String::from_utf8_lossy(&d.cli(&["--json", "status"]).stdout).into_owned();
     assert!(st.contains("\"alua_state\": \"standby\""), "{st}");
     // Saved.
     let text = std::fs::read_to_string(&cfg).unwrap();

@@ -10,27 +10,16 @@ use common::scsi_client::Session;
 use common::*;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 const IQN: &str = "iqn.2026-11.org.rtgt:ctl";
 const HOST: &str = "iqn.2026-11.org.rtgt:ctl-host";
 const SECRET: &str = "ctl-secret-0123";
 
-/// `rtgt --socket <daemon's> ARGS...`
-fn rtgt(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rtgt"))
-        .arg("--socket")
-        .arg(&d.control)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
 /// Run it and expect success; its stdout.
 fn ok(d: &Daemon, args: &[&str]) -> String {
-    let o = rtgt(d, args);
+    let o = d.cli(args);
     assert!(
         o.status.success(),
         "rtgt {args:?}: {}\n{}\n{}",
@@ -99,7 +88,7 @@ fn cli_builds_a_target_initiators_use_and_it_comes_back_after_restart() {
     ok(&d, &[&format!("{tpg}/acls"), "create", HOST]);
     let acl = format!("{tpg}/acls/{HOST}");
     ok(&d, &[&acl, "create", "mapped_lun=0", "tpg_lun=0"]);
-    let o = rtgt(&d, &[&tpg, "set", "attribute", "authentication=1"]);
+    let o = d.cli(&[&tpg, "set", "attribute", "authentication=1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(&format!("none yet for: {HOST}")),
@@ -121,13 +110,13 @@ fn cli_builds_a_target_initiators_use_and_it_comes_back_after_restart() {
     assert!(ok(&d, &[&tpg, "get", "attribute"]).contains("authentication=1"));
 
     // Errors say what to do, with exit codes scripts can use.
-    let o = rtgt(&d, &[&format!("{tpg}/luns"), "create", "nope"]);
+    let o = d.cli(&[&format!("{tpg}/luns"), "create", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("create it under /backstores"));
-    let o = rtgt(&d, &["/backstores/ramdisk", "delete", "r0"]);
+    let o = d.cli(&["/backstores/ramdisk", "delete", "r0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("delete those LUNs first"));
-    assert_eq!(rtgt(&d, &["/bogus", "ls"]).status.code(), Some(2));
+    assert_eq!(d.cli(&["/bogus", "ls"]).status.code(), Some(2));
     assert!(ok(&d, &["/iscsi", "--help"]).contains("create IQN"));
     assert!(ok(&d, &[&format!("{tpg}/luns"), "create", "--help"]).contains("create BACKSTORE"));
     let o = Command::new(env!("CARGO_BIN_EXE_rtgt"))
@@ -278,7 +267,7 @@ fn cli_builds_a_target_initiators_use_and_it_comes_back_after_restart() {
 
     // A broken file is refused with its name and line, and changes nothing.
     std::fs::write(&copy, "[[target]]\niqn = \"bogus\"\n").unwrap();
-    let o = rtgt(&d, &["apply", copy.to_str().unwrap()]);
+    let o = d.cli(&["apply", copy.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("desired.toml:2:"), "{e}");
@@ -683,15 +672,12 @@ fn set_wwn_sets_the_identity_hosts_see() {
         ],
     );
     // The same NAA on a second LU is refused, naming both.
-    let o = rtgt(
-        &d,
-        &[
-            "/backstores/ramdisk/w1",
-            "set",
-            "wwn",
-            "naa=6001405AABBCCDDEEFF0011223344556",
-        ],
-    );
+    let o = d.cli(&[
+        "/backstores/ramdisk/w1",
+        "set",
+        "wwn",
+        "naa=6001405AABBCCDDEEFF0011223344556",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("same naa"), "{err}");
     ok(&d, &["/iscsi", "create", IQN]);
@@ -720,10 +706,7 @@ fn set_wwn_sets_the_identity_hosts_see() {
     );
     assert!(std.contains("ACME") && std.contains("Vault"), "{std}");
     // Exported: its hosts would see another disk, so it is refused.
-    let o = rtgt(
-        &d,
-        &["/backstores/ramdisk/w0", "set", "wwn", "serial=SN-0002"],
-    );
+    let o = d.cli(&["/backstores/ramdisk/w0", "set", "wwn", "serial=SN-0002"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("in use"), "{err}");
     // And it is in the saved file, so it survives a restart.
@@ -748,7 +731,7 @@ fn apply_refuses_inline_secrets_in_a_readable_file() {
     )
     .unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let o = rtgt(&d, &["apply", f.to_str().unwrap()]);
+    let o = d.cli(&["apply", f.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("chmod 600") && err.contains(":8:"),

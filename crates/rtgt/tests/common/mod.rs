@@ -27,6 +27,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// `rtgt --socket <this daemon's control socket> ARGS...` (the CLI).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_rtgt"))
+            .arg("--socket")
+            .arg(&self.control)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
     /// `rtgt serve` with the default target, on an ephemeral port.
     pub fn default_target() -> Daemon {
         Daemon::start(&["serve", "--listen", "127.0.0.1:0"])
