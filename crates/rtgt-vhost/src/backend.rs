@@ -17,6 +17,7 @@ use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::{QueueOwnedT, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
 
 use crate::request;
 use crate::wire::{self, CtrlReq, Event, TmfSubtype, VirtioLun};
@@ -52,6 +53,9 @@ struct Inner {
     event_idx: AtomicBool,
     runtime: tokio::runtime::Handle,
     events: Mutex<PendingEvents>,
+    /// The event queue, once the guest has kicked it (given it buffers):
+    /// events raised later are delivered at once, not at the next kick.
+    event_vring: Mutex<Option<VringRwLock>>,
 }
 
 #[derive(Default)]
@@ -72,6 +76,7 @@ impl Controller {
                 event_idx: AtomicBool::new(false),
                 runtime,
                 events: Mutex::new(PendingEvents::default()),
+                event_vring: Mutex::new(None),
             }),
         }
     }
@@ -94,17 +99,25 @@ impl Controller {
         } else {
             wire::EVT_RESET_REMOVED
         };
-        let mut ev = lock(&self.inner.events);
-        if ev.queue.len() >= MAX_PENDING_EVENTS {
-            ev.missed = true;
-        } else {
-            ev.queue.push_back(Event::transport_reset(
-                VirtioLun {
-                    target: request::TARGET_ID,
-                    lun,
-                },
-                reason,
-            ));
+        {
+            let mut ev = lock(&self.inner.events);
+            if ev.queue.len() >= MAX_PENDING_EVENTS {
+                ev.missed = true;
+            } else {
+                ev.queue.push_back(Event::transport_reset(
+                    VirtioLun {
+                        target: request::TARGET_ID,
+                        lun,
+                    },
+                    reason,
+                ));
+            }
+        }
+        let vring = lock(&self.inner.event_vring).clone();
+        if let Some(v) = vring {
+            if let Err(e) = self.deliver_events(&v) {
+                tracing::warn!("vhost-user-scsi event queue: {e}");
+            }
         }
     }
 
@@ -296,6 +309,12 @@ impl VhostUserBackend for Controller {
         VhostUserProtocolFeatures::MQ
     }
 
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        // One worker thread (the default `queues_per_thread`); the socket
+        // server ends it when the front-end goes.
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
+    }
+
     fn set_event_idx(&self, enabled: bool) {
         self.inner.event_idx.store(enabled, Ordering::Relaxed);
     }
@@ -343,7 +362,10 @@ impl VhostUserBackend for Controller {
             }
             match q {
                 CONTROL_QUEUE => self.process(vring, true)?,
-                EVENT_QUEUE => self.deliver_events(vring)?,
+                EVENT_QUEUE => {
+                    *lock(&self.inner.event_vring) = Some(vring.clone());
+                    self.deliver_events(vring)?
+                }
                 _ => self.process(vring, false)?,
             }
             // With EVENT_IDX, chains added while notifications were off
@@ -365,40 +387,4 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Serve vhost-user-scsi on the Unix socket `path` until `stop` is set:
-/// one front-end (VM) at a time; each connection is a new I_T nexus,
-/// opened by `open_nexus` (the controller's port group admitting the
-/// VM's initiator name) and closed when the front-end goes. Blocks: run
-/// it on a thread of its own.
-pub fn serve_socket(
-    path: &std::path::Path,
-    request_queues: usize,
-    runtime: tokio::runtime::Handle,
-    open_nexus: impl Fn() -> Option<Arc<Nexus>>,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
-    use vhost_user_backend::VhostUserDaemon;
-    while !stop.load(Ordering::Relaxed) {
-        let Some(nexus) = open_nexus() else {
-            return Err(std::io::Error::other(
-                "the controller's port group refused its initiator",
-            ));
-        };
-        let ctrl = Controller::new(request_queues, nexus.clone(), runtime.clone());
-        let mut daemon = VhostUserDaemon::new(
-            format!("vhost-user-scsi {}", path.display()),
-            ctrl,
-            GuestMemoryAtomic::new(GuestMemoryMmap::new()),
-        )
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let r = daemon.serve(path);
-        nexus.close();
-        match r {
-            Ok(()) => tracing::info!(socket = %path.display(), "vhost-user front-end disconnected"),
-            Err(e) => tracing::warn!(socket = %path.display(), "vhost-user connection ended: {e}"),
-        }
-    }
-    Ok(())
 }

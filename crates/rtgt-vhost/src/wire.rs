@@ -112,9 +112,16 @@ impl VirtioLun {
         Ok(VirtioLun { target: b[1], lun })
     }
 
-    /// The form Linux's virtio_scsi driver writes (flat space addressing).
+    /// Peripheral device addressing below 256, flat space above, as
+    /// QEMU and LIO's vhost-scsi write event LUNs: Linux's virtio_scsi
+    /// takes bytes 2-3 of an event whole as the LUN to scan, so LUN 1 in
+    /// flat form would be scanned as LUN 16385.
     pub fn encode(self) -> [u8; 8] {
-        let raw = 0x4000 | (self.lun & 0x3fff);
+        let raw = if self.lun < 256 {
+            self.lun
+        } else {
+            0x4000 | (self.lun & 0x3fff)
+        };
         [1, self.target, (raw >> 8) as u8, raw as u8, 0, 0, 0, 0]
     }
 }
@@ -469,7 +476,12 @@ mod tests {
         // Linux virtio_scsi: 1, target, 0x40 | lun >> 8, lun & 0xff
         let l = VirtioLun::parse(&[1, 0, 0x40, 0x05, 0, 0, 0, 0]).unwrap();
         assert_eq!(l, VirtioLun { target: 0, lun: 5 });
-        assert_eq!(l.encode(), [1, 0, 0x40, 0x05, 0, 0, 0, 0]);
+        // events carry LUNs below 256 in peripheral form (Linux reads
+        // bytes 2-3 of an event as the LUN itself), higher ones flat
+        assert_eq!(l.encode(), [1, 0, 0, 0x05, 0, 0, 0, 0]);
+        let high = VirtioLun { target: 0, lun: 300 };
+        assert_eq!(high.encode(), [1, 0, 0x41, 0x2c, 0, 0, 0, 0]);
+        assert_eq!(VirtioLun::parse(&high.encode()), Ok(high));
         let l = VirtioLun::parse(&[1, 3, 0x7f, 0xff, 0, 0, 0, 0]).unwrap();
         assert_eq!((l.target, l.lun), (3, 0x3fff));
         // peripheral device addressing of LUN 7

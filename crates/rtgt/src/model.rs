@@ -120,29 +120,42 @@ pub fn assign_relative_ports(
     let mut used = std::collections::BTreeSet::new();
     let mut pending = Vec::new();
     // Explicit ones first, then those already running, then new ones.
-    for t in &model.doc.target {
-        let key = t.iqn.to_ascii_lowercase();
-        for g in &t.tpg {
-            if let Some(r) = g.relative_port_id {
-                used.insert(r);
-                out.insert((key.clone(), g.tag), r);
-            }
+    // Every target port: each tpg, keyed (IQN, tag), and each vhost
+    // controller (see `VhostDoc::port_key`).
+    let ports: Vec<((String, u16), Option<u16>)> = model
+        .doc
+        .target
+        .iter()
+        .flat_map(|t| {
+            let key = t.iqn.to_ascii_lowercase();
+            t.tpg
+                .iter()
+                .map(move |g| ((key.clone(), g.tag), g.relative_port_id))
+        })
+        .chain(
+            model
+                .doc
+                .vhost
+                .iter()
+                .map(|v| (v.port_key(), v.relative_port_id)),
+        )
+        .collect();
+    for (id, explicit) in &ports {
+        if let Some(r) = explicit {
+            used.insert(*r);
+            out.insert(id.clone(), *r);
         }
     }
-    for t in &model.doc.target {
-        let key = t.iqn.to_ascii_lowercase();
-        for g in &t.tpg {
-            if g.relative_port_id.is_some() {
-                continue;
+    for (id, explicit) in ports {
+        if explicit.is_some() {
+            continue;
+        }
+        match current.get(&id) {
+            Some(r) if !used.contains(r) => {
+                used.insert(*r);
+                out.insert(id, *r);
             }
-            let id = (key.clone(), g.tag);
-            match current.get(&id) {
-                Some(r) if !used.contains(r) => {
-                    used.insert(*r);
-                    out.insert(id, *r);
-                }
-                _ => pending.push(id),
-            }
+            _ => pending.push(id),
         }
     }
     for id in pending {

@@ -17,6 +17,7 @@ use rtgt_iscsi::target::{self, PortalGroup, Target, Targets};
 use rtgt_scsi::access::{LunMapping, NodeAcl, PortGroup, PortGroupConfig, TpgLun, TpgMode};
 use rtgt_scsi::alua::{Cause, TargetPortGroup, Tpgs};
 use rtgt_scsi::{LogicalUnit, LuConfig};
+use rtgt_vhost::SocketServer;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -114,6 +115,33 @@ struct Running {
     /// With the address asked for (port 0 stays 0 here; `--listen` may
     /// ask for the same one twice).
     listeners: Vec<(SocketAddr, Listener)>,
+    /// vhost-user-scsi controllers by name.
+    vhosts: BTreeMap<String, Vhost>,
+}
+
+/// A running vhost-user-scsi controller.
+struct Vhost {
+    spec: config::VhostDoc,
+    group: Arc<PortGroup>,
+    server: SocketServer,
+}
+
+/// A controller's socket bound, its port group still to be made: the
+/// socket's front-ends are admitted once it is in the slot.
+struct FreshVhost {
+    server: SocketServer,
+    slot: Arc<std::sync::OnceLock<Arc<PortGroup>>>,
+}
+
+impl Vhost {
+    /// Same socket, queues, names, port and ALUA group: only its LUNs may
+    /// differ, which the running controller takes live.
+    fn keeps(&self, spec: &config::VhostDoc) -> bool {
+        config::VhostDoc {
+            lun: spec.lun.clone(),
+            ..self.spec.clone()
+        } == *spec
+    }
 }
 
 impl Running {
@@ -158,8 +186,8 @@ impl Running {
         } else {
             new.portals()
         };
-        if wanted.is_empty() {
-            bail!("no portals to listen on: give a target portal group a portal, or use --listen");
+        if wanted.is_empty() && new.doc.vhost.is_empty() {
+            bail!("no portals to listen on and no vhost controllers: give a target portal group a portal, or use --listen");
         }
         // A network portal belongs to one portal group of a target (RFC 7143
         // 4.4.1): two tpgs of one target both moved onto the --listen
@@ -232,6 +260,41 @@ impl Running {
             }
         }
 
+        // vhost-user-scsi sockets: bound last of what can fail (binding
+        // one may replace the socket file of the controller it replaces).
+        let mut fresh_vhosts = BTreeMap::new();
+        for v in &new.doc.vhost {
+            let name = v.name();
+            if self.vhosts.get(&name).is_some_and(|r| r.keeps(v)) {
+                continue;
+            }
+            let slot = Arc::new(std::sync::OnceLock::<Arc<PortGroup>>::new());
+            let initiator = v.initiator();
+            let s = slot.clone();
+            let open: rtgt_vhost::OpenNexus = Box::new(move || {
+                let group = s.get()?;
+                let admission = group.admit(&initiator)?;
+                group
+                    .open_nexus(&initiator, initiator.clone(), &admission)
+                    .ok()
+            });
+            let ours = self.vhosts.values().any(|r| r.spec.socket == v.socket);
+            let server = SocketServer::start(
+                &v.socket,
+                usize::from(v.num_queues()),
+                tokio::runtime::Handle::current(),
+                open,
+                ours,
+            )
+            .with_context(|| {
+                format!(
+                    "vhost controller {name:?}: cannot serve {}",
+                    v.socket.display()
+                )
+            })?;
+            fresh_vhosts.insert(name, FreshVhost { server, slot });
+        }
+
         // Nothing can fail from here on.
         for name in grown {
             if let (Some(o), Some(spec)) = (self.stores.get_mut(&name), new.doc.backstore(&name)) {
@@ -253,15 +316,14 @@ impl Running {
         self.relative_ports = model::assign_relative_ports(new, &self.relative_ports);
         // ALUA target port groups: the ones still named are kept.
         let mut alua = BTreeMap::new();
-        for g in new.doc.target.iter().flat_map(|t| &t.tpg) {
-            let id = g.alua_group_id();
+        for (id, state, preferred) in alua_groups(&new.doc) {
             if alua.contains_key(&id) {
                 continue;
             }
             let group = match self.alua.get(&id) {
                 Some(a) => a.clone(),
                 None => {
-                    let a = TargetPortGroup::new(id, g.alua_state.core(), g.alua_preferred);
+                    let a = TargetPortGroup::new(id, state.core(), preferred);
                     self.forward_explicit_changes(&a);
                     a
                 }
@@ -318,22 +380,18 @@ impl Running {
         } else {
             Tpgs::Implicit
         };
+        let settings = alua_groups(&new.doc);
         for (id, a) in &alua {
-            let Some(g) = new
-                .doc
-                .target
-                .iter()
-                .flat_map(|t| &t.tpg)
-                .find(|g| g.alua_group_id() == *id)
-            else {
+            let Some((_, state, preferred)) = settings.iter().find(|(i, ..)| i == id) else {
                 continue;
             };
             a.set_tpgs(tpgs);
             a.set_transition_time(Duration::from_millis(new.doc.alua.transition_ms.into()));
-            a.set_preferred(g.alua_preferred);
-            a.set_state(g.alua_state.core(), Cause::Implicit);
+            a.set_preferred(*preferred);
+            a.set_state(state.core(), Cause::Implicit);
         }
         self.alua = alua;
+        self.apply_vhosts(new, fresh_vhosts).await;
         self.server.set_targets(Targets {
             targets,
             discovery_auth: new.auth(&CredentialAt::Discovery),
@@ -375,6 +433,97 @@ impl Running {
             flush(&name, o.store).await;
         }
         Ok(())
+    }
+
+    /// Serve the model's vhost-user-scsi controllers: those kept take their
+    /// new LUNs live (the guest is told on the event queue), the fresh ones
+    /// replace those they stand for, the others stop.
+    async fn apply_vhosts(&mut self, new: &Model, mut fresh: BTreeMap<String, FreshVhost>) {
+        let mut old = std::mem::take(&mut self.vhosts);
+        let mut stopping = Vec::new();
+        for v in &new.doc.vhost {
+            let name = v.name();
+            let config = self.vhost_group_config(v);
+            if let Some(f) = fresh.remove(&name) {
+                let rtpi = self
+                    .relative_ports
+                    .get(&v.port_key())
+                    .copied()
+                    .unwrap_or(1);
+                let wwn = v.wwn();
+                let port = rtgt_scsi::TargetPort {
+                    name: wwn.clone(),
+                    target_name: wwn,
+                    relative_port_id: rtpi,
+                    group: self.alua[&v.alua_group_id()].clone(),
+                };
+                let group = PortGroup::new(port, config);
+                let _ = f.slot.set(group.clone());
+                if let Some(o) = old.remove(&name) {
+                    stopping.push(o);
+                }
+                tracing::info!(
+                    "vhost controller {name:?} on {} (initiator {})",
+                    v.socket.display(),
+                    v.initiator()
+                );
+                self.vhosts.insert(
+                    name,
+                    Vhost {
+                        spec: v.clone(),
+                        group,
+                        server: f.server,
+                    },
+                );
+            } else if let Some(mut r) = old.remove(&name) {
+                r.group.reconfigure(config);
+                let had: BTreeMap<u64, &str> = r
+                    .spec
+                    .lun
+                    .iter()
+                    .map(|l| (l.lun, l.backstore.as_str()))
+                    .collect();
+                let has: BTreeMap<u64, &str> =
+                    v.lun.iter().map(|l| (l.lun, l.backstore.as_str())).collect();
+                for (&lun, b) in &had {
+                    if has.get(&lun) != Some(b) {
+                        r.server.lun_changed(lun as u16, false);
+                    }
+                }
+                for (&lun, b) in &has {
+                    if had.get(&lun) != Some(b) {
+                        r.server.lun_changed(lun as u16, true);
+                    }
+                }
+                r.spec = v.clone();
+                self.vhosts.insert(name, r);
+            }
+        }
+        stopping.extend(old.into_values());
+        for o in stopping {
+            o.group.remove();
+            let _ = tokio::task::spawn_blocking(move || o.server.stop()).await;
+        }
+    }
+
+    /// The core's configuration of a vhost controller's port: the VM is
+    /// its one initiator and sees every LUN.
+    fn vhost_group_config(&self, v: &config::VhostDoc) -> PortGroupConfig {
+        let luns = v
+            .lun
+            .iter()
+            .filter_map(|l| {
+                let o = self.stores.get(&l.backstore)?;
+                Some((
+                    l.lun,
+                    TpgLun {
+                        lu: o.lu.clone(),
+                        read_only: l.read_only,
+                    },
+                ))
+            })
+            .collect();
+        PortGroupConfig::demo(luns)
     }
 
     /// Send what initiators set on `group` with SET TARGET PORT GROUPS to
@@ -457,10 +606,30 @@ impl Running {
             let _ = l.task.await;
         }
         self.server.shutdown(Duration::from_secs(10)).await;
+        for (_, v) in std::mem::take(&mut self.vhosts) {
+            v.group.remove();
+            let _ = tokio::task::spawn_blocking(move || v.server.stop()).await;
+        }
         for (name, o) in std::mem::take(&mut self.stores) {
             flush(&name, o.store).await;
         }
     }
+}
+
+/// Every ALUA target port group the document names, with its state and
+/// preference (each port in one is given the same, see validate), tpgs
+/// first, then vhost controllers.
+fn alua_groups(doc: &Doc) -> Vec<(u16, config::AluaState, bool)> {
+    doc.target
+        .iter()
+        .flat_map(|t| &t.tpg)
+        .map(|g| (g.alua_group_id(), g.alua_state, g.alua_preferred))
+        .chain(
+            doc.vhost
+                .iter()
+                .map(|v| (v.alua_group_id(), v.alua_state, v.alua_preferred)),
+        )
+        .collect()
 }
 
 async fn flush(name: &str, store: Arc<dyn Backstore>) {
@@ -614,13 +783,23 @@ impl Live {
     pub async fn persist_alua_states(&mut self) {
         let mut doc = self.model.doc.clone();
         let mut changed = false;
-        for g in doc.target.iter_mut().flat_map(|t| &mut t.tpg) {
-            let Some(a) = self.running.alua.get(&g.alua_group_id()) else {
+        let ports = doc
+            .target
+            .iter_mut()
+            .flat_map(|t| &mut t.tpg)
+            .map(|g| (g.alua_group_id(), &mut g.alua_state))
+            .chain(
+                doc.vhost
+                    .iter_mut()
+                    .map(|v| (v.alua_group_id(), &mut v.alua_state)),
+            );
+        for (id, state) in ports {
+            let Some(a) = self.running.alua.get(&id) else {
                 continue;
             };
             if let Some(s) = config::AluaState::from_core(a.wanted()) {
-                if s != g.alua_state {
-                    g.alua_state = s;
+                if s != *state {
+                    *state = s;
                     changed = true;
                 }
             }
@@ -750,6 +929,7 @@ pub async fn serve(
         alua: BTreeMap::new(),
         explicit_changes: explicit_changes.clone(),
         listeners: Vec::new(),
+        vhosts: BTreeMap::new(),
     };
     running.apply(&cfg).await?;
     // A file that is exactly the canonical text of what it loads as has

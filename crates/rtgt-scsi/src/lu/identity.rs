@@ -138,7 +138,7 @@ pub fn default_serial(name: &str) -> String {
 
 /// FNV-1a: a stable, dependency-free hash, so defaults derived from a name
 /// are the same on every host and after every restart.
-fn fnv1a(name: &str) -> u64 {
+pub fn fnv1a(name: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         h ^= b as u64;

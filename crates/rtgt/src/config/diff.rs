@@ -48,6 +48,13 @@ impl Doc {
                 }
             }
         }
+        for v in &self.vhost {
+            let vp = format!("/vhost/{}", v.name());
+            m.insert(vp.clone(), Obj::Vhost(v));
+            for l in &v.lun {
+                m.insert(format!("{vp}/luns/lun{}", l.lun), Obj::Lun(l));
+            }
+        }
         m
     }
 }
@@ -64,6 +71,7 @@ pub enum Obj<'a> {
     Lun(&'a LunDoc),
     Acl(&'a AclDoc),
     MappedLun(&'a MappedLunDoc),
+    Vhost(&'a VhostDoc),
 }
 
 impl Obj<'_> {
@@ -115,6 +123,29 @@ impl Obj<'_> {
                 (initiator, auth) == (&b.initiator, &b.auth)
             }
             (Obj::MappedLun(a), Obj::MappedLun(b)) => a == b,
+            (Obj::Vhost(a), Obj::Vhost(b)) => {
+                let VhostDoc {
+                    socket,
+                    name,
+                    initiator,
+                    num_queues,
+                    wwn,
+                    relative_port_id,
+                    alua_state,
+                    alua_preferred,
+                    alua_group,
+                    lun: _,
+                } = a;
+                (socket, name, initiator, num_queues, wwn)
+                    == (&b.socket, &b.name, &b.initiator, &b.num_queues, &b.wwn)
+                    && (relative_port_id, alua_state, alua_preferred, alua_group)
+                        == (
+                            &b.relative_port_id,
+                            &b.alua_state,
+                            &b.alua_preferred,
+                            &b.alua_group,
+                        )
+            }
             _ => false,
         }
     }
@@ -132,6 +163,7 @@ impl Obj<'_> {
             Obj::Lun(x) => to_value(x),
             Obj::Acl(x) => to_value(x),
             Obj::MappedLun(x) => to_value(x),
+            Obj::Vhost(x) => to_value(x),
         };
         match v.unwrap_or(serde_json::Value::Null) {
             serde_json::Value::Object(mut o) => {

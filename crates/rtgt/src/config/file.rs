@@ -241,6 +241,44 @@ mod tests {
     }
 
     #[test]
+    fn vhost_controllers_are_checked() {
+        let base = "[[backstore]]\nname = \"r\"\ntype = \"ramdisk\"\nsize = \"1M\"\n\
+                    [[target]]\niqn = \"iqn.2026-12.a:t\"\n[[target.tpg]]\ntag = 1\nmode = \"demo\"\n";
+        let with = |v: &str| parse(&format!("{base}{v}"));
+        // Line 10 is the first line of the first [[vhost]].
+        let ok = with(
+            "[[vhost]]\nsocket = \"/run/vm1.sock\"\n[[vhost.lun]]\nlun = 0\nbackstore = \"r\"\n",
+        )
+        .unwrap();
+        let v = &ok.vhost[0];
+        assert_eq!(v.name(), "vm1", "named after the socket");
+        assert!(v.initiator().starts_with("naa.3") && v.initiator().len() == 20);
+        assert!(v.wwn().starts_with("naa.3") && v.wwn() != v.initiator());
+        assert!(v.alua_group_id() >= 0x8000, "clear of the tpgs' tags");
+        assert_eq!(v.num_queues(), 8);
+        for (v, line, what) in [
+            ("[[vhost]]\nsocket = \"/a.sock\"\n[[vhost]]\nsocket = \"/b/a.sock\"\n", 13, "duplicate vhost controller \"a\""),
+            ("[[vhost]]\nsocket = \"/a.sock\"\n[[vhost]]\nname = \"b\"\nsocket = \"/a.sock\"\n", 14, "used by another vhost"),
+            ("[[vhost]]\nsocket = \"/a.sock\"\nname = \"x/y\"\n", 12, "letters, digits"),
+            ("[[vhost]]\nsocket = \"/a.sock\"\nnum_queues = 0\n", 12, "num_queues must be 1..64"),
+            ("[[vhost]]\nsocket = \"/a.sock\"\nnum_queues = 65\n", 12, "num_queues must be 1..64"),
+            ("[[vhost]]\nsocket = \"/a.sock\"\nwwn = \"naa.12\"\n", 12, "16 hex digits"),
+            ("[[vhost]]\nsocket = \"/a.sock\"\ninitiator = \"vm one\"\n", 12, "initiator name"),
+            ("[[vhost]]\nsocket = \"/a.sock\"\n[[vhost.lun]]\nlun = 0\nbackstore = \"nope\"\n", 14, "no backstore named \"nope\""),
+            ("[[vhost]]\nsocket = \"/a.sock\"\n[[vhost.lun]]\nlun = 0\nbackstore = \"r\"\n[[vhost.lun]]\nlun = 0\nbackstore = \"r\"\n", 16, "mapped twice in vhost controller \"a\""),
+            ("[[vhost]]\nsocket = \"/a.sock\"\nrelative_port_id = 7\n[[vhost]]\nsocket = \"/b.sock\"\nrelative_port_id = 7\n", 15, "used by another port"),
+            // A vhost port in the tpg's ALUA group must agree with its state.
+            ("[[vhost]]\nsocket = \"/a.sock\"\nalua_group = 1\nalua_state = \"standby\"\n", 13, "target port group 1"),
+        ] {
+            let e = with(v).unwrap_err();
+            assert_eq!(e.line, Some(line), "{v}: {e}");
+            assert!(e.message.contains(what), "{v}: {e}");
+        }
+        // ... and may share it when it does.
+        assert!(with("[[vhost]]\nsocket = \"/a.sock\"\nalua_group = 1\n").is_ok());
+    }
+
+    #[test]
     fn demo_is_valid() {
         let c = demo().doc;
         assert_eq!(c.target[0].iqn, DEMO_IQN);

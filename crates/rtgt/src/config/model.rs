@@ -28,6 +28,10 @@ pub struct Doc {
     /// iSCSI targets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target: Vec<TargetDoc>,
+    /// vhost-user-scsi controllers: virtual machines' SCSI HBAs, served on
+    /// Unix sockets that QEMU connects to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vhost: Vec<VhostDoc>,
 }
 
 /// Settings of the iSCSI fabric as a whole.
@@ -345,6 +349,130 @@ impl TpgDoc {
     }
 }
 
+/// A vhost-user-scsi controller: one target port of its own, whose one
+/// initiator is the virtual machine attached to the socket (QEMU's
+/// `-device vhost-user-scsi-pci`). Its LUNs are backstores exported as over
+/// iSCSI, with the same reservations, unit attentions and ALUA states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VhostDoc {
+    /// The Unix socket QEMU connects to (`-chardev socket,path=`); rtgt
+    /// creates it, replacing a stale socket but never another kind of file.
+    #[schema(value_type = String)]
+    pub socket: PathBuf,
+    /// Names the controller in the tree, the API and the CLI (letters,
+    /// digits, '-', '_' and '.'); default: the socket's file name without
+    /// its extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The virtual machine's initiator port name (an iSCSI name: iqn.,
+    /// eui. or naa.), as reservations and READ FULL STATUS name it;
+    /// default: `naa.` and 16 hex digits derived from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
+    /// Request queues offered, 1..64 (default 8); QEMU's `num_queues` (by
+    /// default one per vCPU) must not exceed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_queues: Option<u16>,
+    /// The target port's name (`naa.` and 16 hex digits); default: derived
+    /// from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
+    /// The relative target port identifier (1..65535); default: derived
+    /// from the name, stable across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_port_id: Option<u16>,
+    /// The port's asymmetric access state (ALUA), as for a tpg.
+    #[serde(default, skip_serializing_if = "AluaState::is_default")]
+    pub alua_state: AluaState,
+    /// PREF: initiators should prefer this port.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub alua_preferred: bool,
+    /// The target port group (1..65535) the port belongs to (a tpg's, to
+    /// share its state); default: one of its own, 32768..65535, derived
+    /// from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alua_group: Option<u16>,
+    /// The controller's LUNs (the VM sees each as target 0, that LUN).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lun: Vec<LunDoc>,
+}
+
+/// Request queues a controller offers unless told.
+pub const VHOST_DEFAULT_QUEUES: u16 = 8;
+/// At most this many request queues (QEMU's limit for virtio-scsi is
+/// higher, but each is a vring to map and poll).
+pub const VHOST_MAX_QUEUES: u16 = 64;
+
+impl VhostDoc {
+    /// A controller on `socket` with every default.
+    pub fn new(socket: impl Into<PathBuf>) -> VhostDoc {
+        VhostDoc {
+            socket: socket.into(),
+            name: None,
+            initiator: None,
+            num_queues: None,
+            wwn: None,
+            relative_port_id: None,
+            alua_state: AluaState::default(),
+            alua_preferred: false,
+            alua_group: None,
+            lun: Vec::new(),
+        }
+    }
+
+    /// Its name: the configured one, else the socket's file stem.
+    pub fn name(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self
+                .socket
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The VM's initiator port name.
+    pub fn initiator(&self) -> String {
+        match &self.initiator {
+            Some(i) => i.clone(),
+            None => naa_name(&format!("vhost initiator {}", self.name())),
+        }
+    }
+
+    /// The target port's name.
+    pub fn wwn(&self) -> String {
+        match &self.wwn {
+            Some(w) => w.to_ascii_lowercase(),
+            None => naa_name(&format!("vhost target {}", self.name())),
+        }
+    }
+
+    pub fn num_queues(&self) -> u16 {
+        self.num_queues.unwrap_or(VHOST_DEFAULT_QUEUES)
+    }
+
+    /// Its target port group ID.
+    pub fn alua_group_id(&self) -> u16 {
+        self.alua_group.unwrap_or_else(|| {
+            let h = rtgt_scsi::lu::identity::fnv1a(&format!("vhost group {}", self.name()));
+            0x8000 | (h as u16 & 0x7fff)
+        })
+    }
+
+    /// Its key among the relative port assignments (tpgs are (IQN, tag),
+    /// tags are never 0).
+    pub fn port_key(&self) -> (String, u16) {
+        (format!("vhost:{}", self.name()), 0)
+    }
+}
+
+/// `naa.` and 16 hex digits: a locally assigned NAA (3h) derived from `seed`.
+fn naa_name(seed: &str) -> String {
+    format!("naa.{}", rtgt_scsi::Naa::local_from_name(seed).hex())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LunDoc {
@@ -469,6 +597,10 @@ impl Doc {
                 }
             }
         }
+        self.vhost.sort_by(|a, b| natural_cmp(&a.name(), &b.name()));
+        for v in &mut self.vhost {
+            v.lun.sort_by_key(|l| l.lun);
+        }
     }
 
     /// The document without inline CHAP secrets.
@@ -507,6 +639,14 @@ impl Doc {
             .find(|t| t.iqn.eq_ignore_ascii_case(iqn))
     }
 
+    pub fn vhost(&self, name: &str) -> Option<&VhostDoc> {
+        self.vhost.iter().find(|v| v.name() == name)
+    }
+
+    pub fn vhost_mut(&mut self, name: &str) -> Option<&mut VhostDoc> {
+        self.vhost.iter_mut().find(|v| v.name() == name)
+    }
+
     pub fn backstore(&self, name: &str) -> Option<&BackstoreDoc> {
         self.backstore.iter().find(|b| b.name == name)
     }
@@ -519,6 +659,11 @@ impl Doc {
                 for l in g.lun.iter().filter(|l| l.backstore == name) {
                     users.push(format!("/iscsi/{}/tpg{}/luns/lun{}", t.iqn, g.tag, l.lun));
                 }
+            }
+        }
+        for v in &self.vhost {
+            for l in v.lun.iter().filter(|l| l.backstore == name) {
+                users.push(format!("/vhost/{}/luns/lun{}", v.name(), l.lun));
             }
         }
         users

@@ -9,9 +9,10 @@ use std::path::Path;
 use rtgt_scsi::access::{ChapAuth, Credential, Secret};
 use rtgt_scsi::lu::identity;
 
-use super::model::{AuthDoc, BackstoreDoc, Doc};
+use super::model::{AuthDoc, BackstoreDoc, Doc, LunDoc, VHOST_MAX_QUEUES};
 use super::values::{
-    check_iscsi_name, fault_errno, parse_portal, BackstoreKind, TpgMode, MIN_SANITIZE_RATE,
+    check_iscsi_name, fault_errno, parse_portal, AluaState, BackstoreKind, TpgMode,
+    MIN_SANITIZE_RATE,
 };
 use crate::model::{CredentialAt, Model};
 
@@ -148,7 +149,7 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
     let mut iqns = HashSet::new();
     let mut rtpis = HashSet::new();
     // ALUA group ID -> where it was first set, and its state.
-    let mut alua_groups: HashMap<u16, (At, (crate::config::AluaState, bool))> = HashMap::new();
+    let mut alua_groups: HashMap<u16, (At, (AluaState, bool))> = HashMap::new();
     for (ti, t) in doc.target.iter().enumerate() {
         let iqn = &t.iqn;
         if let Err(why) = check_iscsi_name(iqn) {
@@ -194,37 +195,13 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
                     "alua_group must be 1..65535",
                 );
             }
-            // Groups that share a target port group ID share its state.
-            let id = g.alua_group_id();
-            let state = (g.alua_state, g.alua_preferred);
-            match alua_groups.get(&id) {
-                Some((first, s)) if *s != state => {
-                    return Err(Invalid {
-                        at: join(&here, &rel!["alua_state"]),
-                        message: format!(
-                            "target port group {id} is {}{} here but {}{} where it was first set: tpgs in one ALUA group share its state (give this tpg its own alua_group, or the same alua_state and alua_preferred)",
-                            g.alua_state.name(),
-                            if g.alua_preferred { " preferred" } else { "" },
-                            s.0.name(),
-                            if s.1 { " preferred" } else { "" },
-                        ),
-                        related: Some(first.clone()),
-                    })
-                }
-                Some(_) => {}
-                None => {
-                    alua_groups.insert(id, (join(&here, &rel!["alua_state"]), state));
-                }
-            }
-            if let Some(r) = g.relative_port_id {
-                let at = join(&here, &rel!["relative_port_id"]);
-                if r == 0 {
-                    return invalid(at, "relative_port_id must be 1..65535");
-                }
-                if !rtpis.insert(r) {
-                    return invalid(at, format!("relative_port_id {r} is used by another tpg"));
-                }
-            }
+            agree_alua(
+                &mut alua_groups,
+                g.alua_group_id(),
+                (g.alua_state, g.alua_preferred),
+                &here,
+            )?;
+            unique_rtpi(&mut rtpis, g.relative_port_id, &here)?;
             if let Some(a) = &g.auth {
                 let place = CredentialAt::Tpg {
                     iqn: key.clone(),
@@ -239,23 +216,7 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
                     a.mutual_userid.is_some(),
                 ));
             }
-            let mut luns = HashSet::new();
-            for (li, lun) in g.lun.iter().enumerate() {
-                let n = lun.lun;
-                let at = join(&here, &rel!["lun", li, "lun"]);
-                if n >= 16384 {
-                    return invalid(at, format!("LUN {n} is out of range (0..16383)"));
-                }
-                if !luns.insert(n) {
-                    return invalid(at, format!("LUN {n} is mapped twice in tpg {tag}"));
-                }
-                if !names.contains(lun.backstore.as_str()) {
-                    return invalid(
-                        join(&here, &rel!["lun", li, "backstore"]),
-                        format!("no backstore named {:?}", lun.backstore),
-                    );
-                }
-            }
+            let luns = check_luns(&g.lun, &names, &here, &format!("tpg {tag}"))?;
             let mut initiators = HashSet::new();
             for (ai, acl) in g.acl.iter().enumerate() {
                 let ahere = join(&here, &rel!["acl", ai]);
@@ -310,11 +271,172 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
             }
         }
     }
+    let mut vhost_names = HashSet::new();
+    let mut sockets = HashSet::new();
+    for (vi, v) in doc.vhost.iter().enumerate() {
+        let here = at!["vhost", vi];
+        let name = v.name();
+        let name_at = if v.name.is_some() {
+            join(&here, &rel!["name"])
+        } else {
+            join(&here, &rel!["socket"])
+        };
+        if let Err(why) = check_object_name(&name) {
+            return invalid(
+                name_at,
+                format!("vhost controller name {name:?} {why} (set `name`)"),
+            );
+        }
+        if !vhost_names.insert(name.clone()) {
+            return invalid(
+                name_at,
+                format!("duplicate vhost controller {name:?} (give each its own `name`)"),
+            );
+        }
+        if v.socket.as_os_str().is_empty() || v.socket.to_str().is_none() {
+            return invalid(
+                join(&here, &rel!["socket"]),
+                "socket must be a UTF-8 path",
+            );
+        }
+        if !sockets.insert(v.socket.clone()) {
+            return invalid(
+                join(&here, &rel!["socket"]),
+                format!("socket {} is used by another vhost controller", v.socket.display()),
+            );
+        }
+        if let Some(i) = &v.initiator {
+            if let Err(why) = check_iscsi_name(i) {
+                return invalid(
+                    join(&here, &rel!["initiator"]),
+                    format!("initiator name {i:?}: {why}"),
+                );
+            }
+        }
+        if let Some(w) = &v.wwn {
+            let ok = w.len() == 20
+                && w[..4].eq_ignore_ascii_case("naa.")
+                && w[4..].bytes().all(|b| b.is_ascii_hexdigit())
+                && matches!(w.as_bytes()[4], b'2' | b'3' | b'5');
+            if !ok {
+                return invalid(
+                    join(&here, &rel!["wwn"]),
+                    format!("wwn {w:?} must be naa. and 16 hex digits, NAA type 2, 3 or 5"),
+                );
+            }
+        }
+        if let Some(q) = v.num_queues {
+            if !(1..=VHOST_MAX_QUEUES).contains(&q) {
+                return invalid(
+                    join(&here, &rel!["num_queues"]),
+                    format!("num_queues must be 1..{VHOST_MAX_QUEUES}"),
+                );
+            }
+        }
+        if v.alua_group == Some(0) {
+            return invalid(
+                join(&here, &rel!["alua_group"]),
+                "alua_group must be 1..65535",
+            );
+        }
+        agree_alua(
+            &mut alua_groups,
+            v.alua_group_id(),
+            (v.alua_state, v.alua_preferred),
+            &here,
+        )?;
+        unique_rtpi(&mut rtpis, v.relative_port_id, &here)?;
+        check_luns(&v.lun, &names, &here, &format!("vhost controller {name:?}"))?;
+    }
     check_secret_roles(&places, &secrets)?;
     Ok(Model {
         doc: doc.clone(),
         secrets,
     })
+}
+
+/// Ports that share a target port group ID share its state: the same
+/// `alua_state` and `alua_preferred` wherever the ID is named.
+fn agree_alua(
+    groups: &mut HashMap<u16, (At, (AluaState, bool))>,
+    id: u16,
+    state: (AluaState, bool),
+    here: &[Seg],
+) -> Result<(), Invalid> {
+    match groups.get(&id) {
+        Some((first, s)) if *s != state => Err(Invalid {
+            at: join(here, &rel!["alua_state"]),
+            message: format!(
+                "target port group {id} is {}{} here but {}{} where it was first set: ports in one ALUA group share its state (give this one its own alua_group, or the same alua_state and alua_preferred)",
+                state.0.name(),
+                if state.1 { " preferred" } else { "" },
+                s.0.name(),
+                if s.1 { " preferred" } else { "" },
+            ),
+            related: Some(first.clone()),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            groups.insert(id, (join(here, &rel!["alua_state"]), state));
+            Ok(())
+        }
+    }
+}
+
+/// An explicit relative port ID is 1..65535 and no other port's.
+fn unique_rtpi(used: &mut HashSet<u16>, rtpi: Option<u16>, here: &[Seg]) -> Result<(), Invalid> {
+    let Some(r) = rtpi else {
+        return Ok(());
+    };
+    let at = join(here, &rel!["relative_port_id"]);
+    if r == 0 {
+        return invalid(at, "relative_port_id must be 1..65535");
+    }
+    if !used.insert(r) {
+        return invalid(at, format!("relative_port_id {r} is used by another port"));
+    }
+    Ok(())
+}
+
+/// A port's LUNs: numbers in range and used once, backstores that exist.
+/// Returns the numbers.
+fn check_luns(
+    luns: &[LunDoc],
+    backstores: &HashSet<&str>,
+    here: &[Seg],
+    whose: &str,
+) -> Result<HashSet<u64>, Invalid> {
+    let mut seen = HashSet::new();
+    for (li, lun) in luns.iter().enumerate() {
+        let n = lun.lun;
+        let at = join(here, &rel!["lun", li, "lun"]);
+        if n >= 16384 {
+            return invalid(at, format!("LUN {n} is out of range (0..16383)"));
+        }
+        if !seen.insert(n) {
+            return invalid(at, format!("LUN {n} is mapped twice in {whose}"));
+        }
+        if !backstores.contains(lun.backstore.as_str()) {
+            return invalid(
+                join(here, &rel!["lun", li, "backstore"]),
+                format!("no backstore named {:?}", lun.backstore),
+            );
+        }
+    }
+    Ok(seen)
+}
+
+/// A name that is one element of a tree path.
+fn check_object_name(name: &str) -> Result<(), &'static str> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be non-empty letters, digits, '-', '_' or '.'")
+    }
 }
 
 fn backstore<'a>(
@@ -326,15 +448,8 @@ fn backstore<'a>(
 ) -> Result<(), Invalid> {
     let here = |k: &'static str| at!["backstore", i, k];
     let name = b.name.as_str();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return invalid(
-            here("name"),
-            format!("backstore name {name:?} must be non-empty letters, digits, '-', '_' or '.'"),
-        );
+    if let Err(why) = check_object_name(name) {
+        return invalid(here("name"), format!("backstore name {name:?} {why}"));
     }
     if !names.insert(name) {
         return invalid(here("name"), format!("duplicate backstore name {name:?}"));
