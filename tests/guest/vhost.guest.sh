@@ -77,10 +77,13 @@ if mkfs.ext4 -q -F "$F" > "$OUT/logs/mkfs.txt" 2>&1 && mount "$F" /mnt/f; then
 else fail filesystem "see logs/mkfs.txt"; fi
 
 # ---------------------------------------------------------------- the same LU over iSCSI
+mkdir -p /etc/iscsi /run/lock/iscsi
 echo "InitiatorName=iqn.2026-12.org.rtgt:vhost-guest" > /etc/iscsi/initiatorname.iscsi
 iscsid
 for i in $(seq 50); do [ -e /run/iscsid.pid ] && break; sleep 0.1; done
-iscsiadm -m discovery -t st -p "10.0.2.2:$PORT" > "$OUT/logs/discovery.txt" 2>&1
+# No discovery: it names the portal as the host binds it (127.0.0.1), which the guest reaches
+# as 10.0.2.2.
+iscsiadm -m node -o new -T "$IQN" -p "10.0.2.2:$PORT" > "$OUT/logs/node.txt" 2>&1
 if iscsiadm -m node -T "$IQN" -p "10.0.2.2:$PORT" --login > "$OUT/logs/login.txt" 2>&1; then
     pass iscsi-login "$IQN"
 else fail iscsi-login "see logs/login.txt"; fi
@@ -114,6 +117,11 @@ if [ -n "$I" ]; then
     sg_persist -n -o -G -S 0x2222 "$D" >> "$OUT/logs/pr.txt" 2>&1 \
         && sg_persist -n -o -P -K 0x2222 -S 0x1111 -T 1 "$D" >> "$OUT/logs/pr.txt" 2>&1 \
         && pass pr-preempt "the VM registered 0x2222 and preempted 0x1111" || fail pr-preempt "see logs/pr.txt"
+    # SPC-4 5.14.11.2.4: the preempted nexus hears of it first (UNIT ATTENTION, REGISTRATIONS
+    # PREEMPTED), then its writes conflict.
+    w="$(write1 "$I")"
+    echo "$w" | grep -qi "registrations preempted" && pass pr-fenced-ua "the iSCSI nexus is told: $w" \
+        || fail pr-fenced-ua "first WRITE through iSCSI after PREEMPT: $w"
     w="$(write1 "$I")"
     echo "$w" | grep -qi "reservation conflict" && pass pr-fenced-iscsi "WRITE through iSCSI after PREEMPT: RESERVATION CONFLICT" \
         || fail pr-fenced-iscsi "WRITE through iSCSI: $w"

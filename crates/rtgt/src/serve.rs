@@ -721,6 +721,21 @@ impl Live {
             .collect()
     }
 
+    /// Each vhost controller's state now, by name: whether a VM is
+    /// attached, and the relative port ID.
+    pub fn vhost_state(&self) -> BTreeMap<String, (bool, u16)> {
+        self.running
+            .vhosts
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    (v.server.connected(), v.group.port().relative_port_id),
+                )
+            })
+            .collect()
+    }
+
     /// Whether `--listen` replaced the file's portals.
     pub fn portals_overridden(&self) -> bool {
         !self.running.listen.is_empty()

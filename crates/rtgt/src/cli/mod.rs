@@ -240,7 +240,10 @@ pub fn help(node: &Node) -> String {
         Node::Portals(..) => "create IP [PORT]\ndelete IP [PORT]\n",
         Node::Acls(..) => "create INITIATOR_IQN [map_all=1]\ndelete INITIATOR_IQN\n",
         Node::Acl(..) => "create mapped_lun=N tpg_lun=M [write_protect=1]   (or: create N M)\ndelete mapped_lunN\nset auth userid=.. password=.. [mutual_userid=.. mutual_password=..]\nset attribute authentication=0   (the group's CHAP setting applies again)\ninfo\n",
-        Node::Lun(..) | Node::Portal(..) | Node::MappedLun(..) => "info\n",
+        Node::Lun(..) | Node::Portal(..) | Node::MappedLun(..) | Node::VhostLun(..) => "info\n",
+        Node::Vhost => "create NAME SOCKET [initiator=NAME] [num_queues=N] [wwn=naa.HEX]   a vhost-user-scsi controller: QEMU connects to SOCKET\ndelete NAME\n",
+        Node::VhostCtl(_) => "info\n(its LUNs: cd luns)\n",
+        Node::VhostLuns(_) => "create BACKSTORE [lun=N] [read_only=1]   the attached guest sees it appear\ndelete lunN\n",
     };
     s.to_string()
 }
@@ -472,6 +475,46 @@ fn create(ctx: &Ctx, node: &Node, mut a: Args) -> Result<String, CliError> {
                 Some(b),
             )
         }
+        Node::Vhost => {
+            let (Some(name), Some(socket)) = (a.get("name", 0), a.get("socket", 1)) else {
+                return usage(format!("create needs a name and a socket:\n{}", help(node)));
+            };
+            let socket = std::path::absolute(&socket).unwrap_or_else(|_| PathBuf::from(&socket));
+            let mut b = json!({ "name": name, "socket": socket });
+            for k in ["initiator", "wwn"] {
+                if let Some(v) = a.take(k) {
+                    b[k] = json!(v);
+                }
+            }
+            if let Some(v) = a.take("num_queues") {
+                b["num_queues"] = json!(num(&v, "num_queues")?);
+            }
+            a.take("name");
+            a.take("socket");
+            a.finish("create")?;
+            ctx.change(Method::POST, "/api/v1/vhost", Some(b))
+        }
+        Node::VhostLuns(name) => {
+            let Some(store) = a.get("storage_object", 0).or_else(|| a.get("backstore", 0)) else {
+                return usage(format!("create needs a backstore:\n{}", help(node)));
+            };
+            let store = store.rsplit('/').next().unwrap_or(&store).to_string();
+            let mut b = json!({ "backstore": store });
+            if let Some(l) = a.take("lun").or_else(|| a.pos.get(1).cloned()) {
+                b["lun"] = json!(num(&l, "lun")?);
+            }
+            if let Some(v) = a.take("read_only").or_else(|| a.take("write_protect")) {
+                b["read_only"] = json!(flag(&v)?);
+            }
+            a.take("storage_object");
+            a.take("backstore");
+            a.finish("create")?;
+            ctx.change(
+                Method::POST,
+                &format!("/api/v1/vhost/{}/luns", seg(name)),
+                Some(b),
+            )
+        }
         _ => usage(format!(
             "nothing to create here; commands here:\n{}",
             help(node)
@@ -543,6 +586,19 @@ fn delete(ctx: &Ctx, node: &Node, a: Args) -> Result<String, CliError> {
             ctx.change(
                 Method::DELETE,
                 &format!("{}/acls/{}/mapped_luns/{m}", tpg_base(iqn, *tag), seg(wwn)),
+                None,
+            )
+        }
+        Node::Vhost => {
+            let n = a.get("name", 0).ok_or_else(|| need("a controller name"))?;
+            ctx.change(Method::DELETE, &format!("/api/v1/vhost/{}", seg(&n)), None)
+        }
+        Node::VhostLuns(name) => {
+            let l = a.get("lun", 0).ok_or_else(|| need("a LUN"))?;
+            let l = num(&l, "lun")?;
+            ctx.change(
+                Method::DELETE,
+                &format!("/api/v1/vhost/{}/luns/{l}", seg(name)),
                 None,
             )
         }
@@ -774,6 +830,10 @@ fn info(ctx: &Ctx, node: &Node, cmd: &str, rest: &[String]) -> Result<String, Cl
             .target(t)
             .and_then(|t| t.tpg.iter().find(|x| x.tag == *g))
             .and_then(|g| g.lun.iter().find(|x| x.lun == *l))),
+        Node::VhostCtl(n) | Node::VhostLuns(n) => json!(d.vhost(n)),
+        Node::VhostLun(n, l) => json!(d
+            .vhost(n)
+            .and_then(|v| v.lun.iter().find(|x| x.lun == *l))),
         _ => json!(d),
     };
     if v.is_null() {

@@ -1,5 +1,6 @@
 //! The object tree as targetcli users know it — `/backstores/<kind>/<name>`,
-//! `/iscsi/<iqn>/tpg<N>/{luns,acls,portals}` — its paths, and `ls`.
+//! `/iscsi/<iqn>/tpg<N>/{luns,acls,portals}`, `/vhost/<name>/luns` — its
+//! paths, and `ls`.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,10 @@ pub enum Node {
     Acls(String, u16),
     Acl(String, u16, String),
     MappedLun(String, u16, String, u64),
+    Vhost,
+    VhostCtl(String),
+    VhostLuns(String),
+    VhostLun(String, u64),
 }
 
 pub const KINDS: [&str; 3] = ["blockio", "fileio", "ramdisk"];
@@ -73,6 +78,10 @@ pub fn parse(path: &str) -> Option<Node> {
             a.to_string(),
             number(m, "mapped_lun")?,
         ),
+        ["vhost"] => Node::Vhost,
+        ["vhost", n] => Node::VhostCtl(n.to_string()),
+        ["vhost", n, "luns"] => Node::VhostLuns(n.to_string()),
+        ["vhost", n, "luns", l] => Node::VhostLun(n.to_string(), number(l, "lun")?),
         _ => return None,
     })
 }
@@ -193,24 +202,7 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
     for t in &d.target {
         let mut tpgs = Vec::new();
         for g in &t.tpg {
-            let luns: Vec<Item> = g
-                .lun
-                .iter()
-                .map(|l| {
-                    let b = d.backstore(&l.backstore);
-                    let what = b
-                        .map(|b| {
-                            let mut s = format!("{}/{}", config::kind_name(b.kind), b.name);
-                            if let Some(p) = &b.path {
-                                s.push_str(&format!(" ({})", p.display()));
-                            }
-                            s
-                        })
-                        .unwrap_or_else(|| l.backstore.clone());
-                    let ro = if l.read_only { " read-only" } else { "" };
-                    item(format!("lun{}", l.lun), format!("{what}{ro}"), Vec::new())
-                })
-                .collect();
+            let luns: Vec<Item> = g.lun.iter().map(|l| lun_item(d, l)).collect();
             let acls: Vec<Item> = g
                 .acl
                 .iter()
@@ -299,6 +291,35 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
         let n = tpgs.len();
         targets.push(item(&t.iqn, plural(n, "TPGs"), tpgs));
     }
+    let attached: BTreeMap<String, bool> = status["vhost"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Some((v["name"].as_str()?.to_string(), v["connected"].as_bool()?)))
+        .collect();
+    let vhosts: Vec<Item> = d
+        .vhost
+        .iter()
+        .map(|v| {
+            let luns: Vec<Item> = v.lun.iter().map(|l| lun_item(d, l)).collect();
+            let name = v.name();
+            let vm = match attached.get(&name) {
+                Some(true) => "VM attached",
+                _ => "no VM",
+            };
+            let n = luns.len();
+            item(
+                &name,
+                format!(
+                    "{}, initiator {}, {vm}, alua: {}",
+                    v.socket.display(),
+                    v.initiator(),
+                    v.alua_state.name()
+                ),
+                vec![item("luns", plural(n, "LUNs"), luns)],
+            )
+        })
+        .collect();
     let n = targets.len();
     let mut iscsi_summary = plural(n, "Targets");
     if d.iscsi.discovery_auth.is_some() {
@@ -310,8 +331,25 @@ pub fn build(d: &Doc, status: &serde_json::Value) -> Item {
         vec![
             item("backstores", "", kinds),
             item("iscsi", iscsi_summary, targets),
+            item("vhost", plural(vhosts.len(), "Controllers"), vhosts),
         ],
     )
+}
+
+/// A LUN: the backstore it exports.
+fn lun_item(d: &Doc, l: &config::LunDoc) -> Item {
+    let what = d
+        .backstore(&l.backstore)
+        .map(|b| {
+            let mut s = format!("{}/{}", config::kind_name(b.kind), b.name);
+            if let Some(p) = &b.path {
+                s.push_str(&format!(" ({})", p.display()));
+            }
+            s
+        })
+        .unwrap_or_else(|| l.backstore.clone());
+    let ro = if l.read_only { " read-only" } else { "" };
+    item(format!("lun{}", l.lun), format!("{what}{ro}"), Vec::new())
 }
 
 /// The item at `path` in a built tree.
@@ -397,6 +435,11 @@ mod tests {
             Some(Node::MappedLun("iqn.a:b".into(), 2, "iqn.h:1".into(), 3))
         );
         assert_eq!(parse("/iscsi/iqn.a:b/tpgx"), None);
+        assert_eq!(
+            parse("/vhost/vm1/luns/lun2"),
+            Some(Node::VhostLun("vm1".into(), 2))
+        );
+        assert_eq!(parse("/vhost/vm1/luns"), Some(Node::VhostLuns("vm1".into())));
         assert_eq!(
             parse("/iscsi/iqn.a:b/tpg1/luns/lun7"),
             Some(Node::Lun("iqn.a:b".into(), 1, 7))

@@ -13,7 +13,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use super::ops::{self, OpResult};
 use super::{ApiError, ErrorBody, Shared};
 use crate::config::BackstoreKind;
-use crate::config::{self, AclDoc, AuthDoc, BackstoreDoc, Change, Doc, TargetDoc, TpgDoc};
+use crate::config::{
+    self, AclDoc, AuthDoc, BackstoreDoc, Change, Doc, TargetDoc, TpgDoc, VhostDoc,
+};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -29,6 +31,9 @@ pub struct Changes {
 pub struct Status {
     pub tpgs: Vec<TpgStatus>,
     pub backstores: Vec<BackstoreStatus>,
+    /// vhost-user-scsi controllers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vhost: Vec<VhostStatus>,
     /// The file changes are saved to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_file: Option<String>,
@@ -49,6 +54,20 @@ pub struct TpgStatus {
     pub alua_group: u16,
     /// That group's access state as initiators see it now (transitioning
     /// while a change is under way).
+    pub alua_state: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VhostStatus {
+    pub name: String,
+    pub socket: String,
+    /// Whether a VM is attached now.
+    pub connected: bool,
+    /// The VM's initiator port name and the controller's target port.
+    pub initiator: String,
+    pub wwn: String,
+    pub relative_port_id: u16,
+    pub alua_group: u16,
     pub alua_state: String,
 }
 
@@ -301,9 +320,32 @@ async fn get_status(State(live): State<Shared>) -> Json<Status> {
             }
         })
         .collect();
+    let running = l.vhost_state();
+    let vhost = d
+        .vhost
+        .iter()
+        .map(|v| {
+            let name = v.name();
+            let (connected, relative_port_id) = running.get(&name).copied().unwrap_or((false, 0));
+            VhostStatus {
+                socket: v.socket.display().to_string(),
+                connected,
+                initiator: v.initiator(),
+                wwn: v.wwn(),
+                relative_port_id,
+                alua_group: v.alua_group_id(),
+                alua_state: alua
+                    .get(&v.alua_group_id())
+                    .map_or(v.alua_state.name(), |s| s.name())
+                    .to_string(),
+                name,
+            }
+        })
+        .collect();
     Json(Status {
         tpgs,
         backstores,
+        vhost,
         config_file: l.config_path().map(|p| p.display().to_string()),
     })
 }
@@ -788,6 +830,97 @@ async fn metrics(State(live): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1/vhost", tag = "vhost",
+    responses((status = 200, description = "Every vhost-user-scsi controller", body = Vec<VhostDoc>)))]
+async fn list_vhost(State(live): State<Shared>) -> Json<Vec<VhostDoc>> {
+    Json(live.lock().await.doc().vhost.clone())
+}
+
+#[utoipa::path(post, path = "/api/v1/vhost", tag = "vhost",
+    request_body = VhostDoc,
+    responses((status = 201, description = "Created: the socket is served", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 409, description = "The name or socket is taken, or the socket cannot be served (another process serves it, it is not a socket); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
+async fn create_vhost(
+    State(live): State<Shared>,
+    b: Result<Json<VhostDoc>, JsonRejection>,
+) -> ApiResult<Response> {
+    let b = b?.0;
+    absolute("socket", Some(&b.socket))?;
+    change(&live, |d| ops::create_vhost(d, b))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(get, path = "/api/v1/vhost/{name}", tag = "vhost",
+    params(("name" = String, Path, description = "Controller name")),
+    responses((status = 200, description = "The controller", body = VhostDoc),
+        (status = 400, description = "Invalid (the name is not UTF-8)", body = ErrorBody),
+        (status = 404, description = "No such controller", body = ErrorBody)))]
+async fn get_vhost(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<VhostDoc>> {
+    let name = p?.0;
+    let l = live.lock().await;
+    l.doc()
+        .vhost(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no vhost controller {name:?}")))
+}
+
+#[utoipa::path(delete, path = "/api/v1/vhost/{name}", tag = "vhost",
+    params(("name" = String, Path, description = "Controller name")),
+    responses((status = 200, description = "Deleted; the VM attached to it is disconnected", body = Changes),
+        (status = 400, description = "Invalid (the name is not UTF-8)", body = ErrorBody),
+        (status = 404, description = "No such controller", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
+async fn delete_vhost(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let name = p?.0;
+    change(&live, |d| ops::delete_vhost(d, &name)).await
+}
+
+#[utoipa::path(post, path = "/api/v1/vhost/{name}/luns", tag = "vhost",
+    params(("name" = String, Path, description = "Controller name")),
+    request_body = ops::NewLun,
+    responses((status = 201, description = "Created; the attached guest is told (hotplug)", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such controller or backstore", body = ErrorBody),
+        (status = 409, description = "The LUN is taken", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
+async fn create_vhost_lun(
+    State(live): State<Shared>,
+    p: Result<Path<String>, PathRejection>,
+    b: Result<Json<ops::NewLun>, JsonRejection>,
+) -> ApiResult<Response> {
+    let name = p?.0;
+    let b = b?.0;
+    change(&live, |d| ops::create_vhost_lun(d, &name, b).map(|_| ()))
+        .await
+        .map(created)
+}
+
+#[utoipa::path(delete, path = "/api/v1/vhost/{name}/luns/{lun}", tag = "vhost",
+    params(("name" = String, Path, description = "Controller name"), ("lun" = u64, Path, description = "LUN number")),
+    responses((status = 200, description = "Deleted; the attached guest is told (hot unplug)", body = Changes),
+        (status = 400, description = "Invalid", body = ErrorBody),
+        (status = 404, description = "No such LUN", body = ErrorBody),
+        (status = 409, description = "Valid, but cannot be served (a medium cannot be opened, a portal cannot be bound); nothing changed", body = ErrorBody),
+        (status = 503, description = "Made, but could not be saved to the --config file, so undone", body = ErrorBody)))]
+async fn delete_vhost_lun(
+    State(live): State<Shared>,
+    p: Result<Path<(String, u64)>, PathRejection>,
+) -> ApiResult<Json<Changes>> {
+    let (name, lun) = p?.0;
+    change(&live, |d| ops::delete_vhost_lun(d, &name, lun)).await
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -828,6 +961,12 @@ async fn metrics(State(live): State<Shared>) -> Response {
         delete_mapped_lun,
         set_discovery_auth,
         clear_discovery_auth,
+        list_vhost,
+        create_vhost,
+        get_vhost,
+        delete_vhost,
+        create_vhost_lun,
+        delete_vhost_lun,
         get_sessions,
         get_stats,
         metrics,
@@ -915,6 +1054,16 @@ pub fn router(live: Shared) -> Router {
         .route(
             &format!("{tpg}/acls/{{initiator}}/mapped_luns/{{mapped_lun}}"),
             axum::routing::delete(delete_mapped_lun),
+        )
+        .route("/api/v1/vhost", get(list_vhost).post(create_vhost))
+        .route(
+            "/api/v1/vhost/{name}",
+            get(get_vhost).delete(delete_vhost),
+        )
+        .route("/api/v1/vhost/{name}/luns", post(create_vhost_lun))
+        .route(
+            "/api/v1/vhost/{name}/luns/{lun}",
+            axum::routing::delete(delete_vhost_lun),
         )
         .route(
             "/api/v1/discovery_auth",

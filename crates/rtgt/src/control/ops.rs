@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use crate::config::TpgMode;
 use crate::config::{
     AclDoc, AuthDoc, BackstoreDoc, Doc, LunDoc, MappedLunDoc, SizeDoc, TargetDoc, TpgDoc,
+    VhostDoc,
 };
 
 /// Why a change is refused.
@@ -403,6 +404,74 @@ pub fn create_lun(d: &mut Doc, iqn: &str, tag: u16, n: NewLun) -> Result<u64, Op
         read_only: n.read_only,
     });
     Ok(lun)
+}
+
+pub fn create_vhost(d: &mut Doc, v: VhostDoc) -> OpResult {
+    let name = v.name();
+    if d.vhost(&name).is_some() {
+        return Err(OpError::Conflict(format!(
+            "vhost controller {name:?} exists already"
+        )));
+    }
+    if let Some(o) = d.vhost.iter().find(|o| o.socket == v.socket) {
+        return Err(OpError::Conflict(format!(
+            "socket {} is vhost controller {:?}'s",
+            v.socket.display(),
+            o.name()
+        )));
+    }
+    d.vhost.push(v);
+    Ok(())
+}
+
+pub fn vhost_mut<'a>(d: &'a mut Doc, name: &str) -> Result<&'a mut VhostDoc, OpError> {
+    match d.vhost_mut(name) {
+        Some(v) => Ok(v),
+        None => not_found(format!("no vhost controller {name:?}")),
+    }
+}
+
+/// The controller goes: the VM attached to it is disconnected.
+pub fn delete_vhost(d: &mut Doc, name: &str) -> OpResult {
+    vhost_mut(d, name)?;
+    d.vhost.retain(|v| v.name() != name);
+    Ok(())
+}
+
+/// A LUN of a vhost controller; the attached guest sees it appear.
+pub fn create_vhost_lun(d: &mut Doc, name: &str, n: NewLun) -> Result<u64, OpError> {
+    if d.backstore(&n.backstore).is_none() {
+        return not_found(format!(
+            "no backstore named {:?}: create it under /backstores first",
+            n.backstore
+        ));
+    }
+    let v = vhost_mut(d, name)?;
+    let lun = match n.lun {
+        Some(l) if v.lun.iter().any(|x| x.lun == l) => {
+            return Err(OpError::Conflict(format!(
+                "vhost controller {name:?} has a LUN {l} already"
+            )))
+        }
+        Some(l) => l,
+        None => lowest_free(v.lun.iter().map(|l| l.lun), 0),
+    };
+    v.lun.push(LunDoc {
+        lun,
+        backstore: n.backstore,
+        read_only: n.read_only,
+    });
+    Ok(lun)
+}
+
+/// The LUN goes; the attached guest sees it go.
+pub fn delete_vhost_lun(d: &mut Doc, name: &str, lun: u64) -> OpResult {
+    let v = vhost_mut(d, name)?;
+    if !v.lun.iter().any(|l| l.lun == lun) {
+        return not_found(format!("vhost controller {name:?} has no LUN {lun}"));
+    }
+    v.lun.retain(|l| l.lun != lun);
+    Ok(())
 }
 
 /// The LUN goes, and with it the mapped LUNs that reach it (their
