@@ -20,12 +20,7 @@ fn main() -> std::io::Result<()> {
         std::path::Path::new(&socket),
         2,
         rt.handle().clone(),
-        Box::new(move || {
-            Some(nexus_for(
-                "naa.5001405000000001",
-                &[(0, &lu, false)],
-            ))
-        }),
+        Box::new(move || Some(nexus_for("naa.5001405000000001", &[(0, &lu, false)]))),
         false,
     )?;
     loop {

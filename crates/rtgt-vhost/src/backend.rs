@@ -17,7 +17,9 @@ use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::{QueueOwnedT, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
 
 use crate::request;
 use crate::wire::{self, CtrlReq, Event, TmfSubtype, VirtioLun};
@@ -205,7 +207,11 @@ impl Controller {
 }
 
 /// One control queue request; returns the used length.
-async fn control<M, T>(mem: &M, chain: virtio_queue::DescriptorChain<T>, nexus: &Arc<Nexus>) -> u32
+pub(crate) async fn control<M, T>(
+    mem: &M,
+    chain: virtio_queue::DescriptorChain<T>,
+    nexus: &Arc<Nexus>,
+) -> u32
 where
     M: vm_memory::GuestMemory,
     for<'a> <M as vm_memory::GuestMemory>::Bitmap: vm_memory::bitmap::WithBitmapSlice<'a>,

@@ -8,10 +8,12 @@
 //!   back into guest memory.
 //! - `backend`: the device behind rust-vmm's vhost-user-backend: the
 //!   control, event and request queues of one controller.
+//! - `fuzz_entry`: hostile virtqueues, for cargo-fuzz and the tests.
 //! - `socket`: a controller served on its Unix socket while it is
 //!   configured, one front-end after another.
 
 pub mod backend;
+pub mod fuzz_entry;
 pub mod request;
 pub mod socket;
 pub mod wire;

@@ -479,7 +479,10 @@ mod tests {
         // events carry LUNs below 256 in peripheral form (Linux reads
         // bytes 2-3 of an event as the LUN itself), higher ones flat
         assert_eq!(l.encode(), [1, 0, 0, 0x05, 0, 0, 0, 0]);
-        let high = VirtioLun { target: 0, lun: 300 };
+        let high = VirtioLun {
+            target: 0,
+            lun: 300,
+        };
         assert_eq!(high.encode(), [1, 0, 0x41, 0x2c, 0, 0, 0, 0]);
         assert_eq!(VirtioLun::parse(&high.encode()), Ok(high));
         let l = VirtioLun::parse(&[1, 3, 0x7f, 0xff, 0, 0, 0, 0]).unwrap();

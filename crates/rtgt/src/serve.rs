@@ -445,11 +445,7 @@ impl Running {
             let name = v.name();
             let config = self.vhost_group_config(v);
             if let Some(f) = fresh.remove(&name) {
-                let rtpi = self
-                    .relative_ports
-                    .get(&v.port_key())
-                    .copied()
-                    .unwrap_or(1);
+                let rtpi = self.relative_ports.get(&v.port_key()).copied().unwrap_or(1);
                 let wwn = v.wwn();
                 let port = rtgt_scsi::TargetPort {
                     name: wwn.clone(),
@@ -483,8 +479,11 @@ impl Running {
                     .iter()
                     .map(|l| (l.lun, l.backstore.as_str()))
                     .collect();
-                let has: BTreeMap<u64, &str> =
-                    v.lun.iter().map(|l| (l.lun, l.backstore.as_str())).collect();
+                let has: BTreeMap<u64, &str> = v
+                    .lun
+                    .iter()
+                    .map(|l| (l.lun, l.backstore.as_str()))
+                    .collect();
                 for (&lun, b) in &had {
                     if has.get(&lun) != Some(b) {
                         r.server.lun_changed(lun as u16, false);

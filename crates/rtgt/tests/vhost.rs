@@ -68,7 +68,10 @@ fn cli_ok(d: &Daemon, args: &[&str]) -> String {
 
 fn cli_err(d: &Daemon, args: &[&str]) -> String {
     let o = d.cli(args);
-    assert!(!o.status.success(), "rtgt {args:?} should have been refused");
+    assert!(
+        !o.status.success(),
+        "rtgt {args:?} should have been refused"
+    );
     String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
 }
 
@@ -105,7 +108,16 @@ fn controllers_are_served_made_and_removed_live() {
 
     // A second controller: made, then removed with its socket.
     let vm2 = dir.path().join("vm2.sock");
-    cli_ok(&d, &["/vhost", "create", "vm2", vm2.to_str().unwrap(), "num_queues=4"]);
+    cli_ok(
+        &d,
+        &[
+            "/vhost",
+            "create",
+            "vm2",
+            vm2.to_str().unwrap(),
+            "num_queues=4",
+        ],
+    );
     assert!(is_socket(&vm2));
     let e = cli_err(&d, &["/vhost", "create", "vm3", vm2.to_str().unwrap()]);
     assert!(e.contains("vm2"), "a socket is one controller's: {e}");
@@ -151,5 +163,8 @@ fn a_broken_vhost_entry_names_its_file_and_line() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("bad.toml:8") && err.contains("num_queues"), "{err}");
+    assert!(
+        err.contains("bad.toml:8") && err.contains("num_queues"),
+        "{err}"
+    );
 }

@@ -831,9 +831,7 @@ fn info(ctx: &Ctx, node: &Node, cmd: &str, rest: &[String]) -> Result<String, Cl
             .and_then(|t| t.tpg.iter().find(|x| x.tag == *g))
             .and_then(|g| g.lun.iter().find(|x| x.lun == *l))),
         Node::VhostCtl(n) | Node::VhostLuns(n) => json!(d.vhost(n)),
-        Node::VhostLun(n, l) => json!(d
-            .vhost(n)
-            .and_then(|v| v.lun.iter().find(|x| x.lun == *l))),
+        Node::VhostLun(n, l) => json!(d.vhost(n).and_then(|v| v.lun.iter().find(|x| x.lun == *l))),
         _ => json!(d),
     };
     if v.is_null() {

@@ -439,7 +439,10 @@ mod tests {
             parse("/vhost/vm1/luns/lun2"),
             Some(Node::VhostLun("vm1".into(), 2))
         );
-        assert_eq!(parse("/vhost/vm1/luns"), Some(Node::VhostLuns("vm1".into())));
+        assert_eq!(
+            parse("/vhost/vm1/luns"),
+            Some(Node::VhostLuns("vm1".into()))
+        );
         assert_eq!(
             parse("/iscsi/iqn.a:b/tpg1/luns/lun7"),
             Some(Node::Lun("iqn.a:b".into(), 1, 7))

@@ -294,15 +294,15 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
             );
         }
         if v.socket.as_os_str().is_empty() || v.socket.to_str().is_none() {
-            return invalid(
-                join(&here, &rel!["socket"]),
-                "socket must be a UTF-8 path",
-            );
+            return invalid(join(&here, &rel!["socket"]), "socket must be a UTF-8 path");
         }
         if !sockets.insert(v.socket.clone()) {
             return invalid(
                 join(&here, &rel!["socket"]),
-                format!("socket {} is used by another vhost controller", v.socket.display()),
+                format!(
+                    "socket {} is used by another vhost controller",
+                    v.socket.display()
+                ),
             );
         }
         if let Some(i) = &v.initiator {

@@ -864,11 +864,12 @@ async fn get_vhost(
 ) -> ApiResult<Json<VhostDoc>> {
     let name = p?.0;
     let l = live.lock().await;
-    l.doc()
-        .vhost(&name)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no vhost controller {name:?}")))
+    l.doc().vhost(&name).cloned().map(Json).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no vhost controller {name:?}"),
+        )
+    })
 }
 
 #[utoipa::path(delete, path = "/api/v1/vhost/{name}", tag = "vhost",
@@ -1056,10 +1057,7 @@ pub fn router(live: Shared) -> Router {
             axum::routing::delete(delete_mapped_lun),
         )
         .route("/api/v1/vhost", get(list_vhost).post(create_vhost))
-        .route(
-            "/api/v1/vhost/{name}",
-            get(get_vhost).delete(delete_vhost),
-        )
+        .route("/api/v1/vhost/{name}", get(get_vhost).delete(delete_vhost))
         .route("/api/v1/vhost/{name}/luns", post(create_vhost_lun))
         .route(
             "/api/v1/vhost/{name}/luns/{lun}",

@@ -8,8 +8,7 @@ use utoipa::ToSchema;
 
 use crate::config::TpgMode;
 use crate::config::{
-    AclDoc, AuthDoc, BackstoreDoc, Doc, LunDoc, MappedLunDoc, SizeDoc, TargetDoc, TpgDoc,
-    VhostDoc,
+    AclDoc, AuthDoc, BackstoreDoc, Doc, LunDoc, MappedLunDoc, SizeDoc, TargetDoc, TpgDoc, VhostDoc,
 };
 
 /// Why a change is refused.
