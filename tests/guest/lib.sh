@@ -1,6 +1,6 @@
-# lib.sh: what the host halves of the guest tests share. Source it after setting HERE (this
-# folder) and REPO; it sets HARNESS and defines say, die, free_port, run_guest and
-# serve_requests.
+# lib.sh: what the host halves of the guest tests (and bench/vhost.sh) share. Source it after
+# setting REPO (the checkout); it sets HARNESS and defines say, die, require_harness,
+# free_port, run_guest and serve_requests.
 #
 # The guest half asks the host for a step by writing out/req-N ("STEP ARGS"); the host runs
 # `step STEP ARGS` (the test defines it; it sets ANS) and answers in out/ack-N: "ok ..." or
@@ -24,15 +24,17 @@ require_harness() {
 # A free TCP port on 127.0.0.1: bind 0 and keep what the kernel chose.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# run_guest JOB SCRIPT LOG: boot the guest in the background on the job folder JOB (SCRIPT
-# and lib.guest.sh are copied in) with runs under JOB-runs (RUNS_DIR); sets GPID, and SHARE
-# once the guest's shared folder is there.
+GUEST_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# run_guest JOB SCRIPT LOG: boot the guest in the background on the job folder JOB (the guest
+# script at path SCRIPT and lib.guest.sh are copied in) with runs under JOB-runs (RUNS_DIR);
+# sets GPID, and SHARE once the guest's shared folder is there.
 run_guest() {
   local job=$1 script=$2 log=$3
   mkdir -p "$job" "$job-runs"
-  cp "$HERE/$script" "$HERE/lib.guest.sh" "$job/"
+  cp "$script" "$GUEST_LIB_DIR/lib.guest.sh" "$job/"
   RUNS_DIR="$(cd "$job" && pwd)-runs"
-  HK_RUNS="$RUNS_DIR" setsid "$HARNESS/guest-run.sh" "$job/$script" > "$log" 2>&1 &
+  HK_RUNS="$RUNS_DIR" setsid "$HARNESS/guest-run.sh" "$job/$(basename "$script")" > "$log" 2>&1 &
   GPID=$!
   SHARE="" REQ=1
 }

@@ -124,7 +124,7 @@ guest() { # guest PHASE
   mkdir -p "$job"
   printf 'PHASE=%q\nPORT=%q\nIQN=%q\n' "$1" "$PORT" "$IQN" > "$job/params.env"
   [[ $1 = 2 ]] && cp "$WORK/job1-runs"/script-*/share/out/acked.txt "$job/" 2>/dev/null
-  MEM=2048 QEMU_EXTRA="$QEMU_VHOST" VM_TIMEOUT=900 run_guest "$job" vhost.guest.sh "$WORK/guest$1.out"
+  MEM=2048 QEMU_EXTRA="$QEMU_VHOST" VM_TIMEOUT=900 run_guest "$job" "$HERE/vhost.guest.sh" "$WORK/guest$1.out"
   set +e
   serve_requests
   local rc=$?

@@ -83,3 +83,10 @@ fn param_list() {
 fn chap() {
     replay("chap", rtgt_iscsi::fuzz_entry::chap);
 }
+
+#[test]
+fn vhost_chain() {
+    replay("vhost_chain", |d| {
+        rtgt_vhost::fuzz_entry::virtqueue(d);
+    });
+}
