@@ -168,3 +168,112 @@ fn a_broken_vhost_entry_names_its_file_and_line() {
         "{err}"
     );
 }
+
+/// PERSISTENT RESERVE OUT with a 24-byte parameter list: reservation key,
+/// service action reservation key.
+fn pr_out(sa: u8, ty: u8, key: u64, sa_key: u64) -> ([u8; 10], Vec<u8>) {
+    let cdb = [0x5f, sa, ty, 0, 0, 0, 0, 0, 24, 0];
+    let mut p = vec![0u8; 24];
+    p[0..8].copy_from_slice(&key.to_be_bytes());
+    p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    (cdb, p)
+}
+
+/// The same LU over iSCSI and over vhost at once has one reservation
+/// state: what one fabric's initiator reserves binds the other's, with the
+/// status SPC-4 gives. The VM here is our own vhost-user front-end
+/// (common::vhost_frontend), so CI checks it without a guest.
+#[test]
+fn one_reservation_state_across_iscsi_and_vhost() {
+    use common::iscsi_login::{login, LoginOptions};
+    use common::scsi_client::Session;
+    use common::vhost_frontend::VhostFrontend;
+
+    const TUR: [u8; 6] = [0; 6];
+    const WRITE1: [u8; 10] = [0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0];
+    const READ1: [u8; 10] = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
+    const READ_RESERVATION: [u8; 10] = [0x5e, 1, 0, 0, 0, 0, 0, 0, 64, 0];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let d = Daemon::start(&["serve", "--config", cfg.to_str().unwrap()]);
+    let mut vm = VhostFrontend::connect(&dir.path().join("vm1.sock"));
+
+    // A new nexus: POWER ON first, then ready.
+    let r = vm.command(0, &TUR, &[], 0);
+    assert_eq!((r.response, r.status), (0, 2), "{r:?}");
+    assert_eq!(r.sense[2] & 0xf, 6, "UNIT ATTENTION: {r:?}");
+    assert_eq!(vm.command(0, &TUR, &[], 0).status, 0);
+    let status: serde_json::Value = serde_json::from_str(&cli_ok(&d, &["status"])).unwrap();
+    assert_eq!(status["vhost"][0]["connected"], true, "{status}");
+    // Data goes through.
+    let block: Vec<u8> = (0..512u32).map(|i| (i * 7) as u8).collect();
+    assert_eq!(vm.command(0, &WRITE1, &block, 0).status, 0);
+    assert_eq!(vm.command(0, &READ1, &[], 512).data, block);
+
+    // The iSCSI initiator registers and takes Write Exclusive.
+    let l = login(
+        d.port(),
+        &LoginOptions {
+            initiator: INITIATOR.into(),
+            target: Some("iqn.2026-12.org.rtgt:vhost-itest".into()),
+            chap: None,
+            isid: [0x80, 0, 0, 0, 0, 1],
+        },
+    )
+    .unwrap();
+    let mut s = Session::new(l.stream.unwrap());
+    s.clear_unit_attentions(0);
+    let (cdb, p) = pr_out(0, 0, 0, 0x1111);
+    assert_eq!(s.command(0, &cdb, &p, 0).unwrap().status, 0, "REGISTER");
+    let (cdb, p) = pr_out(1, 1, 0x1111, 0);
+    assert_eq!(s.command(0, &cdb, &p, 0).unwrap().status, 0, "RESERVE");
+
+    // The VM sees it and is bound by it.
+    let r = vm.command(0, &READ_RESERVATION, &[], 64);
+    assert_eq!(r.status, 0);
+    assert_eq!(&r.data[8..16], &0x1111u64.to_be_bytes(), "{r:?}");
+    let r = vm.command(0, &WRITE1, &block, 0);
+    assert_eq!(
+        (r.response, r.status),
+        (0, 0x18),
+        "RESERVATION CONFLICT: {r:?}"
+    );
+    assert_eq!(
+        vm.command(0, &READ1, &[], 512).status,
+        0,
+        "reads pass Write Exclusive"
+    );
+
+    // The VM registers and preempts: now the iSCSI nexus is fenced.
+    let (cdb, p) = pr_out(0, 0, 0, 0x2222);
+    assert_eq!(vm.command(0, &cdb, &p, 0).status, 0, "REGISTER over vhost");
+    let (cdb, p) = pr_out(4, 1, 0x2222, 0x1111);
+    assert_eq!(vm.command(0, &cdb, &p, 0).status, 0, "PREEMPT over vhost");
+    let r = s.command(0, &WRITE1, &block, 0).unwrap();
+    assert_eq!(
+        r.sense_code(),
+        Some((6, 0x2a, 0x05)),
+        "REGISTRATIONS PREEMPTED first"
+    );
+    assert_eq!(s.command(0, &WRITE1, &block, 0).unwrap().status, 0x18);
+    assert_eq!(
+        vm.command(0, &WRITE1, &block, 0).status,
+        0,
+        "the holder writes"
+    );
+
+    // The VM goes: its nexus closes.
+    drop(vm);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let st: serde_json::Value = serde_json::from_str(&cli_ok(&d, &["status"])).unwrap();
+        if st["vhost"][0]["connected"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still connected: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

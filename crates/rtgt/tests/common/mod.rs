@@ -481,6 +481,7 @@ impl Drop for LoopDev {
 
 pub mod iscsi_login;
 pub mod scsi_client;
+pub mod vhost_frontend;
 
 /// One HTTP/1.1 request on the control socket: status and body.
 pub fn http(sock: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
