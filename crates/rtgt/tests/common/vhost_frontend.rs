@@ -20,6 +20,7 @@ const QSIZE: u16 = 16;
 const REQUEST_QUEUE: usize = 2;
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const PROTOCOL_FEATURES: u64 = 1 << 30;
+const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 /// virtio_scsi_cmd_req: lun[8], tag, task_attr, prio, crn, cdb[32].
@@ -49,12 +50,23 @@ pub struct VhostFrontend {
     used: GuestAddress,
     sent: u16,
     tag: u64,
+    /// EVENT_IDX negotiated: kicks and interrupts only as the other side's
+    /// event indices ask (virtio 1.2 2.7.10).
+    event_idx: bool,
+    /// Interrupts (used-buffer notifications) seen.
+    pub interrupts: u64,
 }
 
 impl VhostFrontend {
     /// Connect to `socket` and set up guest memory and the first request
     /// queue, as QEMU does when the guest's driver starts the device.
     pub fn connect(socket: &Path) -> VhostFrontend {
+        Self::connect_with(socket, false)
+    }
+
+    /// With `event_idx`, negotiate VIRTIO_RING_F_EVENT_IDX (the back-end
+    /// must offer it) and drive the ring as Linux's virtio_ring does.
+    pub fn connect_with(socket: &Path, event_idx: bool) -> VhostFrontend {
         let dir = if Path::new("/dev/shm").is_dir() {
             std::path::PathBuf::from("/dev/shm")
         } else {
@@ -78,8 +90,15 @@ impl VhostFrontend {
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
         assert!(offered & PROTOCOL_FEATURES != 0, "features {offered:#x}");
-        fe.set_features(offered & (VIRTIO_F_VERSION_1 | PROTOCOL_FEATURES))
-            .unwrap();
+        let mut want = VIRTIO_F_VERSION_1 | PROTOCOL_FEATURES;
+        if event_idx {
+            assert!(
+                offered & VIRTIO_RING_F_EVENT_IDX != 0,
+                "EVENT_IDX not offered"
+            );
+            want |= VIRTIO_RING_F_EVENT_IDX;
+        }
+        fe.set_features(offered & want).unwrap();
         let pf = fe.get_protocol_features().unwrap();
         fe.set_protocol_features(pf & VhostUserProtocolFeatures::MQ)
             .unwrap();
@@ -92,7 +111,7 @@ impl VhostFrontend {
         }])
         .unwrap();
         let kick = EventFd::new(0).unwrap();
-        let call = EventFd::new(0).unwrap();
+        let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         fe.set_vring_num(REQUEST_QUEUE, QSIZE).unwrap();
         fe.set_vring_addr(
             REQUEST_QUEUE,
@@ -123,6 +142,8 @@ impl VhostFrontend {
             used,
             sent: 0,
             tag: 1,
+            event_idx,
+            interrupts: 0,
         }
     }
 
@@ -178,6 +199,13 @@ impl VhostFrontend {
         }
         // The head into the available ring, then its index (the driver's
         // order: the device may read the entry once it sees the index).
+        // used_event: interrupt us once this command is used (written
+        // before the device can see the command, as Linux's
+        // virtqueue_enable_cb does after taking the last completion).
+        let used_event_at = self.avail.unchecked_add(4 + 2 * u64::from(QSIZE));
+        self.mem
+            .write_obj(self.sent.to_le(), used_event_at)
+            .unwrap();
         let slot_at = self
             .avail
             .unchecked_add(4 + 2 * u64::from(self.sent % QSIZE));
@@ -187,18 +215,35 @@ impl VhostFrontend {
         self.mem
             .write_obj(new_idx.to_le(), self.avail.unchecked_add(2))
             .unwrap();
+        let old = self.sent;
         self.sent = self.sent.wrapping_add(1);
-        self.kick.write(1).unwrap();
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let kick = if self.event_idx {
+            let avail_event_at = self.used.unchecked_add(4 + 8 * u64::from(QSIZE));
+            let avail_event = u16::from_le(self.mem.read_obj(avail_event_at).unwrap());
+            // vring_need_event(event, new, old)
+            self.sent.wrapping_sub(avail_event).wrapping_sub(1) < self.sent.wrapping_sub(old)
+        } else {
+            true
+        };
+        if kick {
+            self.kick.write(1).unwrap();
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            let signalled = self._call.read().is_ok();
+            if signalled {
+                self.interrupts += 1;
+            }
             let idx: u16 = self.mem.read_obj(self.used.unchecked_add(2)).unwrap();
-            if idx == self.sent {
+            if idx == self.sent && (signalled || !self.event_idx) {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "no completion in 10 s (used idx {idx}, sent {})",
-                self.sent
+                "no completion in 10 s (used idx {idx}, sent {}, kicked {kick}, interrupts {})",
+                self.sent,
+                self.interrupts
             );
             std::thread::sleep(Duration::from_millis(2));
         }
