@@ -282,11 +282,11 @@ fn one_reservation_state_across_iscsi_and_vhost() {
 /// back-end's avail_event asks and waits for the interrupt its used_event
 /// asks for: every command still completes and is signalled.
 ///
-/// Ignored: rtgt does not offer EVENT_IDX yet. With it offered, this test
-/// reproduces (without a guest) what stalls Linux's probe: the second
-/// command is put in the used ring with used_event = 1 and next_used = 2,
-/// yet virtio-queue's needs_notification answers no, so the interrupt never
-/// comes. Run it with EVENT_IDX offered when that is fixed.
+/// Ignored: rtgt does not offer EVENT_IDX yet, because with it Linux's
+/// virtio_scsi probe stalls under QEMU 7.2. With EVENT_IDX offered (a
+/// local change to `Controller::features`) this passes: 100 commands
+/// kicked and signalled as the indices ask. So the stall is not in the
+/// single-queue index handling this drives; it is still to be found.
 #[test]
 #[ignore = "EVENT_IDX not offered yet (see the comment)"]
 fn event_idx_kicks_and_interrupts_as_the_indices_ask() {
