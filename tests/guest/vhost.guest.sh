@@ -128,9 +128,10 @@ if [ -n "$I" ]; then
     k="$(sg_persist -n -i -k "$I" 2>&1 | tr '\n' ' ')"
     echo "$k" | grep -qi "0x2222" && ! echo "$k" | grep -qi "0x1111" && pass pr-keys "iSCSI sees only the VM's key: $k" \
         || fail pr-keys "$k"
-    w="$(write1 "$D")"
-    echo "$w" | grep -qi "reservation conflict" && fail pr-holder-writes "the holder's WRITE: $w" \
-        || pass pr-holder-writes "the VM (holder) writes"
+    # sg_raw exits 0 only for GOOD status
+    if w="$(sg_raw -s 512 -i /tmp/blk "$D" 2a 00 00 00 01 00 00 00 01 00 2>&1)"; then
+        pass pr-holder-writes "the VM (holder) writes"
+    else fail pr-holder-writes "the holder's WRITE: $(echo "$w" | tr '\n' ' ')"; fi
     sg_persist -n -o -C -K 0x2222 "$D" >> "$OUT/logs/pr.txt" 2>&1 && pass pr-clear "CLEAR through vhost" || fail pr-clear "see logs/pr.txt"
     iscsiadm -m node -T "$IQN" -p "10.0.2.2:$PORT" --logout > /dev/null 2>&1
 else fail iscsi-disk "no iSCSI disk"; fi
@@ -143,7 +144,8 @@ if ask plug; then
         s="$(sg_readcap "$P" 2>/dev/null | sed -n 's/.*Device size: \([0-9]*\) bytes.*/\1/p')"
         [ "$s" = 67108864 ] && pass hotplug-size "$s bytes" || fail hotplug-size "got '$s'"
     fi
-    if ask unplug; then
+    if [ -z "$P" ]; then fail unplug "nothing to unplug: LUN 1 never appeared"
+    elif ask unplug; then
         for i in $(seq 60); do [ -z "$(disk "$VH" 1)" ] && break; sleep 0.5; done
         [ -z "$(disk "$VH" 1)" ] && pass unplug "LUN 1 went" || fail unplug "LUN 1 still there after 30 s"
         [ -n "$(disk "$VH" 0)" ] && pass unplug-others "LUN 0 stayed" || fail unplug-others "LUN 0 went too"

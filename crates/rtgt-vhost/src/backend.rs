@@ -48,9 +48,9 @@ pub struct Controller {
 
 struct Inner {
     request_queues: usize,
-    /// The nexus the VM's commands come through; replaced when a new
-    /// front-end connects (another VM is another I_T nexus).
-    nexus: RwLock<Arc<Nexus>>,
+    /// The nexus the VM's commands come through (a controller serves one
+    /// front-end: the next VM gets a controller and a nexus of its own).
+    nexus: Arc<Nexus>,
     mem: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
     event_idx: AtomicBool,
     runtime: tokio::runtime::Handle,
@@ -73,7 +73,7 @@ impl Controller {
         Controller {
             inner: Arc::new(Inner {
                 request_queues: request_queues.max(1),
-                nexus: RwLock::new(nexus),
+                nexus,
                 mem: RwLock::new(None),
                 event_idx: AtomicBool::new(false),
                 runtime,
@@ -81,16 +81,6 @@ impl Controller {
                 event_vring: Mutex::new(None),
             }),
         }
-    }
-
-    pub fn nexus(&self) -> Arc<Nexus> {
-        read(&self.inner.nexus).clone()
-    }
-
-    /// A new front-end: its commands come through `nexus` from now on.
-    pub fn set_nexus(&self, nexus: Arc<Nexus>) {
-        *write(&self.inner.nexus) = nexus;
-        lock(&self.inner.events).queue.clear();
     }
 
     /// A LUN appeared or went: the guest hears of it on the event queue
@@ -143,7 +133,7 @@ impl Controller {
         for chain in chains {
             let head = chain.head_index();
             let mem = mem.memory();
-            let nexus = self.nexus();
+            let nexus = self.inner.nexus.clone();
             let vring = vring.clone();
             let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
             self.inner.runtime.spawn(async move {

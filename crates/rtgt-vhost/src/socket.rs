@@ -76,10 +76,6 @@ impl SocketServer {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Whether a front-end is attached.
     pub fn connected(&self) -> bool {
         lock(&self.shared.current).is_some()

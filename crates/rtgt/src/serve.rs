@@ -508,9 +508,12 @@ impl Running {
     /// The core's configuration of a vhost controller's port: the VM is
     /// its one initiator and sees every LUN.
     fn vhost_group_config(&self, v: &config::VhostDoc) -> PortGroupConfig {
-        let luns = v
-            .lun
-            .iter()
+        PortGroupConfig::demo(self.port_luns(&v.lun))
+    }
+
+    /// A port's LUNs as the core takes them (those whose backstore is open).
+    fn port_luns(&self, luns: &[config::LunDoc]) -> BTreeMap<u64, TpgLun> {
+        luns.iter()
             .filter_map(|l| {
                 let o = self.stores.get(&l.backstore)?;
                 Some((
@@ -521,8 +524,7 @@ impl Running {
                     },
                 ))
             })
-            .collect();
-        PortGroupConfig::demo(luns)
+            .collect()
     }
 
     /// Send what initiators set on `group` with SET TARGET PORT GROUPS to
@@ -542,20 +544,7 @@ impl Running {
 
     /// The core's configuration of one portal group.
     fn group_config(&self, model: &Model, iqn: &str, g: &TpgDoc) -> PortGroupConfig {
-        let luns = g
-            .lun
-            .iter()
-            .filter_map(|l| {
-                let o = self.stores.get(&l.backstore)?;
-                Some((
-                    l.lun,
-                    TpgLun {
-                        lu: o.lu.clone(),
-                        read_only: l.read_only,
-                    },
-                ))
-            })
-            .collect();
+        let luns = self.port_luns(&g.lun);
         let acls = g
             .acl
             .iter()

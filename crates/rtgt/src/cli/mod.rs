@@ -395,20 +395,7 @@ fn create(ctx: &Ctx, node: &Node, mut a: Args) -> Result<String, CliError> {
             )
         }
         Node::Luns(iqn, tag) => {
-            let Some(store) = a.get("storage_object", 0).or_else(|| a.get("backstore", 0)) else {
-                return usage(format!("create needs a backstore:\n{}", help(node)));
-            };
-            let name = store.rsplit('/').next().unwrap_or(&store).to_string();
-            let mut b = json!({ "backstore": name });
-            if let Some(l) = a.take("lun").or_else(|| a.pos.get(1).cloned()) {
-                b["lun"] = json!(num(&l, "lun")?);
-            }
-            if let Some(v) = a.take("read_only").or_else(|| a.take("write_protect")) {
-                b["read_only"] = json!(flag(&v)?);
-            }
-            a.take("storage_object");
-            a.take("backstore");
-            a.finish("create")?;
+            let b = new_lun(node, a)?;
             ctx.change(
                 Method::POST,
                 &format!("{}/luns", tpg_base(iqn, *tag)),
@@ -495,20 +482,7 @@ fn create(ctx: &Ctx, node: &Node, mut a: Args) -> Result<String, CliError> {
             ctx.change(Method::POST, "/api/v1/vhost", Some(b))
         }
         Node::VhostLuns(name) => {
-            let Some(store) = a.get("storage_object", 0).or_else(|| a.get("backstore", 0)) else {
-                return usage(format!("create needs a backstore:\n{}", help(node)));
-            };
-            let store = store.rsplit('/').next().unwrap_or(&store).to_string();
-            let mut b = json!({ "backstore": store });
-            if let Some(l) = a.take("lun").or_else(|| a.pos.get(1).cloned()) {
-                b["lun"] = json!(num(&l, "lun")?);
-            }
-            if let Some(v) = a.take("read_only").or_else(|| a.take("write_protect")) {
-                b["read_only"] = json!(flag(&v)?);
-            }
-            a.take("storage_object");
-            a.take("backstore");
-            a.finish("create")?;
+            let b = new_lun(node, a)?;
             ctx.change(
                 Method::POST,
                 &format!("/api/v1/vhost/{}/luns", seg(name)),
@@ -520,6 +494,26 @@ fn create(ctx: &Ctx, node: &Node, mut a: Args) -> Result<String, CliError> {
             help(node)
         )),
     }
+}
+
+/// `create BACKSTORE [lun=N] [read_only=1]` in a `luns` folder (a tpg's or
+/// a vhost controller's): the API's new LUN.
+fn new_lun(node: &Node, mut a: Args) -> Result<Value, CliError> {
+    let Some(store) = a.get("storage_object", 0).or_else(|| a.get("backstore", 0)) else {
+        return usage(format!("create needs a backstore:\n{}", help(node)));
+    };
+    let name = store.rsplit('/').next().unwrap_or(&store).to_string();
+    let mut b = json!({ "backstore": name });
+    if let Some(l) = a.take("lun").or_else(|| a.pos.get(1).cloned()) {
+        b["lun"] = json!(num(&l, "lun")?);
+    }
+    if let Some(v) = a.take("read_only").or_else(|| a.take("write_protect")) {
+        b["read_only"] = json!(flag(&v)?);
+    }
+    a.take("storage_object");
+    a.take("backstore");
+    a.finish("create")?;
+    Ok(b)
 }
 
 fn delete(ctx: &Ctx, node: &Node, a: Args) -> Result<String, CliError> {

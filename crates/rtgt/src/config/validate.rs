@@ -314,10 +314,12 @@ pub fn validate(doc: &Doc) -> Result<Model, Invalid> {
             }
         }
         if let Some(w) = &v.wwn {
-            let ok = w.len() == 20
+            // The LU identity's own NAA parser, held to the 8-byte forms
+            // (NAA 2, 3, 5) and to the `naa.` name prefix.
+            let ok = w.len() >= 4
                 && w[..4].eq_ignore_ascii_case("naa.")
-                && w[4..].bytes().all(|b| b.is_ascii_hexdigit())
-                && matches!(w.as_bytes()[4], b'2' | b'3' | b'5');
+                && w.parse::<rtgt_scsi::Naa>()
+                    .is_ok_and(|n| n.as_bytes().len() == 8);
             if !ok {
                 return invalid(
                     join(&here, &rel!["wwn"]),
