@@ -17,6 +17,13 @@
 //!
 //! Small buffers that handlers build as `Vec`s (INQUIRY data and the like)
 //! become `IoBuf`s without a copy and are freed normally.
+//!
+//! A fabric whose initiator's memory is mapped into rtgt (a virtual
+//! machine's, over vhost-user) lends that memory as a *foreign* buffer
+//! ([`IoBuf::foreign`]): a READ's data goes straight into it and a WRITE's
+//! data straight out of it, with no copy in between. The buffer keeps the
+//! mapping alive (its owner) for as long as anyone, the kernel included,
+//! can still reach it.
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
@@ -53,11 +60,19 @@ enum Repr {
     },
     /// An ordinary vector (emulated commands' small answers).
     Heap(Vec<u8>),
+    /// `len` bytes at `ptr` in memory that `owner` keeps mapped.
+    Foreign {
+        ptr: NonNull<u8>,
+        len: usize,
+        _owner: Box<dyn std::any::Any + Send + Sync>,
+    },
 }
 
 // SAFETY: an `Aligned` buffer owns its allocation exclusively (nothing else
 // holds the pointer), exactly like a `Box<[u8]>`, so moving it to or sharing
-// `&IoBuf` with another thread is as sound as for a `Box<[u8]>`.
+// `&IoBuf` with another thread is as sound as for a `Box<[u8]>`. A
+// `Foreign` one is lent to this buffer alone (the contract of
+// `IoBuf::foreign`) and its owner is `Send + Sync`.
 unsafe impl Send for IoBuf {}
 // SAFETY: as above; `&IoBuf` only gives out `&[u8]`.
 unsafe impl Sync for IoBuf {}
@@ -138,6 +153,39 @@ impl IoBuf {
         }
     }
 
+    /// A buffer over `len` bytes at `ptr` that someone else's memory
+    /// holds (a guest's RAM mapped into this process); `owner` keeps it
+    /// mapped and is dropped with the buffer, after the last use of `ptr`
+    /// (by rtgt or by the kernel: io_uring returns the buffer only on
+    /// completion).
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `len` bytes for as long
+    /// as `owner` lives, and lent to this buffer alone: no Rust reference
+    /// to those bytes exists elsewhere while it lives. Another *process*
+    /// (the guest) may still write them meanwhile; rtgt only lends buffers
+    /// whose bytes it moves as plain data (to and from the medium, or
+    /// compared), never parses, so what the guest changes under it changes
+    /// what lands on the medium or in the guest, nothing else.
+    pub unsafe fn foreign(
+        ptr: NonNull<u8>,
+        len: usize,
+        owner: Box<dyn std::any::Any + Send + Sync>,
+    ) -> IoBuf {
+        IoBuf {
+            repr: Repr::Foreign {
+                ptr,
+                len,
+                _owner: owner,
+            },
+        }
+    }
+
+    /// Whether this buffer is memory lent by someone else ([`IoBuf::foreign`]).
+    pub fn is_foreign(&self) -> bool {
+        matches!(self.repr, Repr::Foreign { .. })
+    }
+
     /// A copy of `data` in a pooled buffer.
     pub fn copy_from(data: &[u8]) -> IoBuf {
         let mut b = IoBuf::with_len(data.len());
@@ -154,7 +202,7 @@ impl IoBuf {
 
     pub fn len(&self) -> usize {
         match &self.repr {
-            Repr::Aligned { len, .. } => *len,
+            Repr::Aligned { len, .. } | Repr::Foreign { len, .. } => *len,
             Repr::Heap(v) => v.len(),
         }
     }
@@ -166,7 +214,7 @@ impl IoBuf {
     /// Shorten to `len` bytes (no effect when already shorter).
     pub fn truncate(&mut self, new_len: usize) {
         match &mut self.repr {
-            Repr::Aligned { len, .. } => *len = (*len).min(new_len),
+            Repr::Aligned { len, .. } | Repr::Foreign { len, .. } => *len = (*len).min(new_len),
             Repr::Heap(v) => v.truncate(new_len),
         }
     }
@@ -192,6 +240,11 @@ impl Deref for IoBuf {
             Repr::Aligned { ptr, len, .. } => unsafe {
                 std::slice::from_raw_parts(ptr.as_ptr(), *len)
             },
+            // SAFETY: valid for `len` bytes while `owner` lives, which is as
+            // long as `self` (the contract of `IoBuf::foreign`).
+            Repr::Foreign { ptr, len, .. } => unsafe {
+                std::slice::from_raw_parts(ptr.as_ptr(), *len)
+            },
             Repr::Heap(v) => v,
         }
     }
@@ -202,6 +255,11 @@ impl DerefMut for IoBuf {
         match &mut self.repr {
             // SAFETY: as in `deref`; `&mut self` makes the access exclusive.
             Repr::Aligned { ptr, len, .. } => unsafe {
+                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
+            },
+            // SAFETY: as in `deref`; lent to this buffer alone, and `&mut
+            // self` makes the access exclusive within this process.
+            Repr::Foreign { ptr, len, .. } => unsafe {
                 std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
             },
             Repr::Heap(v) => v,
@@ -255,7 +313,7 @@ impl Clone for IoBuf {
     fn clone(&self) -> IoBuf {
         match &self.repr {
             Repr::Heap(v) => IoBuf::from(v.clone()),
-            Repr::Aligned { .. } => IoBuf::copy_from(self),
+            Repr::Aligned { .. } | Repr::Foreign { .. } => IoBuf::copy_from(self),
         }
     }
 }
@@ -360,6 +418,32 @@ mod tests {
         assert_eq!(a.len(), 10);
         a.truncate(20);
         assert_eq!(a.len(), 10, "truncate never grows");
+    }
+
+    #[test]
+    fn a_foreign_buffer_is_the_lenders_memory_and_drops_its_owner() {
+        struct Owner(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Owner {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut memory = vec![0u8; 8192].into_boxed_slice();
+        let ptr = NonNull::new(memory[4096..].as_mut_ptr()).unwrap();
+        // SAFETY: `memory` outlives the buffer and nothing else touches it
+        // until the buffer is dropped.
+        let mut b = unsafe { IoBuf::foreign(ptr, 4096, Box::new(Owner(dropped.clone()))) };
+        assert!(b.is_foreign());
+        b[..3].copy_from_slice(b"abc");
+        b.truncate(100);
+        assert_eq!(b.len(), 100);
+        let copy = b.clone();
+        assert!(!copy.is_foreign(), "a clone is the project's own memory");
+        drop(b);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(&memory[4096..4099], b"abc");
+        assert_eq!(&copy[..3], b"abc");
     }
 
     #[test]

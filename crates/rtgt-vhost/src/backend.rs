@@ -132,7 +132,7 @@ impl Controller {
         };
         for chain in chains {
             let head = chain.head_index();
-            let mem = mem.memory();
+            let mem = mem.memory().into_inner();
             let nexus = self.inner.nexus.clone();
             let vring = vring.clone();
             let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
@@ -140,7 +140,7 @@ impl Controller {
                 let used = if control_queue {
                     control(&*mem, chain, &nexus).await
                 } else {
-                    request::serve(&*mem, chain, &nexus).await
+                    request::serve(&mem, chain, &nexus).await
                 };
                 complete(&vring, head, used, event_idx);
             });

@@ -5,6 +5,7 @@
 //! the input; the queue is driven as the vring thread drives it.
 
 use rtgt_scsi::fuzz_entry::{block_on, nexus_for, ram_lu, INITIATOR_A};
+use std::sync::Arc;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -27,7 +28,8 @@ pub fn virtqueue(data: &[u8]) -> Vec<u32> {
     let Some((&mode, image)) = data.split_first() else {
         return out;
     };
-    let Ok(mem) = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]) else {
+    let Ok(mem) = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).map(Arc::new)
+    else {
         return out;
     };
     let n = image.len().min(MEM);
@@ -44,14 +46,14 @@ pub fn virtqueue(data: &[u8]) -> Vec<u32> {
     q.set_ready(true);
     let lu = ram_lu(1 << 20, 512);
     let nexus = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
-    let chains: Vec<_> = match q.iter(&mem) {
+    let chains: Vec<_> = match q.iter(&*mem) {
         Ok(it) => it.take(MAX_CHAINS).collect(),
         Err(_) => return out,
     };
     for chain in chains {
         let head = chain.head_index();
         let used = if mode & 1 == 1 {
-            block_on(crate::backend::control(&mem, chain, &nexus))
+            block_on(crate::backend::control(&*mem, chain, &nexus))
         } else {
             block_on(crate::request::serve(&mem, chain, &nexus))
         };
@@ -60,7 +62,7 @@ pub fn virtqueue(data: &[u8]) -> Vec<u32> {
             used as usize <= MEM,
             "used length {used} for a {MEM}-byte guest"
         );
-        let _ = q.add_used(&mem, head, used);
+        let _ = q.add_used(&*mem, head, used);
         out.push(used);
     }
     out

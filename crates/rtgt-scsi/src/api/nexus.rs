@@ -232,7 +232,34 @@ impl Prepared {
     /// fewer if the initiator's expected length was smaller — the core then
     /// fails the command properly). Waits for the task-attribute order.
     pub async fn execute(self, data_out: impl Into<IoBuf>) -> ExecOutcome {
-        self.inner.execute(data_out.into()).await
+        self.inner.execute(data_out.into(), None).await
+    }
+
+    /// Bytes of Data-In a READ moves from the medium as they are; a fabric
+    /// that can lend the initiator's own memory for that many bytes passes
+    /// it to [`Prepared::execute_into`]. 0 for every other command.
+    pub fn data_in_from_medium(&self) -> usize {
+        self.inner.data_in_from_medium()
+    }
+
+    /// Whether the Data-Out goes to the medium as it is and is never
+    /// parsed (WRITE and WRITE AND VERIFY), so the fabric may lend the
+    /// initiator's memory for it ([`IoBuf::foreign`]); for every other
+    /// command it copies the Data-Out into a buffer of its own.
+    pub fn data_out_to_medium(&self) -> bool {
+        self.inner.data_out_to_medium()
+    }
+
+    /// [`Prepared::execute`] with `data_in`, memory lent for a READ's data
+    /// (at least [`Prepared::data_in_from_medium`] bytes): the medium is
+    /// read straight into it and the response's data is that buffer. A
+    /// buffer too short is not used. Lent buffers (this one, and a lent
+    /// Data-Out) are otherwise dropped before this returns, except for an
+    /// I/O that task management ended while the kernel still had it: it is
+    /// dropped on the I/O's completion, which task management waits for,
+    /// and so must the fabric before it gives the memory back.
+    pub async fn execute_into(self, data_out: IoBuf, data_in: IoBuf) -> ExecOutcome {
+        self.inner.execute(data_out, Some(data_in)).await
     }
 
     /// Fail the command with `sense` without executing it, e.g. when the

@@ -58,7 +58,23 @@ impl PreparedInner {
         self.plan.data_out_len
     }
 
-    pub async fn execute(self, data_out: IoBuf) -> ExecOutcome {
+    /// Bytes a READ moves from the medium into Data-In as they are (0 for
+    /// every other command, whose Data-In the core builds).
+    pub fn data_in_from_medium(&self) -> usize {
+        match (&self.plan.action, &self.mapped) {
+            (Action::Read(r), Some(m)) => r.blocks as usize * m.lu.block_size() as usize,
+            _ => 0,
+        }
+    }
+
+    /// Whether the Data-Out goes to the medium as it is (a WRITE), and is
+    /// never parsed.
+    pub fn data_out_to_medium(&self) -> bool {
+        self.mapped.is_some()
+            && matches!(self.plan.action, Action::Write(_) | Action::WriteVerify(_))
+    }
+
+    pub async fn execute(self, data_out: IoBuf, data_in: Option<IoBuf>) -> ExecOutcome {
         // Its blocking writes enter the LU's fence (see `lu::fence`). Only
         // commands that can make such writes need the context: I/O on a
         // backstore that blocks, and the asynchronous handlers (copy, thin
@@ -73,13 +89,13 @@ impl PreparedInner {
                     task,
                     epoch: self.epoch,
                 };
-                crate::sbc::read_write::with_io_context(ctx, self.run(data_out)).await
+                crate::sbc::read_write::with_io_context(ctx, self.run(data_out, data_in)).await
             }
-            _ => self.run(data_out).await,
+            _ => self.run(data_out, data_in).await,
         }
     }
 
-    async fn run(mut self, data_out: IoBuf) -> ExecOutcome {
+    async fn run(mut self, data_out: IoBuf, data_in: Option<IoBuf>) -> ExecOutcome {
         let lu: Option<&LogicalUnit> = self.mapped.as_ref().map(|m| m.lu.as_ref());
         let read_only = self.mapped.as_ref().is_some_and(|m| m.read_only);
 
@@ -121,7 +137,7 @@ impl PreparedInner {
             io => {
                 let lu = lu.expect("I/O needs a mapped LUN");
                 let h = self.task.expect("mapped LUNs have tasks");
-                let work = crate::sbc::read_write::execute(lu, io, data_out);
+                let work = crate::sbc::read_write::execute(lu, io, data_out, data_in);
                 if lu.config.backstore.may_block() {
                     match lu.tasks.run_abortable(h, self.epoch, work).await {
                         Some(r) => r,
@@ -657,6 +673,41 @@ mod tests {
         assert_eq!(a.lu.tasks.len(), 1);
         drop(p);
         assert_eq!(a.lu.tasks.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn only_reads_and_writes_move_data_as_it_is() {
+        let t = Fixture::new(64, 512);
+        t.clear_ua().await;
+        let prep = |c: &[u8]| {
+            let mut c = cmd(0, c);
+            c.expected_len = 4096;
+            t.nexus.prepare(c).map_err(|_| ()).unwrap()
+        };
+        // (CDB, Data-In from the medium, Data-Out to the medium)
+        let cases: [(&[u8], usize, bool); 6] = [
+            (&[0x28, 0, 0, 0, 0, 5, 0, 0, 2, 0], 1024, false),
+            (&[0x2a, 0, 0, 0, 0, 5, 0, 0, 2, 0], 0, true),
+            (&[0x2e, 0, 0, 0, 0, 5, 0, 0, 1, 0], 0, true),
+            // parsed by the core: never lent
+            (&[0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0], 0, false),
+            (&[0x55, 0x10, 0, 0, 0, 0, 0, 0, 24, 0], 0, false),
+            (&[0x12, 0, 0, 0, 96, 0], 0, false),
+        ];
+        for (c, din, dout) in cases {
+            let p = prep(c);
+            assert_eq!(
+                (p.data_in_from_medium(), p.data_out_to_medium()),
+                (din, dout),
+                "{c:02x?}"
+            );
+        }
+        // an unmapped LUN lends nothing
+        let p = t
+            .nexus
+            .prepare(cmd(9, &[0x28, 0, 0, 0, 0, 5, 0, 0, 2, 0]))
+            .ok();
+        assert!(p.is_none_or(|p| p.data_in_from_medium() == 0));
     }
 
     #[tokio::test]

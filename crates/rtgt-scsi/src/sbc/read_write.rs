@@ -278,9 +278,36 @@ pub(crate) async fn read(
     r: BlockRange,
     block_size: u32,
 ) -> Result<IoBuf, Sense> {
+    read_into(bs, r, block_size, None).await
+}
+
+/// Read `r` from the medium into `dest` when the fabric lent one large
+/// enough (the initiator's own memory: no copy on the way), else into a
+/// pooled buffer.
+///
+/// Reading into lent memory is a write into someone else's memory, so it
+/// is fenced like a write to the medium: it does not start for a command
+/// already aborted, and task management waits until the kernel or worker
+/// is done with it, so the initiator is never told a command is gone while
+/// its data can still land in its buffers.
+pub(crate) async fn read_into(
+    bs: &Arc<dyn Backstore>,
+    r: BlockRange,
+    block_size: u32,
+    dest: Option<IoBuf>,
+) -> Result<IoBuf, Sense> {
     let off = r.lba * block_size as u64;
+    let len = (r.blocks * block_size) as usize;
     // Every byte is overwritten by the read or the buffer is dropped.
-    let mut buf = IoBuf::with_len((r.blocks * block_size) as usize);
+    let mut buf = match dest {
+        Some(mut d) if d.len() >= len => {
+            d.truncate(len);
+            d
+        }
+        _ => IoBuf::with_len(len),
+    };
+    let lent = buf.is_foreign();
+    let fence = || if lent { enter_fence() } else { Ok(None) };
     let flush = r.fua && bs.write_cache();
     if !flush && bs.may_block() {
         // A cache hit needs no blocking thread.
@@ -290,13 +317,17 @@ pub(crate) async fn read(
         // A miss: io_uring, without a thread hand-off. An error there, or
         // no io_uring: the blocking path (which also says which block).
         if let Some(file) = uring_file(bs, false, false, off, buf.len()) {
-            buf = match uring::read(file, off, buf, Box::new(bs.clone())).await {
+            // The fence rides with the operation (until its completion).
+            let keep = Box::new((bs.clone(), fence()?));
+            buf = match uring::read(file, off, buf, keep).await {
                 Ok((Ok(()), b)) => return Ok(b),
                 Ok((Err(_), b)) | Err(b) => b,
             };
         }
     }
+    let in_flight = fence()?;
     let res = on_backstore(bs, move |b| {
+        let _in_flight = in_flight;
         // READ with FUA: make cached writes reach the medium first.
         let res = if flush { b.flush() } else { Ok(()) };
         match res.and_then(|_| b.read_at(off, &mut buf)) {
@@ -343,15 +374,17 @@ async fn write_blocking(
 }
 
 /// Carry out an I/O action. Returns the Data-In.
+/// `data_in`: memory the fabric lends for a READ's data (see [`read_into`]).
 pub(crate) async fn execute(
     lu: &LogicalUnit,
     action: &Action,
     mut data_out: IoBuf,
+    data_in: Option<IoBuf>,
 ) -> Result<IoBuf, Sense> {
     let bs = &lu.config.backstore;
     let block_size = lu.block_size();
     match *action {
-        Action::Read(r) => read(bs, r, block_size).await,
+        Action::Read(r) => read_into(bs, r, block_size, data_in).await,
         Action::Write(r) | Action::WriteVerify(r) => {
             let needed = (r.blocks * block_size) as usize;
             if data_out.len() < needed && !data_out.len().is_multiple_of(block_size as usize) {
