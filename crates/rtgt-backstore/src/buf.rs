@@ -64,7 +64,7 @@ enum Repr {
     Foreign {
         ptr: NonNull<u8>,
         len: usize,
-        _owner: Box<dyn std::any::Any + Send + Sync>,
+        _owner: std::sync::Arc<dyn std::any::Any + Send + Sync>,
     },
 }
 
@@ -155,7 +155,8 @@ impl IoBuf {
 
     /// A buffer over `len` bytes at `ptr` that someone else's memory
     /// holds (a guest's RAM mapped into this process); `owner` keeps it
-    /// mapped and is dropped with the buffer, after the last use of `ptr`
+    /// mapped (shared by the buffers lent from one request, so lending
+    /// costs no allocation per buffer) and is dropped with the buffer, after the last use of `ptr`
     /// (by rtgt or by the kernel: io_uring returns the buffer only on
     /// completion).
     ///
@@ -170,7 +171,7 @@ impl IoBuf {
     pub unsafe fn foreign(
         ptr: NonNull<u8>,
         len: usize,
-        owner: Box<dyn std::any::Any + Send + Sync>,
+        owner: std::sync::Arc<dyn std::any::Any + Send + Sync>,
     ) -> IoBuf {
         IoBuf {
             repr: Repr::Foreign {
@@ -433,7 +434,8 @@ mod tests {
         let ptr = NonNull::new(memory[4096..].as_mut_ptr()).unwrap();
         // SAFETY: `memory` outlives the buffer and nothing else touches it
         // until the buffer is dropped.
-        let mut b = unsafe { IoBuf::foreign(ptr, 4096, Box::new(Owner(dropped.clone()))) };
+        let mut b =
+            unsafe { IoBuf::foreign(ptr, 4096, std::sync::Arc::new(Owner(dropped.clone()))) };
         assert!(b.is_foreign());
         b[..3].copy_from_slice(b"abc");
         b.truncate(100);

@@ -30,7 +30,7 @@ use rtgt_backstore::IoBuf;
 use rtgt_scsi::api::{
     Cdb, Command, DataDirection, ExecOutcome, Nexus, Prepared, Response, TaskAttr,
 };
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use virtio_queue::{DescriptorChain, Reader, Writer};
 use vm_memory::bitmap::{BitmapSlice, WithBitmapSlice};
 use vm_memory::{GuestAddress, GuestMemory, Permissions};
@@ -70,7 +70,7 @@ where
                 ExecOutcome::Done(mut r) => {
                     // The data is in the guest's buffer already when the
                     // core answered with the buffer it was lent.
-                    let direct = (lent_in.is_some() && lent_in == Some(r.data.as_ptr() as usize))
+                    let direct = (lent_in == Some(r.data.as_ptr() as usize))
                         .then(|| std::mem::take(&mut r.data).len());
                     (Some(r), direct)
                 }
@@ -92,22 +92,28 @@ where
     })
 }
 
-/// Guest memory lent to the core: each lent buffer's owner keeps the
-/// mapping alive and a sender of this channel; when the last is dropped
-/// (by the core, or by io_uring on an aborted I/O's completion) the memory
-/// is the guest's again.
+/// Guest memory lent to the core for one request. Every lent buffer's
+/// owner is the same guard, which keeps the mapping alive and holds the
+/// sender of a oneshot; when the last buffer is dropped (by the core, or by
+/// io_uring on an aborted I/O's completion) the receiver wakes, and the
+/// memory is the guest's again.
 struct Lent<M> {
     mem: Arc<M>,
-    tx: Option<mpsc::Sender<()>>,
-    rx: Option<mpsc::Receiver<()>>,
+    guard: Option<Arc<LentGuard<M>>>,
+    back: Option<oneshot::Receiver<()>>,
+}
+
+struct LentGuard<M> {
+    _mem: Arc<M>,
+    _back: oneshot::Sender<()>,
 }
 
 impl<M: Send + Sync + 'static> Lent<M> {
     fn new(mem: &Arc<M>) -> Self {
         Lent {
             mem: mem.clone(),
-            tx: None,
-            rx: None,
+            guard: None,
+            back: None,
         }
     }
 
@@ -117,25 +123,32 @@ impl<M: Send + Sync + 'static> Lent<M> {
     /// `ptr..ptr+len` is inside a region of `self.mem` (so mapped while it
     /// lives) and not lent twice.
     unsafe fn lend(&mut self, ptr: NonNull<u8>, len: usize) -> IoBuf {
-        if self.tx.is_none() {
-            let (tx, rx) = mpsc::channel(1);
-            self.tx = Some(tx);
-            self.rx = Some(rx);
-        }
-        let owner = (self.mem.clone(), self.tx.clone());
-        // SAFETY: mapped while `owner` (holding the memory table's mapping)
-        // lives; lent once, as the caller promises; rtgt never holds a
-        // reference into guest memory otherwise (vm-memory's views are
-        // volatile raw accesses).
-        unsafe { IoBuf::foreign(ptr, len, Box::new(owner)) }
+        let guard = match &self.guard {
+            Some(g) => g.clone(),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                self.back = Some(rx);
+                let g = Arc::new(LentGuard {
+                    _mem: self.mem.clone(),
+                    _back: tx,
+                });
+                self.guard = Some(g.clone());
+                g
+            }
+        };
+        // SAFETY: mapped while the guard (holding the memory table's
+        // mapping) lives; lent once, as the caller promises; rtgt never
+        // holds a reference into guest memory otherwise (vm-memory's views
+        // are volatile raw accesses).
+        unsafe { IoBuf::foreign(ptr, len, guard) }
     }
 
     /// Wait until every lent buffer is dropped.
     async fn returned(&mut self) {
-        self.tx = None;
-        if let Some(rx) = self.rx.as_mut() {
-            // `None` once every sender (one per lent buffer) is gone.
-            let _ = rx.recv().await;
+        self.guard = None;
+        if let Some(rx) = self.back.take() {
+            // An error once the guard, and with it the sender, is gone.
+            let _ = rx.await;
         }
     }
 }
@@ -443,6 +456,16 @@ mod tests {
         .encode()
     }
 
+    /// Descriptors (addr, len, writable) as the mock queue takes them.
+    fn raw(descs: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
+        descs
+            .iter()
+            .map(|&(a, l, w)| {
+                RawDescriptor::from(Descriptor::new(a, l, if w { WRITE } else { 0 }, 0))
+            })
+            .collect()
+    }
+
     /// Put the request header at REQ and run a chain of `descs` (addr,
     /// len, writable); returns (used length, response header, the bytes at DATA).
     fn run_chain(
@@ -452,14 +475,8 @@ mod tests {
         descs: &[(u64, u32, bool)],
     ) -> (u32, Option<CmdResp>, Vec<u8>) {
         mem.write_slice(req, GuestAddress(REQ)).unwrap();
-        let raw: Vec<RawDescriptor> = descs
-            .iter()
-            .map(|&(a, l, w)| {
-                RawDescriptor::from(Descriptor::new(a, l, if w { WRITE } else { 0 }, 0))
-            })
-            .collect();
         let q = MockSplitQueue::new(&**mem, 16);
-        let chain = q.build_desc_chain(&raw).unwrap();
+        let chain = q.build_desc_chain(&raw(descs)).unwrap();
         let used = block_on(serve(mem, chain, nexus));
         let mut h = [0u8; CMD_RESP_LEN];
         mem.read_slice(&mut h, GuestAddress(RESP)).unwrap();
@@ -788,23 +805,21 @@ mod tests {
             "a scattered buffer is not lent"
         );
         // a guest buffer shorter than the transfer is not lent either: the
-        // core's data is cut to it (residual 0, data 512 of 1024)
-        let (used, r, _) = run_chain(&mem, &n, &header(0, 0, &read10), &standard(512));
+        // core's data is cut to it
+        let (used, r, d) = run_chain(&mem, &n, &header(0, 0, &read10), &standard(512));
         assert_eq!((used as usize, r.unwrap().status), (CMD_RESP_LEN + 512, 0));
+        assert_eq!(&d[..512], &block[..512]);
+        let (_, at) = *bs.seen.lock().unwrap().last().unwrap();
+        assert!(
+            !(host(&mem, 0)..host(&mem, 0) + MEM).contains(&at),
+            "a short buffer is not lent"
+        );
     }
 
     #[test]
     fn contiguous_spans_follow_the_chain_and_skip_the_header() {
         let mem = memory();
         let q = MockSplitQueue::new(&*mem, 16);
-        let raw = |descs: &[(u64, u32, bool)]| -> Vec<RawDescriptor> {
-            descs
-                .iter()
-                .map(|&(a, l, w)| {
-                    RawDescriptor::from(Descriptor::new(a, l, if w { WRITE } else { 0 }, 0))
-                })
-                .collect()
-        };
         // header and data in one descriptor: the data starts after the header
         let c = q
             .build_desc_chain(&raw(&[(REQ, 51 + 512, false), (RESP, 108, true)]))
@@ -855,13 +870,7 @@ mod tests {
         )
         .unwrap();
         let q = MockSplitQueue::new(&*mem, 16);
-        let raw: Vec<RawDescriptor> = standard(4096)
-            .iter()
-            .map(|&(a, l, w)| {
-                RawDescriptor::from(Descriptor::new(a, l, if w { WRITE } else { 0 }, 0))
-            })
-            .collect();
-        let chain = q.build_desc_chain(&raw).unwrap();
+        let chain = q.build_desc_chain(&raw(&standard(4096))).unwrap();
         let (used, opened_before_done, tmf) = block_on(async {
             let read = async {
                 let used = serve(&mem, chain, &n).await;
