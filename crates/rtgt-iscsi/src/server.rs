@@ -150,6 +150,15 @@ impl Server {
         }))
     }
 
+    /// The per-CPU runtimes connections run on; `None`: they run on the
+    /// runtime that serves (one CPU).
+    pub fn runtimes(&self) -> Option<Vec<tokio::runtime::Handle>> {
+        match &self.runs {
+            Runs::Shards(shards) => Some(shards.runtimes()),
+            Runs::Here(_) => None,
+        }
+    }
+
     /// Run a new connection: on the least loaded shard, or here.
     fn start_connection(
         self: &Arc<Self>,

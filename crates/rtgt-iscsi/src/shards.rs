@@ -99,6 +99,12 @@ impl Shards {
         Ok(Shards { shards })
     }
 
+    /// The shards' runtimes, in order (another fabric spreads its queues
+    /// over them: queue `i` on runtime `i % n`).
+    pub fn runtimes(&self) -> Vec<Handle> {
+        self.shards.iter().map(|s| s.handle.clone()).collect()
+    }
+
     /// Run the future `make` builds on the least loaded shard. `make` runs
     /// there, when the shard first polls the task, so what it registers
     /// with a reactor (the connection's socket) lands on the shard's.

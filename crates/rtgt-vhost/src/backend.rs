@@ -2,9 +2,13 @@
 //! vhost-user protocol (memory table, vrings, features); this is the
 //! device behind it. Queue 0 is the control queue (task management,
 //! asynchronous notification), queue 1 the event queue (LUN hotplug), the
-//! rest are request queues. Requests run on the daemon's tokio runtime, so
-//! a slow LU holds up neither the vring thread nor other requests, and
-//! complete into the used ring in any order (as virtio allows).
+//! rest are request queues. Each request queue has a vring thread of its
+//! own and its requests run on one of the daemon's per-CPU runtimes
+//! (request queue `i` on runtime `i % n`, as a guest uses queue `i` from
+//! vCPU `i`), so a guest's vCPUs are served in parallel, a queue's used
+//! ring is only ever touched from one runtime, and a slow LU holds up
+//! neither the vring thread nor other requests. Requests complete into the
+//! used ring in any order (as virtio allows).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -31,6 +35,11 @@ const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
+/// Request queues a controller can have: vhost-user-backend serves at
+/// most 64 vrings (a bit each in a u64 mask), two of them the control and
+/// event queues.
+pub const MAX_REQUEST_QUEUES: usize = 62;
+
 /// Queue size offered to the front-end.
 pub const QUEUE_SIZE: usize = 1024;
 /// Events kept for a guest that has given no event buffers: beyond this,
@@ -39,6 +48,7 @@ const MAX_PENDING_EVENTS: usize = 64;
 
 const CONTROL_QUEUE: usize = 0;
 const EVENT_QUEUE: usize = 1;
+const FIRST_REQUEST_QUEUE: usize = 2;
 
 /// One vhost-user-scsi controller (one target, one I_T nexus: the VM).
 #[derive(Clone)]
@@ -53,7 +63,9 @@ struct Inner {
     nexus: Arc<Nexus>,
     mem: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
     event_idx: AtomicBool,
-    runtime: tokio::runtime::Handle,
+    /// Where requests run: request queue `i` on `runtimes[i % len]`, the
+    /// control queue on the first. Never empty.
+    runtimes: Vec<tokio::runtime::Handle>,
     events: Mutex<PendingEvents>,
     /// The event queue, once the guest has kicked it (given it buffers):
     /// events raised later are delivered at once, not at the next kick.
@@ -68,19 +80,33 @@ struct PendingEvents {
 
 impl Controller {
     /// A controller with `request_queues` request queues (at least 1)
-    /// whose commands go to `nexus`, run on `runtime`.
-    pub fn new(request_queues: usize, nexus: Arc<Nexus>, runtime: tokio::runtime::Handle) -> Self {
-        Controller {
+    /// whose commands go to `nexus`, spread over `runtimes` (`None`: there
+    /// is none).
+    pub fn new(
+        request_queues: usize,
+        nexus: Arc<Nexus>,
+        runtimes: Vec<tokio::runtime::Handle>,
+    ) -> Option<Self> {
+        if runtimes.is_empty() {
+            return None;
+        }
+        Some(Controller {
             inner: Arc::new(Inner {
-                request_queues: request_queues.max(1),
+                request_queues: request_queues.clamp(1, MAX_REQUEST_QUEUES),
                 nexus,
                 mem: RwLock::new(None),
                 event_idx: AtomicBool::new(false),
-                runtime,
+                runtimes,
                 events: Mutex::new(PendingEvents::default()),
                 event_vring: Mutex::new(None),
             }),
-        }
+        })
+    }
+
+    /// The runtime the requests of device queue `queue` run on.
+    fn runtime_for(&self, queue: usize) -> &tokio::runtime::Handle {
+        let rts = &self.inner.runtimes;
+        &rts[queue.saturating_sub(FIRST_REQUEST_QUEUE) % rts.len()]
     }
 
     /// A LUN appeared or went: the guest hears of it on the event queue
@@ -117,9 +143,11 @@ impl Controller {
         read(&self.inner.mem).clone()
     }
 
-    /// Take every available chain of a request queue (`control`: the
-    /// control queue) and start each on the runtime.
-    fn process(&self, vring: &VringRwLock, control_queue: bool) -> std::io::Result<()> {
+    /// Take every available chain of device queue `queue` (the control
+    /// queue or a request queue) and start each on the queue's runtime.
+    fn process(&self, vring: &VringRwLock, queue: usize) -> std::io::Result<()> {
+        let control_queue = queue == CONTROL_QUEUE;
+        let runtime = self.runtime_for(queue);
         let Some(mem) = self.memory() else {
             return Ok(());
         };
@@ -136,7 +164,7 @@ impl Controller {
             let nexus = self.inner.nexus.clone();
             let vring = vring.clone();
             let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
-            self.inner.runtime.spawn(async move {
+            runtime.spawn(async move {
                 let used = if control_queue {
                     control(&*mem, chain, &nexus).await
                 } else {
@@ -275,7 +303,15 @@ impl VhostUserBackend for Controller {
     type Vring = VringRwLock;
 
     fn num_queues(&self) -> usize {
-        2 + self.inner.request_queues
+        FIRST_REQUEST_QUEUE + self.inner.request_queues
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        // The control and event queues share a thread; each request queue
+        // has its own, so one vCPU's kicks never wait behind another's.
+        let mut threads = vec![(1 << CONTROL_QUEUE) | (1 << EVENT_QUEUE)];
+        threads.extend((FIRST_REQUEST_QUEUE..self.num_queues().min(64)).map(|q| 1u64 << q));
+        threads
     }
 
     fn max_queue_size(&self) -> usize {
@@ -306,8 +342,8 @@ impl VhostUserBackend for Controller {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        // One worker thread (the default `queues_per_thread`); the socket
-        // server ends it when the front-end goes.
+        // One per vring thread (see `queues_per_thread`); the socket
+        // server ends them when the front-end goes.
         new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
     }
 
@@ -341,28 +377,29 @@ impl VhostUserBackend for Controller {
         device_event: u16,
         evset: EventSet,
         vrings: &[VringRwLock],
-        _thread_id: usize,
+        thread_id: usize,
     ) -> std::io::Result<()> {
-        tracing::trace!(queue = device_event, ?evset, "vhost-user-scsi kick");
+        tracing::trace!(thread_id, device_event, ?evset, "vhost-user-scsi kick");
         if evset != EventSet::IN {
             return Ok(());
         }
-        let q = device_event as usize;
-        let Some(vring) = vrings.get(q) else {
+        // `vrings` are this thread's, `device_event` an index into them.
+        let Some(vring) = vrings.get(usize::from(device_event)) else {
             return Ok(());
         };
+        let q = queue_of(thread_id, device_event);
         let event_idx = self.inner.event_idx.load(Ordering::Relaxed);
         loop {
             if event_idx {
                 let _ = vring.disable_notification();
             }
             match q {
-                CONTROL_QUEUE => self.process(vring, true)?,
+                CONTROL_QUEUE => self.process(vring, CONTROL_QUEUE)?,
                 EVENT_QUEUE => {
                     *lock(&self.inner.event_vring) = Some(vring.clone());
                     self.deliver_events(vring)?
                 }
-                _ => self.process(vring, false)?,
+                _ => self.process(vring, q)?,
             }
             // With EVENT_IDX, chains added while notifications were off
             // would be missed: look again until none came.
@@ -370,6 +407,16 @@ impl VhostUserBackend for Controller {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The device queue that vring thread `thread`'s `index`-th vring is, as
+/// `queues_per_thread` lays them out: thread 0 has the control and event
+/// queues, thread `t` request queue `t - 1`.
+fn queue_of(thread: usize, index: u16) -> usize {
+    match thread {
+        0 => usize::from(index),
+        t => FIRST_REQUEST_QUEUE + t - 1,
     }
 }
 
@@ -383,4 +430,142 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{CmdReq, CMD_REQ_LEN, CMD_RESP_LEN};
+    use rtgt_scsi::fuzz_entry::{nexus_for, ram_lu, INITIATOR_A};
+    use std::time::Duration;
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const VRING_DESC_F_NEXT: u16 = 1;
+    const VRING_DESC_F_WRITE: u16 = 2;
+
+    /// A vring laid out at `base` holding one TEST UNIT READY chain whose
+    /// header and response sit at `base + 0x1000` and `base + 0x2000`.
+    fn vring_with_one_request(mem: &GuestMemoryAtomic<GuestMemoryMmap>, base: u64) -> VringRwLock {
+        let guard = mem.memory();
+        let (req, resp) = (base + 0x1000, base + 0x2000);
+        let header = CmdReq {
+            lun: VirtioLun { target: 0, lun: 0 }.encode(),
+            tag: 1,
+            task_attr: 0,
+            prio: 0,
+            crn: 0,
+            cdb: [0; crate::wire::CDB_SIZE],
+        }
+        .encode();
+        guard.write_slice(&header, GuestAddress(req)).unwrap();
+        let q = MockSplitQueue::create(&*guard, GuestAddress(base), 16);
+        q.add_desc_chains(
+            &[
+                RawDescriptor::from(Descriptor::new(
+                    req,
+                    CMD_REQ_LEN as u32,
+                    VRING_DESC_F_NEXT,
+                    1,
+                )),
+                RawDescriptor::from(Descriptor::new(
+                    resp,
+                    CMD_RESP_LEN as u32,
+                    VRING_DESC_F_WRITE,
+                    0,
+                )),
+            ],
+            0,
+        )
+        .unwrap();
+        let v = VringRwLock::new(mem.clone(), 16).unwrap();
+        v.set_queue_size(16);
+        v.set_queue_info(q.desc_table_addr().0, q.avail_addr().0, q.used_addr().0)
+            .unwrap();
+        v.set_queue_ready(true);
+        v
+    }
+
+    /// Drive `rt` until `v` has `n` used chains, for at most a few seconds.
+    fn used_after_running(rt: &tokio::runtime::Runtime, v: &VringRwLock, n: u16) -> u16 {
+        rt.block_on(async {
+            for _ in 0..500 {
+                if v.queue_used_idx().unwrap() >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        v.queue_used_idx().unwrap()
+    }
+
+    #[test]
+    fn each_request_queue_runs_on_its_own_runtime() {
+        let mem = GuestMemoryAtomic::new(
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap(),
+        );
+        let lu = ram_lu(1 << 20, 512);
+        let nexus = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
+        // Current-thread runtimes run their tasks only while driven, so
+        // which one a request went to shows in which drive completes it.
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (runtime(), runtime());
+        let ctrl = Controller::new(3, nexus, vec![a.handle().clone(), b.handle().clone()]).unwrap();
+        assert_eq!(
+            ctrl.queues_per_thread(),
+            vec![0b11, 1 << 2, 1 << 3, 1 << 4],
+            "control and event queues on one vring thread, each request queue on its own"
+        );
+        ctrl.update_memory(mem.clone()).unwrap();
+        // Device queues 2, 3, 4: request queues 0, 1, 2.
+        let q: Vec<_> = [0x0, 0x1_0000, 0x2_0000]
+            .iter()
+            .map(|&base| vring_with_one_request(&mem, base))
+            .collect();
+        for (i, v) in q.iter().enumerate() {
+            ctrl.process(v, FIRST_REQUEST_QUEUE + i).unwrap();
+        }
+        // Driving runtime A answers request queues 0 and 2 (i % 2 == 0)...
+        assert_eq!(used_after_running(&a, &q[0], 1), 1);
+        assert_eq!(used_after_running(&a, &q[2], 1), 1);
+        assert_eq!(q[1].queue_used_idx().unwrap(), 0, "queue 1 is runtime B's");
+        // ... and only driving B answers queue 1.
+        assert_eq!(used_after_running(&b, &q[1], 1), 1);
+    }
+
+    #[test]
+    fn kicks_are_mapped_to_the_queue_each_thread_serves() {
+        let lu = ram_lu(1 << 20, 512);
+        let nexus = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for queues in [1, 2, 8, crate::backend::MAX_REQUEST_QUEUES] {
+            let ctrl = Controller::new(queues, nexus.clone(), vec![rt.handle().clone()]).unwrap();
+            let threads = ctrl.queues_per_thread();
+            let mut seen = Vec::new();
+            // vhost-user-backend hands thread t its vrings in queue order
+            // and reports a kick by the index among them.
+            for (t, mask) in threads.iter().enumerate() {
+                let mine: Vec<usize> = (0..64).filter(|q| mask >> q & 1 == 1).collect();
+                for (i, &q) in mine.iter().enumerate() {
+                    assert_eq!(queue_of(t, i as u16), q, "thread {t}, vring {i}");
+                    seen.push(q);
+                }
+            }
+            seen.sort();
+            assert_eq!(seen, (0..ctrl.num_queues()).collect::<Vec<_>>(), "each queue once");
+        }
+    }
+
+    #[test]
+    fn a_controller_needs_a_runtime() {
+        let lu = ram_lu(1 << 20, 512);
+        let nexus = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
+        assert!(Controller::new(1, nexus, Vec::new()).is_none());
+    }
 }

@@ -49,14 +49,21 @@ impl SocketServer {
     /// Bind `path` and serve it on a thread of its own. A stale socket
     /// there is replaced unless a process still listens on it (`ours`:
     /// the caller's own controller on that path, about to be replaced);
-    /// any other kind of file is refused.
+    /// any other kind of file is refused. Requests run on `runtimes`
+    /// (request queue `i` on runtime `i % n`; at least one).
     pub fn start(
         path: &Path,
         request_queues: usize,
-        runtime: tokio::runtime::Handle,
+        runtimes: Vec<tokio::runtime::Handle>,
         open_nexus: OpenNexus,
         ours: bool,
     ) -> std::io::Result<SocketServer> {
+        if runtimes.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a vhost-user controller needs a runtime to run requests on",
+            ));
+        }
         let listener = bind(path, ours)?;
         let meta = std::fs::metadata(path)?;
         let shared = Arc::new(Shared {
@@ -67,7 +74,7 @@ impl SocketServer {
         let p = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name(format!("vhost {}", path.display()))
-            .spawn(move || run(listener, &p, request_queues, runtime, open_nexus, &s))?;
+            .spawn(move || run(listener, &p, request_queues, runtimes, open_nexus, &s))?;
         Ok(SocketServer {
             path: path.to_path_buf(),
             inode: (meta.dev(), meta.ino()),
@@ -166,7 +173,7 @@ fn run(
     listener: UnixListener,
     path: &Path,
     request_queues: usize,
-    runtime: tokio::runtime::Handle,
+    runtimes: Vec<tokio::runtime::Handle>,
     open_nexus: OpenNexus,
     shared: &Shared,
 ) {
@@ -188,7 +195,10 @@ fn run(
             let _ = listener.accept();
             continue;
         };
-        let ctrl = Controller::new(request_queues, nexus.clone(), runtime.clone());
+        let Some(ctrl) = Controller::new(request_queues, nexus.clone(), runtimes.clone()) else {
+            nexus.close();
+            return; // `start` refused an empty list
+        };
         let mut daemon = match VhostUserDaemon::new(
             format!("vhost-user-scsi {}", path.display()),
             ctrl.clone(),

@@ -282,7 +282,11 @@ impl Running {
             let server = SocketServer::start(
                 &v.socket,
                 usize::from(v.num_queues()),
-                tokio::runtime::Handle::current(),
+                // the per-CPU runtimes iSCSI connections run on, or this
+                // one when there is one CPU
+                self.server
+                    .runtimes()
+                    .unwrap_or_else(|| vec![tokio::runtime::Handle::current()]),
                 open,
                 ours,
             )

@@ -370,7 +370,7 @@ pub struct VhostDoc {
     /// default: `naa.` and 16 hex digits derived from the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator: Option<String>,
-    /// Request queues offered, 1..64 (default 8); QEMU's `num_queues` (by
+    /// Request queues offered, 1..62 (default 8); QEMU's `num_queues` (by
     /// default one per vCPU) must not exceed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_queues: Option<u16>,
@@ -400,9 +400,8 @@ pub struct VhostDoc {
 
 /// Request queues a controller offers unless told.
 pub const VHOST_DEFAULT_QUEUES: u16 = 8;
-/// At most this many request queues (QEMU's limit for virtio-scsi is
-/// higher, but each is a vring to map and poll).
-pub const VHOST_MAX_QUEUES: u16 = 64;
+/// At most this many request queues (see rtgt_vhost's).
+pub const VHOST_MAX_QUEUES: u16 = rtgt_vhost::backend::MAX_REQUEST_QUEUES as u16;
 
 impl VhostDoc {
     /// A controller on `socket` with every default.
