@@ -543,7 +543,9 @@ mod tests {
     fn kicks_are_mapped_to_the_queue_each_thread_serves() {
         let lu = ram_lu(1 << 20, 512);
         let nexus = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         for queues in [1, 2, 8, crate::backend::MAX_REQUEST_QUEUES] {
             let ctrl = Controller::new(queues, nexus.clone(), vec![rt.handle().clone()]).unwrap();
             let threads = ctrl.queues_per_thread();
@@ -558,7 +560,11 @@ mod tests {
                 }
             }
             seen.sort();
-            assert_eq!(seen, (0..ctrl.num_queues()).collect::<Vec<_>>(), "each queue once");
+            assert_eq!(
+                seen,
+                (0..ctrl.num_queues()).collect::<Vec<_>>(),
+                "each queue once"
+            );
         }
     }
 

@@ -1444,6 +1444,36 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_vm_is_registered_and_reported_by_its_sas_address() {
+        // The VM of a vhost-user-scsi controller, and an iSCSI initiator
+        // that registers it for a cluster (SPEC_I_PT with a SAS TransportID).
+        let a = Fixture::new(64, 512);
+        let vm = nexus_as(&a, "naa.5001405000000abc", 2);
+        a.clear_ua().await;
+        vm.clear_ua().await;
+        let mut sas = vec![0u8; 24];
+        sas[0] = crate::pr::transport_id::PROTOCOL_SAS;
+        sas[4..12].copy_from_slice(&0x5001_4050_0000_0abcu64.to_be_bytes());
+        let d = with_tids(0, 0x5, 0x04, std::slice::from_ref(&sas));
+        assert_eq!(out_raw(&a, sa_out::REGISTER, 0, &d).await.status, 0);
+        // The VM holds the key: it can change it.
+        assert_eq!(out(&vm, sa_out::REGISTER, 0, 5, 6).await.status, 0);
+        let r = pr_in(&a, sa_in::READ_FULL_STATUS, 4096).await;
+        let d = &r.data;
+        let mut at = 8;
+        let mut seen = Vec::new();
+        while at < d.len() {
+            let n = be32(&d[at + 20..at + 24]) as usize;
+            seen.push((be64(&d[at..at + 8]), d[at + 24..at + 24 + n].to_vec()));
+            at += 24 + n;
+        }
+        assert!(
+            seen.contains(&(6, sas)),
+            "the VM's registration is named by its SAS TransportID: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn spec_i_pt_registers_the_named_ports() {
         let a = Fixture::new(64, 512);
         let b = a.other_nexus(); // iqn.test:other,i,0x2

@@ -2,10 +2,15 @@
 //! (SPC-4 7.6.4) that name them in PERSISTENT RESERVE OUT parameter lists
 //! and READ FULL STATUS data.
 //!
-//! Only the iSCSI TransportID (protocol identifier 5h) is understood:
-//! - format 00b: the iSCSI name of an initiator device, which stands for
-//!   every initiator port of that device (any ISID);
-//! - format 01b: `<iSCSI name>,i,0x<ISID>`, one initiator port.
+//! Two TransportIDs are understood:
+//! - iSCSI (protocol identifier 5h):
+//!   - format 00b: the iSCSI name of an initiator device, which stands for
+//!     every initiator port of that device (any ISID);
+//!   - format 01b: `<iSCSI name>,i,0x<ISID>`, one initiator port.
+//! - SAS (6h, SPC-4 7.6.4.6): the 8-byte SAS address of one port. A
+//!   virtual machine on a vhost-user-scsi controller is the initiator
+//!   port `naa.<16 hex digits>`, which is such an address, and is named
+//!   by it as LIO's vhost-scsi names its nexus.
 //!
 //! A nexus' initiator port name as the iSCSI fabric sets it
 //! (`Nexus::initiator_port()`, `"iqn...,i,0x<12 hex digits>"`) parses into
@@ -16,6 +21,10 @@ use crate::core::sense::Sense;
 
 /// SCSI transport protocol identifier of iSCSI (SPC-4 table 362).
 pub const PROTOCOL_ISCSI: u8 = 0x5;
+/// SCSI transport protocol identifier of SAS (SPC-4 table 362).
+pub const PROTOCOL_SAS: u8 = 0x6;
+/// A SAS TransportID's length: header, address, reserved.
+const SAS_TRANSPORT_ID_LEN: usize = 24;
 
 /// An initiator port, or with `isid == None` every port of one initiator
 /// device.
@@ -77,9 +86,28 @@ impl InitiatorId {
         }
     }
 
-    /// Encode as an iSCSI TransportID (format 01b for a port, 00b for a
-    /// device name), NUL terminated and padded to a multiple of four.
+    /// The SAS address when this is a `naa.<16 hex digits>` port.
+    fn sas_address(&self) -> Option<u64> {
+        let hex = self.name.strip_prefix("naa.")?;
+        if self.isid != Some(NO_ISID) || hex.len() != 16 {
+            return None;
+        }
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok()
+    }
+
+    /// Encode as a TransportID: SAS for a `naa.` port, else iSCSI (format
+    /// 01b for a port, 00b for a device name, NUL terminated and padded to
+    /// a multiple of four).
     pub fn encode_transport_id(&self) -> Vec<u8> {
+        if let Some(address) = self.sas_address() {
+            let mut v = vec![0u8; SAS_TRANSPORT_ID_LEN];
+            v[0] = PROTOCOL_SAS; // format 00b
+            v[4..12].copy_from_slice(&address.to_be_bytes());
+            return v;
+        }
         let text = self.text();
         let format: u8 = match self.isid {
             Some(isid) if isid != NO_ISID => 0b01,
@@ -106,8 +134,10 @@ pub(crate) fn parse_transport_id(buf: &[u8], at: usize) -> Result<(InitiatorId, 
         return Err(crate::core::sense::PARAMETER_LIST_LENGTH_ERROR);
     }
     let b0 = buf[at];
-    if b0 & 0x0f != PROTOCOL_ISCSI {
-        return Err(bad(0, Some(3)));
+    match b0 & 0x0f {
+        PROTOCOL_ISCSI => {}
+        PROTOCOL_SAS => return parse_sas(buf, at),
+        _ => return Err(bad(0, Some(3))),
     }
     let format = b0 >> 6;
     if format > 1 || b0 & 0x30 != 0 {
@@ -159,6 +189,23 @@ pub(crate) fn parse_transport_id(buf: &[u8], at: usize) -> Result<(InitiatorId, 
         _ => return Err(bad(4, None)),
     };
     Ok((id, total))
+}
+
+/// A SAS TransportID: format 00b, 24 bytes, the address in bytes 4..12.
+fn parse_sas(buf: &[u8], at: usize) -> Result<(InitiatorId, usize), Sense> {
+    if buf[at] >> 6 != 0 || buf[at] & 0x30 != 0 {
+        return Err(Sense::invalid_param_field(at, Some(7)));
+    }
+    let Some(t) = buf.get(at..at + SAS_TRANSPORT_ID_LEN) else {
+        return Err(crate::core::sense::PARAMETER_LIST_LENGTH_ERROR);
+    };
+    let mut address = [0u8; 8];
+    address.copy_from_slice(&t[4..12]);
+    let id = InitiatorId {
+        name: format!("naa.{:016x}", u64::from_be_bytes(address)),
+        isid: Some(NO_ISID),
+    };
+    Ok((id, SAS_TRANSPORT_ID_LEN))
 }
 
 #[cfg(test)]
@@ -216,6 +263,38 @@ mod tests {
             assert_eq!(t[0] >> 6, u8::from(id.isid.is_some()));
             let (back, len) = parse_transport_id(&t, 0).unwrap();
             assert_eq!((back, len), (id, t.len()));
+        }
+    }
+
+    #[test]
+    fn a_naa_port_is_named_by_its_sas_address() {
+        // As a vhost-user-scsi controller names its VM (any case).
+        let vm = InitiatorId::from_port("naa.5001405ABCDEF012");
+        let t = vm.encode_transport_id();
+        assert_eq!(t.len(), 24);
+        assert_eq!(t[0], PROTOCOL_SAS, "format 00b, SAS");
+        assert_eq!(&t[4..12], &[0x50, 0x01, 0x40, 0x5a, 0xbc, 0xde, 0xf0, 0x12]);
+        assert!(t[1..4].iter().chain(&t[12..]).all(|&b| b == 0));
+        let (back, len) = parse_transport_id(&t, 0).unwrap();
+        assert_eq!((&back, len), (&vm, 24));
+        // A SAS TransportID in a parameter list names that port.
+        let mut list = vec![0u8; 8];
+        list.extend_from_slice(&t);
+        assert!(parse_transport_id(&list, 8).unwrap().0.covers(&vm));
+        // Short, or another format: refused with the field.
+        assert_eq!(parse_transport_id(&t[..20], 0).unwrap_err().code(), 0x1a00);
+        let mut t1 = t.clone();
+        t1[0] |= 0x40;
+        let e = parse_transport_id(&t1, 0).unwrap_err();
+        assert_eq!((e.code(), e.field.unwrap().byte), (0x2600, 0));
+        // Names that are not SAS addresses stay iSCSI TransportIDs.
+        for name in [
+            "naa.5001405abcdef",
+            "naa.5001405abcdef0123",
+            "naa.500140zabcdef012",
+        ] {
+            let t = InitiatorId::from_port(name).encode_transport_id();
+            assert_eq!(t[0] & 0x0f, PROTOCOL_ISCSI, "{name}");
         }
     }
 
