@@ -88,7 +88,7 @@ EOF
 config 0 > "$WORK/rtgt.toml"
 "$RTGT" check "$WORK/rtgt.toml" >/dev/null || die "rtgt check refused $WORK/rtgt.toml"
 start_rtgt() {
-  RUST_LOG=info "$RTGT" serve --config "$WORK/rtgt.toml" --control "$CSOCK" \
+  RUST_LOG="${RUST_LOG:-info}" "$RTGT" serve --config "$WORK/rtgt.toml" --control "$CSOCK" \
     --state-dir "$WORK/state" >> "$WORK/rtgt.log" 2>&1 &
   RPID=$!
   for _ in $(seq 100); do

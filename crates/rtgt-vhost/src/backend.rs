@@ -30,8 +30,6 @@ use crate::wire::{self, CtrlReq, Event, TmfSubtype, VirtioLun};
 
 /// virtio feature bits (virtio 1.2 section 6).
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
-/// Not offered yet (see `features`).
-#[allow(dead_code)]
 const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
@@ -319,11 +317,10 @@ impl VhostUserBackend for Controller {
     }
 
     fn features(&self) -> u64 {
-        // Not VIRTIO_RING_F_EVENT_IDX yet: with it, Linux's virtio_scsi
-        // probe (QEMU 7.2) waits forever after the first READ although
-        // every request was answered and signalled; without it the disk
-        // attaches. The handling below stays for when that is understood.
+        // EVENT_IDX: the guest kicks and is interrupted only as the
+        // other side's index asks (`handle_event`, `complete`).
         VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_EVENT_IDX
             | VIRTIO_RING_F_INDIRECT_DESC
             | wire::feature::HOTPLUG
             // QEMU's vhost-user-scsi acks CHANGE (its param_change

@@ -281,14 +281,7 @@ fn one_reservation_state_across_iscsi_and_vhost() {
 /// With VIRTIO_RING_F_EVENT_IDX the front-end kicks only when the
 /// back-end's avail_event asks and waits for the interrupt its used_event
 /// asks for: every command still completes and is signalled.
-///
-/// Ignored: rtgt does not offer EVENT_IDX yet, because with it Linux's
-/// virtio_scsi probe stalls under QEMU 7.2. With EVENT_IDX offered (a
-/// local change to `Controller::features`) this passes: 100 commands
-/// kicked and signalled as the indices ask. So the stall is not in the
-/// single-queue index handling this drives; it is still to be found.
 #[test]
-#[ignore = "EVENT_IDX not offered yet (see the comment)"]
 fn event_idx_kicks_and_interrupts_as_the_indices_ask() {
     use common::vhost_frontend::VhostFrontend;
     let dir = tempfile::tempdir().unwrap();
