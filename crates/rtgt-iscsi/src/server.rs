@@ -150,12 +150,12 @@ impl Server {
         }))
     }
 
-    /// The per-CPU runtimes connections run on; `None`: they run on the
+    /// The per-CPU runtimes connections run on; none when they run on the
     /// runtime that serves (one CPU).
-    pub fn runtimes(&self) -> Option<Vec<tokio::runtime::Handle>> {
+    pub fn runtimes(&self) -> Vec<tokio::runtime::Handle> {
         match &self.runs {
-            Runs::Shards(shards) => Some(shards.runtimes()),
-            Runs::Here(_) => None,
+            Runs::Shards(shards) => shards.runtimes(),
+            Runs::Here(_) => Vec::new(),
         }
     }
 

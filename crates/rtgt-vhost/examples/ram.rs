@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
     let _server = rtgt_vhost::SocketServer::start(
         std::path::Path::new(&socket),
         2,
-        vec![rt.handle().clone()],
+        rtgt_vhost::Runtimes::new(Vec::new(), rt.handle().clone()),
         Box::new(move || Some(nexus_for("naa.5001405000000001", &[(0, &lu, false)]))),
         false,
     )?;

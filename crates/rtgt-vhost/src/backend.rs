@@ -61,13 +61,33 @@ struct Inner {
     nexus: Arc<Nexus>,
     mem: RwLock<Option<GuestMemoryAtomic<GuestMemoryMmap>>>,
     event_idx: AtomicBool,
-    /// Where requests run: request queue `i` on `runtimes[i % len]`, the
-    /// control queue on the first. Never empty.
-    runtimes: Vec<tokio::runtime::Handle>,
+    runtimes: Runtimes,
     events: Mutex<PendingEvents>,
     /// The event queue, once the guest has kicked it (given it buffers):
     /// events raised later are delivered at once, not at the next kick.
     event_vring: Mutex<Option<VringRwLock>>,
+}
+
+/// The runtimes a controller's requests run on: request queue `i` on the
+/// `i % n`-th, the control queue on the first. Never empty.
+#[derive(Clone)]
+pub struct Runtimes(Arc<[tokio::runtime::Handle]>);
+
+impl Runtimes {
+    /// `handles`, or `fallback` alone when there are none (the daemon has
+    /// per-CPU runtimes only with more than one CPU).
+    pub fn new(handles: Vec<tokio::runtime::Handle>, fallback: tokio::runtime::Handle) -> Runtimes {
+        if handles.is_empty() {
+            Runtimes(Arc::new([fallback]))
+        } else {
+            Runtimes(handles.into())
+        }
+    }
+
+    /// The runtime the requests of device queue `queue` run on.
+    fn for_queue(&self, queue: usize) -> &tokio::runtime::Handle {
+        &self.0[queue.saturating_sub(FIRST_REQUEST_QUEUE) % self.0.len()]
+    }
 }
 
 #[derive(Default)]
@@ -77,18 +97,11 @@ struct PendingEvents {
 }
 
 impl Controller {
-    /// A controller with `request_queues` request queues (at least 1)
-    /// whose commands go to `nexus`, spread over `runtimes` (`None`: there
-    /// is none).
-    pub fn new(
-        request_queues: usize,
-        nexus: Arc<Nexus>,
-        runtimes: Vec<tokio::runtime::Handle>,
-    ) -> Option<Self> {
-        if runtimes.is_empty() {
-            return None;
-        }
-        Some(Controller {
+    /// A controller with `request_queues` request queues (1 to
+    /// `MAX_REQUEST_QUEUES`) whose commands go to `nexus`, spread over
+    /// `runtimes`.
+    pub fn new(request_queues: usize, nexus: Arc<Nexus>, runtimes: Runtimes) -> Self {
+        Controller {
             inner: Arc::new(Inner {
                 request_queues: request_queues.clamp(1, MAX_REQUEST_QUEUES),
                 nexus,
@@ -98,13 +111,7 @@ impl Controller {
                 events: Mutex::new(PendingEvents::default()),
                 event_vring: Mutex::new(None),
             }),
-        })
-    }
-
-    /// The runtime the requests of device queue `queue` run on.
-    fn runtime_for(&self, queue: usize) -> &tokio::runtime::Handle {
-        let rts = &self.inner.runtimes;
-        &rts[queue.saturating_sub(FIRST_REQUEST_QUEUE) % rts.len()]
+        }
     }
 
     /// A LUN appeared or went: the guest hears of it on the event queue
@@ -145,7 +152,7 @@ impl Controller {
     /// queue or a request queue) and start each on the queue's runtime.
     fn process(&self, vring: &VringRwLock, queue: usize) -> std::io::Result<()> {
         let control_queue = queue == CONTROL_QUEUE;
-        let runtime = self.runtime_for(queue);
+        let runtime = self.inner.runtimes.for_queue(queue);
         let Some(mem) = self.memory() else {
             return Ok(());
         };
@@ -308,7 +315,7 @@ impl VhostUserBackend for Controller {
         // The control and event queues share a thread; each request queue
         // has its own, so one vCPU's kicks never wait behind another's.
         let mut threads = vec![(1 << CONTROL_QUEUE) | (1 << EVENT_QUEUE)];
-        threads.extend((FIRST_REQUEST_QUEUE..self.num_queues().min(64)).map(|q| 1u64 << q));
+        threads.extend((FIRST_REQUEST_QUEUE..self.num_queues()).map(|q| 1u64 << q));
         threads
     }
 
@@ -447,15 +454,7 @@ mod tests {
     fn vring_with_one_request(mem: &GuestMemoryAtomic<GuestMemoryMmap>, base: u64) -> VringRwLock {
         let guard = mem.memory();
         let (req, resp) = (base + 0x1000, base + 0x2000);
-        let header = CmdReq {
-            lun: VirtioLun { target: 0, lun: 0 }.encode(),
-            tag: 1,
-            task_attr: 0,
-            prio: 0,
-            crn: 0,
-            cdb: [0; crate::wire::CDB_SIZE],
-        }
-        .encode();
+        let header = CmdReq::simple(VirtioLun { target: 0, lun: 0 }, 1, &[0; 6]).encode();
         guard.write_slice(&header, GuestAddress(req)).unwrap();
         let q = MockSplitQueue::create(&*guard, GuestAddress(base), 16);
         q.add_desc_chains(
@@ -513,7 +512,11 @@ mod tests {
                 .unwrap()
         };
         let (a, b) = (runtime(), runtime());
-        let ctrl = Controller::new(3, nexus, vec![a.handle().clone(), b.handle().clone()]).unwrap();
+        let rts = Runtimes::new(
+            vec![a.handle().clone(), b.handle().clone()],
+            a.handle().clone(),
+        );
+        let ctrl = Controller::new(3, nexus, rts);
         assert_eq!(
             ctrl.queues_per_thread(),
             vec![0b11, 1 << 2, 1 << 3, 1 << 4],
@@ -544,7 +547,8 @@ mod tests {
             .build()
             .unwrap();
         for queues in [1, 2, 8, crate::backend::MAX_REQUEST_QUEUES] {
-            let ctrl = Controller::new(queues, nexus.clone(), vec![rt.handle().clone()]).unwrap();
+            let rts = Runtimes::new(Vec::new(), rt.handle().clone());
+            let ctrl = Controller::new(queues, nexus.clone(), rts);
             let threads = ctrl.queues_per_thread();
             let mut seen = Vec::new();
             // vhost-user-backend hands thread t its vrings in queue order
@@ -563,12 +567,5 @@ mod tests {
                 "each queue once"
             );
         }
-    }
-
-    #[test]
-    fn a_controller_needs_a_runtime() {
-        let lu = ram_lu(1 << 20, 512);
-        let nexus = nexus_for(INITIATOR_A, &[(0, &lu, false)]);
-        assert!(Controller::new(1, nexus, Vec::new()).is_none());
     }
 }

@@ -96,17 +96,8 @@ mod tests {
     }
 
     fn read10() -> [u8; CMD_REQ_LEN] {
-        let mut cdb = [0u8; 32];
-        cdb[..10].copy_from_slice(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
-        CmdReq {
-            lun: VirtioLun { target: 0, lun: 0 }.encode(),
-            tag: 7,
-            task_attr: 0,
-            prio: 0,
-            crn: 0,
-            cdb,
-        }
-        .encode()
+        let cdb = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        CmdReq::simple(VirtioLun { target: 0, lun: 0 }, 7, &cdb).encode()
     }
 
     const NEXT: u16 = 1;

@@ -18,4 +18,5 @@ pub mod request;
 pub mod socket;
 pub mod wire;
 
+pub use backend::Runtimes;
 pub use socket::{OpenNexus, SocketServer};

@@ -443,17 +443,7 @@ mod tests {
     }
 
     fn header(lun: u16, target: u8, cdb: &[u8]) -> [u8; CMD_REQ_LEN] {
-        let mut c = [0; crate::wire::CDB_SIZE];
-        c[..cdb.len()].copy_from_slice(cdb);
-        CmdReq {
-            lun: VirtioLun { target, lun }.encode(),
-            tag: 1,
-            task_attr: 0,
-            prio: 0,
-            crn: 0,
-            cdb: c,
-        }
-        .encode()
+        CmdReq::simple(VirtioLun { target, lun }, 1, cdb).encode()
     }
 
     /// Descriptors (addr, len, writable) as the mock queue takes them.

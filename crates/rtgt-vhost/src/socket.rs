@@ -19,7 +19,7 @@ use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::backend::Controller;
+use crate::backend::{Controller, Runtimes};
 
 /// Opens the nexus of a front-end that connected (the controller's port
 /// group admitting the VM's initiator name); `None`: refused.
@@ -49,21 +49,14 @@ impl SocketServer {
     /// Bind `path` and serve it on a thread of its own. A stale socket
     /// there is replaced unless a process still listens on it (`ours`:
     /// the caller's own controller on that path, about to be replaced);
-    /// any other kind of file is refused. Requests run on `runtimes`
-    /// (request queue `i` on runtime `i % n`; at least one).
+    /// any other kind of file is refused. Requests run on `runtimes`.
     pub fn start(
         path: &Path,
         request_queues: usize,
-        runtimes: Vec<tokio::runtime::Handle>,
+        runtimes: Runtimes,
         open_nexus: OpenNexus,
         ours: bool,
     ) -> std::io::Result<SocketServer> {
-        if runtimes.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a vhost-user controller needs a runtime to run requests on",
-            ));
-        }
         let listener = bind(path, ours)?;
         let meta = std::fs::metadata(path)?;
         let shared = Arc::new(Shared {
@@ -173,7 +166,7 @@ fn run(
     listener: UnixListener,
     path: &Path,
     request_queues: usize,
-    runtimes: Vec<tokio::runtime::Handle>,
+    runtimes: Runtimes,
     open_nexus: OpenNexus,
     shared: &Shared,
 ) {
@@ -195,10 +188,7 @@ fn run(
             let _ = listener.accept();
             continue;
         };
-        let Some(ctrl) = Controller::new(request_queues, nexus.clone(), runtimes.clone()) else {
-            nexus.close();
-            return; // `start` refused an empty list
-        };
+        let ctrl = Controller::new(request_queues, nexus.clone(), runtimes.clone());
         let mut daemon = match VhostUserDaemon::new(
             format!("vhost-user-scsi {}", path.display()),
             ctrl.clone(),

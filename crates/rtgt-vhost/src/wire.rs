@@ -141,6 +141,23 @@ pub struct CmdReq {
 }
 
 impl CmdReq {
+    /// A SIMPLE task (priority and CRN 0) carrying `cdb` (cut to
+    /// `CDB_SIZE` bytes) to `lun` under `tag`, as the tests send one.
+    #[cfg(test)]
+    pub(crate) fn simple(lun: VirtioLun, tag: u64, cdb: &[u8]) -> CmdReq {
+        let mut c = [0; CDB_SIZE];
+        let n = cdb.len().min(CDB_SIZE);
+        c[..n].copy_from_slice(&cdb[..n]);
+        CmdReq {
+            lun: lun.encode(),
+            tag,
+            task_attr: 0,
+            prio: 0,
+            crn: 0,
+            cdb: c,
+        }
+    }
+
     pub fn parse(b: &[u8]) -> Result<CmdReq, WireError> {
         if b.len() < CMD_REQ_LEN {
             return Err(WireError::Short(b.len(), CMD_REQ_LEN));

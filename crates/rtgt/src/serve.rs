@@ -284,9 +284,10 @@ impl Running {
                 usize::from(v.num_queues()),
                 // the per-CPU runtimes iSCSI connections run on, or this
                 // one when there is one CPU
-                self.server
-                    .runtimes()
-                    .unwrap_or_else(|| vec![tokio::runtime::Handle::current()]),
+                rtgt_vhost::Runtimes::new(
+                    self.server.runtimes(),
+                    tokio::runtime::Handle::current(),
+                ),
                 open,
                 ours,
             )

@@ -1443,6 +1443,27 @@ pub(crate) mod tests {
         d
     }
 
+    /// READ FULL STATUS: (key, relative target port, TransportID) of each
+    /// registration.
+    async fn full_status(t: &Fixture) -> Vec<(u64, u16, Vec<u8>)> {
+        let r = pr_in(t, sa_in::READ_FULL_STATUS, 4096).await;
+        assert_eq!(r.status, 0);
+        let d = &r.data;
+        assert_eq!(be32(&d[4..8]) as usize, d.len() - 8);
+        let mut at = 8;
+        let mut out = Vec::new();
+        while at < d.len() {
+            let n = be32(&d[at + 20..at + 24]) as usize;
+            out.push((
+                be64(&d[at..at + 8]),
+                be16(&d[at + 18..at + 20]),
+                d[at + 24..at + 24 + n].to_vec(),
+            ));
+            at += 24 + n;
+        }
+        out
+    }
+
     #[tokio::test]
     async fn a_vm_is_registered_and_reported_by_its_sas_address() {
         // The VM of a vhost-user-scsi controller, and an iSCSI initiator
@@ -1458,17 +1479,9 @@ pub(crate) mod tests {
         assert_eq!(out_raw(&a, sa_out::REGISTER, 0, &d).await.status, 0);
         // The VM holds the key: it can change it.
         assert_eq!(out(&vm, sa_out::REGISTER, 0, 5, 6).await.status, 0);
-        let r = pr_in(&a, sa_in::READ_FULL_STATUS, 4096).await;
-        let d = &r.data;
-        let mut at = 8;
-        let mut seen = Vec::new();
-        while at < d.len() {
-            let n = be32(&d[at + 20..at + 24]) as usize;
-            seen.push((be64(&d[at..at + 8]), d[at + 24..at + 24 + n].to_vec()));
-            at += 24 + n;
-        }
+        let seen = full_status(&a).await;
         assert!(
-            seen.contains(&(6, sas)),
+            seen.iter().any(|(key, _, tid)| *key == 6 && *tid == sas),
             "the VM's registration is named by its SAS TransportID: {seen:?}"
         );
     }
@@ -1497,20 +1510,12 @@ pub(crate) mod tests {
             assert_eq!(out(n, sa_out::REGISTER, 0, 6, 5).await.status, 0);
         }
         // READ FULL STATUS names them with TransportIDs.
-        let r = pr_in(&a, sa_in::READ_FULL_STATUS, 4096).await;
-        assert_eq!(r.status, 0);
-        let d = &r.data;
-        assert_eq!(be32(&d[4..8]) as usize, d.len() - 8);
-        let mut at = 8;
         let mut seen = Vec::new();
-        while at < d.len() {
-            assert_eq!(be64(&d[at..at + 8]), 5);
-            assert_eq!(be16(&d[at + 18..at + 20]), 1);
-            let n = be32(&d[at + 20..at + 24]) as usize;
-            let (id, len) = parse_transport_id(d, at + 24).unwrap();
-            assert_eq!(len, n);
+        for (key, port, tid) in full_status(&a).await {
+            assert_eq!((key, port), (5, 1));
+            let (id, len) = parse_transport_id(&tid, 0).unwrap();
+            assert_eq!(len, tid.len());
             seen.push(id.text());
-            at += 24 + n;
         }
         assert_eq!(
             seen,
