@@ -11,6 +11,7 @@
 //! the call to a blocking worker (file, block device), so no boxed future is
 //! allocated per I/O and each implementation stays a plain, testable struct.
 
+pub mod aio;
 mod blockio;
 mod buf;
 mod faulty;
@@ -114,6 +115,13 @@ pub trait Backstore: Send + Sync + 'static {
     fn uring_file(&self, _write: bool, _fua: bool) -> Option<UringFile> {
         None
     }
+    /// Reads and writes that complete by callback (librbd's aio); `None`
+    /// (the default) keeps the calls above. The core uses it for plain
+    /// reads and writes and keeps the blocking calls for the rest, and for
+    /// saying which block failed.
+    fn async_io(&self) -> Option<&dyn aio::AsyncIo> {
+        None
+    }
     /// Deallocate a range; later reads return zeroes.
     fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
         Err(BackstoreError::Unsupported)
@@ -136,6 +144,25 @@ pub trait Backstore: Send + Sync + 'static {
     /// Zero a range.
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         write_zeroes_by_writing(self, offset, len)
+    }
+    /// Fill `len` bytes at `offset` with `pattern` repeated, where the
+    /// medium does that itself (RBD's writesame: the pattern crosses the
+    /// network once); `None` (the default): the core writes the blocks.
+    fn write_same(&self, _offset: u64, _len: u64, _pattern: &[u8]) -> Option<Result<()>> {
+        None
+    }
+    /// COMPARE AND WRITE done atomically by the medium (RBD's
+    /// compare-and-write, atomic across every gateway of the cluster):
+    /// `Ok(None)` written, `Ok(Some(n))` the medium differs from `cmp` at
+    /// byte `n` and nothing was written. `None` (the default): the core
+    /// does it itself under the LU's range lock (atomic for this daemon).
+    fn compare_and_write(
+        &self,
+        _offset: u64,
+        _cmp: &[u8],
+        _data: &[u8],
+    ) -> Option<Result<Option<u64>>> {
+        None
     }
     /// Whether [`Backstore::allocation`] tells deallocated ranges apart
     /// (false: it reports everything mapped).

@@ -1,0 +1,42 @@
+//! A Ceph RBD image as an rtgt backstore (issue 19), through librbd.
+//!
+//! - `librbd`: the bindings (generated from the installed headers by
+//!   `build.rs`) wrapped safely; the only module with `unsafe`.
+//! - `backstore`: the image behind the [`rtgt_backstore::Backstore`] trait.
+//!
+//! Built without librbd (its headers or libclang missing at build time),
+//! [`open`] says so instead of opening anything.
+
+#[cfg(have_librbd)]
+mod backstore;
+#[cfg(have_librbd)]
+mod librbd;
+mod options;
+
+pub use options::{RbdOptions, DEFAULT_OP_TIMEOUT};
+
+#[cfg(have_librbd)]
+pub use backstore::Rbd;
+
+/// Whether this build can open RBD images.
+pub const AVAILABLE: bool = cfg!(have_librbd);
+
+/// Open the image `opts` names.
+pub fn open(
+    opts: RbdOptions,
+) -> rtgt_backstore::Result<std::sync::Arc<dyn rtgt_backstore::Backstore>> {
+    #[cfg(have_librbd)]
+    {
+        Ok(std::sync::Arc::new(Rbd::open(opts)?))
+    }
+    #[cfg(not(have_librbd))]
+    {
+        Err(rtgt_backstore::BackstoreError::Io(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!(
+                "rbd image {}: this rtgt was built without librbd (install librbd-dev and libclang-dev, then rebuild)",
+                opts.spec()
+            ),
+        )))
+    }
+}
