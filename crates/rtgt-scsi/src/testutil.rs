@@ -14,6 +14,26 @@ use crate::api::{
 use crate::core::sense::Sense;
 use crate::lu::{LogicalUnit, LuConfig};
 
+/// Completes on another thread, as librbd's callbacks do.
+impl rtgt_backstore::aio::AsyncIo for MemStore {
+    fn read(&self, offset: u64, mut buf: rtgt_backstore::IoBuf, done: rtgt_backstore::aio::Completion) {
+        self.native_call();
+        let r = self.read_at(offset, &mut buf).map_err(io::Error::other);
+        std::thread::spawn(move || done(r, buf));
+    }
+    fn write(
+        &self,
+        offset: u64,
+        buf: rtgt_backstore::IoBuf,
+        fua: bool,
+        done: rtgt_backstore::aio::Completion,
+    ) {
+        self.native_call();
+        let r = self.write_at(offset, &buf, fua).map_err(io::Error::other);
+        std::thread::spawn(move || done(r, buf));
+    }
+}
+
 /// Sparse block store; blocks never written read as zeroes.
 pub struct MemStore {
     block_size: u32,
@@ -25,6 +45,10 @@ pub struct MemStore {
     fua_writes: AtomicUsize,
     flushes: AtomicUsize,
     fail: AtomicBool,
+    /// Offers the media's own operations (asynchronous I/O, write same,
+    /// compare and write), as RBD does; counted in `native_calls`.
+    native: AtomicBool,
+    native_calls: AtomicUsize,
     /// Makes reads wait until released (abort tests).
     pub gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// The same for the next write.
@@ -43,6 +67,8 @@ impl MemStore {
             fua_writes: AtomicUsize::new(0),
             flushes: AtomicUsize::new(0),
             fail: AtomicBool::new(false),
+            native: AtomicBool::new(false),
+            native_calls: AtomicUsize::new(0),
             gate: Mutex::new(None),
             write_gate: Mutex::new(None),
         }
@@ -56,6 +82,21 @@ impl MemStore {
     }
     pub fn flushes(&self) -> usize {
         self.flushes.load(Ordering::Relaxed)
+    }
+    /// Offer (or stop offering) the native operations.
+    pub fn set_native(&self, on: bool) {
+        self.native.store(on, Ordering::Relaxed)
+    }
+    /// How many native operations ran.
+    pub fn native_calls(&self) -> usize {
+        self.native_calls.load(Ordering::Relaxed)
+    }
+    fn native_call(&self) -> bool {
+        let on = self.native.load(Ordering::Relaxed);
+        if on {
+            self.native_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        on
     }
     pub fn fail_io(&self, on: bool) {
         self.fail.store(on, Ordering::Relaxed)
@@ -139,6 +180,29 @@ impl Backstore for MemStore {
             g.remove(&b);
         }
         Ok(())
+    }
+    fn async_io(&self) -> Option<&dyn rtgt_backstore::aio::AsyncIo> {
+        self.native.load(Ordering::Relaxed).then_some(self as _)
+    }
+    fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Option<BsResult<()>> {
+        if !self.native_call() {
+            return None;
+        }
+        let data = pattern.repeat((len / pattern.len() as u64) as usize);
+        Some(self.write_at(offset, &data, false))
+    }
+    fn compare_and_write(&self, offset: u64, cmp: &[u8], data: &[u8]) -> Option<BsResult<Option<u64>>> {
+        if !self.native_call() {
+            return None;
+        }
+        let mut cur = vec![0u8; cmp.len()];
+        if let Err(e) = self.read_at(offset, &mut cur) {
+            return Some(Err(e));
+        }
+        if let Some(at) = cur.iter().zip(cmp).position(|(a, b)| a != b) {
+            return Some(Ok(Some(at as u64)));
+        }
+        Some(self.write_at(offset, data, false).map(|()| None))
     }
     fn reports_allocation(&self) -> bool {
         true

@@ -104,6 +104,21 @@ async fn compare_and_write(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     }
     let (verify, data) = c.data_out[..2 * half].split_at(half);
     let _range = lu.ranges.exclusive(lba, n as u64).await;
+    // A medium that compares and writes atomically itself (RBD: atomic
+    // across every gateway of the cluster, which ATS needs) does it;
+    // FUA changes nothing there (its writes are durable on completion).
+    let (cmp, new) = (verify.to_vec(), data.to_vec());
+    let off = lba * lu.block_size() as u64;
+    let native = on_backstore_write(&lu.config.backstore, move |b: &dyn Backstore| {
+        b.compare_and_write(off, &cmp, &new)
+    })
+    .await?;
+    match native {
+        Some(Ok(None)) => return Ok(Vec::new()),
+        Some(Ok(Some(at))) => return Err(sense::MISCOMPARE_DURING_VERIFY.with_info(at)),
+        Some(Err(e)) => return Err(io_sense(e, true)),
+        None => {}
+    }
     let current = read_blocks(lu, lba, n, fua).await?;
     if let Some(at) = first_mismatch(&current, verify) {
         return Err(sense::MISCOMPARE_DURING_VERIFY.with_info(at as u64));
@@ -208,6 +223,28 @@ mod tests {
             c[10..14].copy_from_slice(&n.to_be_bytes());
         }
         c
+    }
+
+    #[tokio::test]
+    async fn a_medium_that_compares_and_writes_itself_does_it() {
+        let t = Fixture::new(1024, 512);
+        t.clear_ua().await;
+        t.store.set_native(true);
+        let a = vec![b'A'; 2 * 512];
+        assert_eq!(t.run(&op16(0x8a, 10, 2, 0), &a).await.status, 0);
+        let before = t.store.native_calls();
+        let b = vec![b'B'; 2 * 512];
+        let r = t.run(&caw(10, 2, 0), &[a.clone(), b.clone()].concat()).await;
+        assert_eq!(r.status, 0);
+        assert_eq!(t.store.native_calls(), before + 1, "the medium's own compare and write");
+        // Stale: the medium's mismatch offset is the INFORMATION field.
+        let mut stale = a.clone();
+        stale[..700].copy_from_slice(&b[..700]);
+        let s = t.check_with(&caw(10, 2, 0), &[stale, a.clone()].concat()).await;
+        assert_eq!((s.key, s.asc, s.ascq), (0x0e, 0x1d, 0x00));
+        assert_eq!(s.info, Some(700));
+        let r = t.run(&op16(0x88, 10, 2, 0), &[]).await;
+        assert_eq!(r.data, b, "nothing written on a miscompare");
     }
 
     #[tokio::test]

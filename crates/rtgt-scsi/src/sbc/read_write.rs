@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use rtgt_backstore::{uring, Backstore, BackstoreError, IoBuf};
+use rtgt_backstore::{aio, uring, Backstore, BackstoreError, IoBuf};
 
 use crate::core::cdb::{self, LbaLen};
 use crate::core::handler::{Action, BlockRange, Decode, Plan};
@@ -309,6 +309,18 @@ pub(crate) async fn read_into(
     let lent = buf.is_foreign();
     let fence = || if lent { enter_fence() } else { Ok(None) };
     let flush = r.fua && bs.write_cache();
+    if let (false, Some(io)) = (flush, bs.async_io()) {
+        if rtgt_backstore::check_range(off, len as u64, bs.capacity()).is_ok() {
+            // Completes by callback; an error goes the blocking way, which
+            // says which block failed.
+            let keep = Box::new((bs.clone(), fence()?));
+            buf = match aio::read(io, off, buf, keep).await {
+                (Ok(()), b) => return Ok(b),
+                (Err(_), b) if b.len() == len => b,
+                (Err(_), _) => IoBuf::with_len(len),
+            };
+        }
+    }
     if !flush && bs.may_block() {
         // A cache hit needs no blocking thread.
         if let Some(Ok(())) = bs.read_nowait(off, &mut buf) {
@@ -355,6 +367,13 @@ async fn write_blocking(
     data: IoBuf,
     fua: bool,
 ) -> Result<(rtgt_backstore::Result<()>, IoBuf), Sense> {
+    if let Some(io) = bs.async_io() {
+        if rtgt_backstore::check_range(off, data.len() as u64, bs.capacity()).is_ok() {
+            let keep = Box::new((bs.clone(), enter_fence()?));
+            let (res, data) = aio::write(io, off, data, fua, keep).await;
+            return Ok((res.map_err(BackstoreError::from), data));
+        }
+    }
     let data = match uring_file(bs, true, fua, off, data.len()) {
         Some(file) => {
             let entered = enter_fence()?;
@@ -526,6 +545,27 @@ mod tests {
             assert_eq!(t.run(&rw12(0xaa, 0, 0, 1), &d2).await.status, 0);
             assert_eq!(t.run(&rw10(0x28, 0, 0, 1), &[]).await.data, d2);
         }
+    }
+
+    #[tokio::test]
+    async fn reads_and_writes_go_through_a_medium_s_asynchronous_io() {
+        let t = Fixture::build(2048, 512, 512, true);
+        t.clear_ua().await;
+        t.store.set_native(true);
+        let data = pattern(16 * 512, 5);
+        let fua = t.store.fua_writes();
+        assert_eq!(t.run(&rw10(0x2a, 0x08, 100, 16), &data).await.status, 0);
+        assert_eq!(t.store.fua_writes(), fua + 1, "FUA reaches the medium");
+        let r = t.run(&rw10(0x28, 0, 100, 16), &data).await;
+        assert_eq!(r.data, data);
+        assert_eq!(t.store.native_calls(), 2, "both completed by callback");
+        // A failed asynchronous read is retried the blocking way, which
+        // gives the sense (and the block) of a read error.
+        t.store.fail_io(true);
+        let s = t.check(&rw10(0x28, 0, 100, 16)).await;
+        assert_eq!((s.key, s.asc), (0x03, 0x11));
+        let s = t.check_with(&rw10(0x2a, 0, 100, 1), &data[..512]).await;
+        assert_eq!((s.key, s.asc), (0x03, 0x0c));
     }
 
     #[tokio::test]

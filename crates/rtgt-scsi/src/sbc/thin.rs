@@ -208,6 +208,13 @@ async fn write_same(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
             .map(|_| Vec::new())
             .map_err(|e| io_sense(e, true));
     }
+    // A medium that repeats the block itself (RBD): one call, one block.
+    let pattern = block.to_vec();
+    if let Some(res) =
+        on_backstore_write(store, move |b: &dyn Backstore| b.write_same(off, len, &pattern)).await?
+    {
+        return res.map(|_| Vec::new()).map_err(|e| io_sense(e, true));
+    }
     let per = (WRITE_SAME_CHUNK / bsz).max(1) as u64;
     let buf: Arc<Vec<u8>> = Arc::new(block.repeat(per.min(ws.blocks) as usize));
     let mut done = 0u64;
@@ -486,6 +493,22 @@ mod tests {
             let r = t.run(&read10(3099, 1), &[]).await;
             assert!(r.data.iter().all(|&b| b == 0));
         }
+    }
+
+    #[tokio::test]
+    async fn a_medium_that_repeats_the_block_itself_does_it() {
+        let t = Fixture::build(4096, 512, 512, true);
+        t.clear_ua().await;
+        t.store.set_native(true);
+        let block: Vec<u8> = (0..512).map(|i| (i * 7) as u8).collect();
+        assert_eq!(t.run(&ws16(0, 1000, 2100), &block).await.status, 0);
+        assert_eq!(t.store.native_calls(), 1, "one call for the whole range");
+        let r = t.run(&read10(999, 2102), &[]).await;
+        assert!(r.data[..512].iter().all(|&b| b == 0));
+        for blk in r.data[512..512 * 2101].chunks(512) {
+            assert_eq!(blk, &block[..]);
+        }
+        assert!(r.data[512 * 2101..].iter().all(|&b| b == 0));
     }
 
     #[tokio::test]
