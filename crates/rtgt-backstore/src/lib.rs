@@ -48,6 +48,9 @@ pub enum BackstoreError {
 
 pub type Result<T> = std::result::Result<T, BackstoreError>;
 
+/// See [`Backstore::watch_capacity`].
+pub type CapacityListener = Box<dyn Fn() + Send + Sync>;
+
 /// Allocation state of a byte range, for GET LBA STATUS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocation {
@@ -89,6 +92,11 @@ pub trait Backstore: Send + Sync + 'static {
     fn set_write_cache(&self, _enabled: bool) -> Result<()> {
         Err(BackstoreError::Unsupported)
     }
+    /// Have `changed` called whenever the capacity changes by itself (an
+    /// RBD image resized from elsewhere): the LU raises CAPACITY DATA HAS
+    /// CHANGED. The default: a medium that only changes through
+    /// [`Backstore::grow`] calls nothing.
+    fn watch_capacity(&self, _changed: CapacityListener) {}
     /// Fill `buf` from `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
     /// Write `buf` at `offset`; when `fua` is set the data is durable on return.

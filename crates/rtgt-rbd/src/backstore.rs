@@ -4,10 +4,12 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rtgt_backstore::aio::{AsyncIo, Completion};
 use rtgt_backstore::{
-    check_block_size, check_range, Allocation, Backstore, BackstoreError, IoBuf, Result,
+    check_block_size, check_range, Allocation, Backstore, BackstoreError, CapacityListener, IoBuf,
+    Result,
 };
 
 use crate::librbd::{Image, Target};
@@ -23,8 +25,9 @@ const CHUNK: u64 = 1 << 30;
 /// A backstore on an RBD image.
 pub struct Rbd {
     opts: RbdOptions,
-    image: Image,
-    capacity: AtomicU64,
+    /// Shared with the update watch's thread (weakly).
+    image: Arc<Image>,
+    capacity: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Rbd {
@@ -74,8 +77,8 @@ impl Rbd {
         tracing::info!(image = %opts.spec(), size, librbd = %crate::librbd::version(), "rbd image open");
         Ok(Rbd {
             opts,
-            image,
-            capacity: AtomicU64::new(capacity),
+            image: Arc::new(image),
+            capacity: Arc::new(AtomicU64::new(capacity)),
         })
     }
 
@@ -126,6 +129,39 @@ impl Backstore for Rbd {
 
     fn may_block(&self) -> bool {
         true
+    }
+
+    fn watch_capacity(&self, changed: CapacityListener) {
+        let image = Arc::downgrade(&self.image);
+        let capacity = self.capacity.clone();
+        let block = u64::from(self.opts.block_size);
+        let changed = Arc::new(changed);
+        let spec = self.opts.spec();
+        // librbd calls back on its own thread, where it must not be called
+        // again: a short thread of its own reads the new size.
+        let res = self.image.watch(Box::new(move || {
+            let (image, capacity, changed) = (image.clone(), capacity.clone(), changed.clone());
+            let _ = std::thread::Builder::new()
+                .name("rbd watch".into())
+                .spawn(move || {
+                    let Some(image) = image.upgrade() else { return };
+                    match image.size() {
+                        Ok(size) => {
+                            let cap = size - size % block;
+                            if capacity.swap(cap, Ordering::Relaxed) != cap {
+                                tracing::info!(size, "rbd image resized");
+                                changed();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("rbd image: cannot read its size after an update: {e}")
+                        }
+                    }
+                });
+        }));
+        if let Err(e) = res {
+            tracing::warn!(image = %spec, "rbd: cannot watch the image for resizes (a resize elsewhere goes unnoticed): {e}");
+        }
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {

@@ -51,7 +51,12 @@ pub struct Image {
     cluster: sys::rados_t,
     ioctx: sys::rados_ioctx_t,
     image: sys::rbd_image_t,
+    /// The update watch and what it calls (boxed: librbd holds a pointer
+    /// to it until the watch is removed, in `Drop`).
+    watch: std::sync::Mutex<Option<(u64, Box<Watcher>)>>,
 }
+
+type Watcher = Box<dyn Fn() + Send + Sync>;
 
 // SAFETY: see the module documentation: the handles are used only through
 // `&self` calls that librbd serialises itself, and freed only in `Drop`.
@@ -111,6 +116,7 @@ impl Image {
             cluster,
             ioctx: std::ptr::null_mut(),
             image: std::ptr::null_mut(),
+            watch: std::sync::Mutex::new(None),
         };
         let conf = path_cstr("ceph_conf", t.ceph_conf)?;
         // SAFETY: the cluster handle is live and not yet connected; the
@@ -310,6 +316,28 @@ impl Image {
         Ok(out)
     }
 
+    /// Have `f` called (on a librbd thread) when the image's header
+    /// changes: resized, locked, snapshotted from elsewhere. Replaces an
+    /// earlier watch.
+    pub fn watch(&self, f: Watcher) -> io::Result<()> {
+        let mut slot = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((handle, _)) = slot.take() {
+            // SAFETY: `handle` is a live watch of this open image; after
+            // the call librbd no longer calls back with the old box.
+            unsafe { sys::rbd_update_unwatch(self.image, handle) };
+        }
+        let boxed: Box<Watcher> = Box::new(f);
+        let arg = &*boxed as *const Watcher as *mut c_void;
+        let mut handle = 0u64;
+        // SAFETY: open image; `arg` points into `boxed`, which is kept in
+        // `self.watch` (its address stable) until the watch is removed.
+        check("rbd_update_watch", unsafe {
+            sys::rbd_update_watch(self.image, &mut handle, Some(watch_cb), arg)
+        })?;
+        *slot = Some((handle, boxed));
+        Ok(())
+    }
+
     /// Start reading into `buf`; `done` runs on a librbd thread.
     pub fn aio_read(&self, offset: u64, buf: IoBuf, done: Completion) {
         self.submit(Op::Read, offset, buf, done)
@@ -408,6 +436,14 @@ unsafe extern "C" fn aio_done(c: sys::rbd_completion_t, arg: *mut c_void) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || done(res, buf)));
 }
 
+/// rbd_update_watch's callback.
+unsafe extern "C" fn watch_cb(arg: *mut c_void) {
+    // SAFETY: `arg` is the `Watcher` that `Image::watch` boxed and keeps
+    // alive until it removes the watch, which waits for running callbacks.
+    let f = unsafe { &*(arg as *const Watcher) };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+}
+
 /// rbd_diff_iterate2's callback: collect one extent.
 unsafe extern "C" fn extent_cb(off: u64, len: usize, exists: c_int, arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `&mut Vec` that `extents` passed, alive and
@@ -420,10 +456,16 @@ unsafe extern "C" fn extent_cb(off: u64, len: usize, exists: c_int, arg: *mut c_
 impl Drop for Image {
     fn drop(&mut self) {
         // SAFETY: each handle is non-null only if its create/open call
-        // succeeded, and is released once, image first (it waits for its
-        // in-flight I/O), then the I/O context, then the cluster.
+        // succeeded, and is released once: the watch first (librbd stops
+        // calling back before the box it points to is freed, with
+        // `self`), then the image (it waits for its in-flight I/O), then
+        // the I/O context, then the cluster.
         unsafe {
             if !self.image.is_null() {
+                let watch = self.watch.get_mut().unwrap_or_else(|p| p.into_inner());
+                if let Some((handle, _)) = watch.take() {
+                    sys::rbd_update_unwatch(self.image, handle);
+                }
                 sys::rbd_close(self.image);
             }
             if !self.ioctx.is_null() {

@@ -242,6 +242,22 @@ fn a_resize_elsewhere_is_seen_on_refresh_and_grow_resizes_the_image() {
     ]);
     assert!(r.refresh_size().unwrap());
     assert_eq!(r.capacity(), 32 << 20);
+    // Watched: a resize elsewhere is reported without asking.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    r.watch_capacity(Box::new(move || {
+        let _ = tx.lock().unwrap().send(());
+    }));
+    rbd_cli(&[
+        "resize",
+        "--no-progress",
+        "--size",
+        "40M",
+        &format!("{POOL}/{}", img.0),
+    ]);
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the watch reports the resize");
+    assert_eq!(r.capacity(), 40 << 20);
     r.grow(48 << 20).unwrap();
     assert!(r.grow(16 << 20).is_err(), "never shrinks");
     drop(r);

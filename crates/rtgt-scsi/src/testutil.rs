@@ -16,7 +16,12 @@ use crate::lu::{LogicalUnit, LuConfig};
 
 /// Completes on another thread, as librbd's callbacks do.
 impl rtgt_backstore::aio::AsyncIo for MemStore {
-    fn read(&self, offset: u64, mut buf: rtgt_backstore::IoBuf, done: rtgt_backstore::aio::Completion) {
+    fn read(
+        &self,
+        offset: u64,
+        mut buf: rtgt_backstore::IoBuf,
+        done: rtgt_backstore::aio::Completion,
+    ) {
         self.native_call();
         let r = self.read_at(offset, &mut buf).map_err(io::Error::other);
         std::thread::spawn(move || done(r, buf));
@@ -191,7 +196,12 @@ impl Backstore for MemStore {
         let data = pattern.repeat((len / pattern.len() as u64) as usize);
         Some(self.write_at(offset, &data, false))
     }
-    fn compare_and_write(&self, offset: u64, cmp: &[u8], data: &[u8]) -> Option<BsResult<Option<u64>>> {
+    fn compare_and_write(
+        &self,
+        offset: u64,
+        cmp: &[u8],
+        data: &[u8],
+    ) -> Option<BsResult<Option<u64>>> {
         if !self.native_call() {
             return None;
         }

@@ -45,6 +45,9 @@ pub fn open_backstore(name: &str, b: &BackstoreDoc) -> Result<Arc<dyn Backstore>
         BackstoreKind::Blockio => {
             Arc::new(BlockIo::open(&path).with_context(|| format!("backstore {name:?}"))?)
         }
+        BackstoreKind::Rbd => {
+            rtgt_rbd::open(b.rbd_options()).with_context(|| format!("backstore {name:?}"))?
+        }
     };
     let Some(f) = &b.faults else {
         return Ok(store);
@@ -168,6 +171,14 @@ impl Running {
         lu.serial = spec.serial();
         lu.naa = spec.naa().map_err(anyhow::Error::msg)?;
         let lu = LogicalUnit::open(lu).with_context(|| format!("backstore {name:?}"))?;
+        // A medium resized from elsewhere (an RBD image): CAPACITY DATA
+        // HAS CHANGED, as for a resize through rtgt.
+        let weak = Arc::downgrade(&lu);
+        store.watch_capacity(Box::new(move || {
+            if let Some(lu) = weak.upgrade() {
+                lu.capacity_changed();
+            }
+        }));
         Ok(Opened {
             spec: spec.clone(),
             store,

@@ -234,13 +234,21 @@ mod tests {
         assert_eq!(t.run(&op16(0x8a, 10, 2, 0), &a).await.status, 0);
         let before = t.store.native_calls();
         let b = vec![b'B'; 2 * 512];
-        let r = t.run(&caw(10, 2, 0), &[a.clone(), b.clone()].concat()).await;
+        let r = t
+            .run(&caw(10, 2, 0), &[a.clone(), b.clone()].concat())
+            .await;
         assert_eq!(r.status, 0);
-        assert_eq!(t.store.native_calls(), before + 1, "the medium's own compare and write");
+        assert_eq!(
+            t.store.native_calls(),
+            before + 1,
+            "the medium's own compare and write"
+        );
         // Stale: the medium's mismatch offset is the INFORMATION field.
         let mut stale = a.clone();
         stale[..700].copy_from_slice(&b[..700]);
-        let s = t.check_with(&caw(10, 2, 0), &[stale, a.clone()].concat()).await;
+        let s = t
+            .check_with(&caw(10, 2, 0), &[stale, a.clone()].concat())
+            .await;
         assert_eq!((s.key, s.asc, s.ascq), (0x0e, 0x1d, 0x00));
         assert_eq!(s.info, Some(700));
         let r = t.run(&op16(0x88, 10, 2, 0), &[]).await;

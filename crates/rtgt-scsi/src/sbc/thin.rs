@@ -210,8 +210,10 @@ async fn write_same(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     }
     // A medium that repeats the block itself (RBD): one call, one block.
     let pattern = block.to_vec();
-    if let Some(res) =
-        on_backstore_write(store, move |b: &dyn Backstore| b.write_same(off, len, &pattern)).await?
+    if let Some(res) = on_backstore_write(store, move |b: &dyn Backstore| {
+        b.write_same(off, len, &pattern)
+    })
+    .await?
     {
         return res.map(|_| Vec::new()).map_err(|e| io_sense(e, true));
     }

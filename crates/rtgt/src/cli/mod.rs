@@ -228,9 +228,10 @@ fn chap_required(g: &crate::config::TpgDoc) -> bool {
 pub fn help(node: &Node) -> String {
     let s = match node {
         Node::Root => "ls [PATH]            draw the tree\ncd PATH              (shell) move in the tree\nsessions             list sessions\nsaveconfig           save the running configuration to the --config file\n",
-        Node::Backstores => "ls                   list backstores by kind: cd into ramdisk, fileio or blockio\n",
+        Node::Backstores => "ls                   list backstores by kind: cd into ramdisk, fileio, blockio or rbd\n",
         Node::Kind(k) if k == "ramdisk" => "create NAME SIZE [read_only=1] [block_size=4096]\ndelete NAME\n",
         Node::Kind(k) if k == "fileio" => "create NAME FILE [SIZE] [write_back=0] [read_only=1] [block_size=4096]\n    (the file is created with SIZE if missing)\ndelete NAME\n",
+        Node::Kind(k) if k == "rbd" => "create NAME POOL/IMAGE [ceph_conf=FILE] [keyring=FILE] [client=ID] [namespace=NS] [op_timeout=SECS] [read_only=1] [block_size=4096]\n    (a Ceph RBD image; its size is the image's)\ndelete NAME\n",
         Node::Kind(_) => "create NAME DEVICE [read_only=1]\ndelete NAME\n",
         Node::Backstore(..) => "info                 show the backstore\nset attribute size=SIZE|read_only=0/1|write_back=0/1|removable=0/1|thin=0/1|sanitize_rate=RATE\nset wwn vendor=V product=P revision=R serial=S naa=HEX   (the LU's identity; =\"\" for the default)\n",
         Node::Iscsi => "create IQN           a target with tpg1 (acl mode, no portal: it is served on every portal)\ndelete IQN\nset discovery_auth userid=.. password=..   (enable=0 to open discovery)\n",
@@ -339,6 +340,31 @@ fn create(ctx: &Ctx, node: &Node, mut a: Args) -> Result<String, CliError> {
                         return usage("a ramdisk needs a size: create NAME SIZE (e.g. 1G)");
                     };
                     b["size"] = size(&s)?;
+                }
+                "rbd" => {
+                    let Some(spec) = a.get("image", 1) else {
+                        return usage(format!("rbd needs its image:\n{}", help(node)));
+                    };
+                    a.take("image");
+                    let Some((pool, image)) = spec.split_once('/') else {
+                        return usage(format!("{spec:?}: give the image as POOL/IMAGE"));
+                    };
+                    b["pool"] = json!(pool);
+                    b["image"] = json!(image);
+                    for k in ["ceph_conf", "keyring"] {
+                        if let Some(p) = a.take(k) {
+                            let p = std::path::absolute(&p).unwrap_or_else(|_| PathBuf::from(&p));
+                            b[k] = json!(p);
+                        }
+                    }
+                    for k in ["client", "namespace"] {
+                        if let Some(v) = a.take(k) {
+                            b[k] = json!(v);
+                        }
+                    }
+                    if let Some(v) = a.take("op_timeout") {
+                        b["op_timeout"] = json!(num(&v, "op_timeout")?);
+                    }
                 }
                 _ => {
                     let Some(p) = a.get("file_or_dev", 1).or_else(|| a.get("path", 1)) else {

@@ -29,7 +29,7 @@ pub enum Node {
     VhostLun(String, u64),
 }
 
-pub const KINDS: [&str; 3] = ["blockio", "fileio", "ramdisk"];
+pub const KINDS: [&str; 4] = ["blockio", "fileio", "ramdisk", "rbd"];
 
 /// Join `path` to `cwd` and normalize (`.`, `..`, repeated `/`).
 pub fn resolve(cwd: &str, path: &str) -> String {

@@ -188,6 +188,32 @@ pub struct BackstoreDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(0x)?([235][0-9a-fA-F]{15}|6[0-9a-fA-F]{31})$")]
     pub naa: Option<String>,
+    /// rbd: the Ceph pool that holds the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// rbd: the image's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// rbd: the RADOS namespace within the pool (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// rbd: the cluster's configuration file (default
+    /// /etc/ceph/ceph.conf); the keyring is found through it unless
+    /// `keyring` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub ceph_conf: Option<PathBuf>,
+    /// rbd: the client's keyring file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub keyring: Option<PathBuf>,
+    /// rbd: the cephx client id (default "admin", i.e. client.admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// rbd: seconds a cluster operation may take before the command fails
+    /// with a retryable error (default 25, below the initiators' 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_timeout: Option<u32>,
 }
 
 impl BackstoreDoc {
@@ -205,6 +231,23 @@ impl BackstoreDoc {
         self.serial
             .clone()
             .unwrap_or_else(|| rtgt_scsi::lu::identity::default_serial(&self.name))
+    }
+
+    /// Where an rbd backstore's image is.
+    pub fn rbd_options(&self) -> rtgt_rbd::RbdOptions {
+        let d = rtgt_rbd::RbdOptions::new(
+            self.pool.as_deref().unwrap_or_default(),
+            self.image.as_deref().unwrap_or_default(),
+        );
+        rtgt_rbd::RbdOptions {
+            namespace: self.namespace.clone(),
+            ceph_conf: self.ceph_conf.clone().unwrap_or(d.ceph_conf.clone()),
+            keyring: self.keyring.clone(),
+            client: self.client.clone().unwrap_or(d.client.clone()),
+            block_size: self.block_size(),
+            op_timeout: self.op_timeout.unwrap_or(d.op_timeout),
+            ..d
+        }
     }
 
     /// The logical block size (512 unless set; blockio's comes from the
@@ -242,6 +285,13 @@ impl BackstoreDoc {
             revision: None,
             serial: None,
             naa: None,
+            pool: None,
+            image: None,
+            namespace: None,
+            ceph_conf: None,
+            keyring: None,
+            client: None,
+            op_timeout: None,
         }
     }
 }
@@ -679,5 +729,6 @@ pub fn kind_name(k: BackstoreKind) -> &'static str {
         BackstoreKind::Ramdisk => "ramdisk",
         BackstoreKind::Fileio => "fileio",
         BackstoreKind::Blockio => "blockio",
+        BackstoreKind::Rbd => "rbd",
     }
 }

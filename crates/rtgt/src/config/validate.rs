@@ -441,6 +441,61 @@ fn check_object_name(name: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The settings of an rbd backstore.
+fn rbd(i: usize, b: &BackstoreDoc) -> Result<(), Invalid> {
+    let here = |k: &'static str| at!["backstore", i, k];
+    let name = &b.name;
+    for (key, v) in [("pool", &b.pool), ("image", &b.image)] {
+        match v {
+            None => return invalid(here("name"), format!("rbd {name:?} needs {key} = \"...\"")),
+            Some(v) if v.is_empty() || v.contains(['/', '@', '\0']) => {
+                return invalid(
+                    here(key),
+                    format!("{key} {v:?} must be non-empty, without '/', '@' or NUL"),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(ns) = &b.namespace {
+        if ns.is_empty() || ns.contains(['/', '\0']) {
+            return invalid(
+                here("namespace"),
+                format!("namespace {ns:?} must be non-empty, without '/' or NUL"),
+            );
+        }
+    }
+    if let Some(c) = &b.client {
+        if c.is_empty() || c.starts_with("client.") || c.contains('\0') {
+            return invalid(
+                here("client"),
+                format!("client {c:?} is the id alone (\"admin\" for client.admin)"),
+            );
+        }
+    }
+    if let Some(t) = b.op_timeout {
+        if !(1..=3600).contains(&t) {
+            return invalid(
+                here("op_timeout"),
+                format!("op_timeout {t} must be 1..3600 seconds"),
+            );
+        }
+    }
+    if b.path.is_some() {
+        return invalid(
+            here("path"),
+            format!("rbd {name:?} takes pool and image, not a path"),
+        );
+    }
+    if b.size.is_some() {
+        return invalid(
+            here("size"),
+            "size is read from the image for rbd; remove it",
+        );
+    }
+    Ok(())
+}
+
 fn backstore<'a>(
     i: usize,
     b: &'a BackstoreDoc,
@@ -507,6 +562,22 @@ fn backstore<'a>(
                     here("size"),
                     "size is read from the device for blockio; remove it",
                 );
+            }
+        }
+        BackstoreKind::Rbd => rbd(i, b)?,
+    }
+    if b.kind != BackstoreKind::Rbd {
+        for (key, set) in [
+            ("pool", b.pool.is_some()),
+            ("image", b.image.is_some()),
+            ("namespace", b.namespace.is_some()),
+            ("ceph_conf", b.ceph_conf.is_some()),
+            ("keyring", b.keyring.is_some()),
+            ("client", b.client.is_some()),
+            ("op_timeout", b.op_timeout.is_some()),
+        ] {
+            if set {
+                return invalid(here(key), format!("{key} applies to rbd backstores only"));
             }
         }
     }

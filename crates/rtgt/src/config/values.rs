@@ -99,6 +99,8 @@ pub enum BackstoreKind {
     Ramdisk,
     Fileio,
     Blockio,
+    /// A Ceph RBD image (`pool`, `image`, `ceph_conf`, ...).
+    Rbd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]

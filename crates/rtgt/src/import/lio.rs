@@ -270,6 +270,8 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                     );
                 }
             }
+            // Not produced by the mapping above.
+            BackstoreKind::Rbd => {}
         }
         let attrs = so.get("attributes");
         if kind != BackstoreKind::Blockio {
