@@ -1,0 +1,254 @@
+//! RBD LUs through the daemon, against a real cluster (`tests/rbd.sh`
+//! starts one and runs these with RTGT_CEPH_CONF set; ignored otherwise):
+//! two daemons (gateways) export the same image under the same identity;
+//! what one writes the other reads, COMPARE AND WRITE is atomic across
+//! them (VMware's ATS locks), a resize in the cluster reaches both as
+//! CAPACITY DATA HAS CHANGED, and a missing image is a clear start error.
+
+mod common;
+
+use common::iscsi_login::{login, LoginOptions};
+use common::scsi_client::Session;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const IQN: &str = "iqn.2026-12.org.rtgt:rbd-ha";
+const HOST: &str = "iqn.2026-12.org.rtgt:rbd-host";
+
+fn ceph_conf() -> String {
+    std::env::var("RTGT_CEPH_CONF")
+        .expect("RTGT_CEPH_CONF: the test cluster's ceph.conf (tests/rbd.sh)")
+}
+
+fn rbd(args: &[&str]) {
+    let out = Command::new("rbd")
+        .arg("-c")
+        .arg(ceph_conf())
+        .args(args)
+        .output()
+        .expect("rbd");
+    assert!(
+        out.status.success(),
+        "rbd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh image for one test, removed afterwards.
+struct Img(String);
+
+impl Img {
+    fn new(tag: &str, size: &str) -> Img {
+        let name = format!("d{}-{tag}", std::process::id());
+        rbd(&["create", "--size", size, &format!("rbd/{name}")]);
+        Img(name)
+    }
+}
+
+impl Drop for Img {
+    fn drop(&mut self) {
+        let _ = Command::new("rbd")
+            .arg("-c")
+            .arg(ceph_conf())
+            .args(["rm", "--no-progress", &format!("rbd/{}", self.0)])
+            .output();
+    }
+}
+
+fn config(dir: &Path, image: &str, gateway: u16) -> PathBuf {
+    let cfg = dir.join(format!("gw{gateway}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[[backstore]]
+name = "ceph"
+type = "rbd"
+pool = "rbd"
+image = "{image}"
+ceph_conf = "{conf}"
+serial = "rbd-{image}"
+naa = "6001405aaaaaaaaaaaaaaaaaaaaaaaaa"
+
+[[target]]
+iqn = "{IQN}"
+[[target.tpg]]
+tag = {gateway}
+portals = ["127.0.0.1:0"]
+mode = "demo"
+[[target.tpg.lun]]
+lun = 0
+backstore = "ceph"
+"#,
+            conf = ceph_conf()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn session(d: &Daemon, isid: u8) -> Session {
+    let r = login(
+        d.port(),
+        &LoginOptions {
+            initiator: HOST.into(),
+            target: Some(IQN.into()),
+            chap: None,
+            isid: [0x80, 0, 0, 0, 0, isid],
+        },
+    )
+    .unwrap();
+    assert!(r.succeeded(), "login: {}/{}", r.class, r.detail);
+    let mut s = Session::new(r.stream.unwrap());
+    s.clear_unit_attentions(0);
+    s
+}
+
+fn write16(lba: u64, blocks: u32) -> Vec<u8> {
+    let mut c = vec![0u8; 16];
+    c[0] = 0x8a;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+fn read16(lba: u64, blocks: u32) -> Vec<u8> {
+    let mut c = write16(lba, blocks);
+    c[0] = 0x88;
+    c
+}
+
+fn caw(lba: u64) -> Vec<u8> {
+    let mut c = vec![0u8; 16];
+    c[0] = 0x89;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[13] = 1;
+    c
+}
+
+#[test]
+#[ignore = "needs a Ceph cluster: tests/rbd.sh"]
+fn two_gateways_serve_one_image_with_one_identity_and_atomic_compare_and_write() {
+    let img = Img::new("ha", "64M");
+    let dir = tempfile::tempdir().unwrap();
+    let mut g1 = Daemon::with_config(&config(dir.path(), &img.0, 1));
+    let mut g2 = Daemon::with_config(&config(dir.path(), &img.0, 2));
+    let mut a = session(&g1, 1);
+    let mut b = session(&g2, 2);
+    // One LU identity on both paths (what dm-multipath groups by).
+    assert_eq!(a.naa(0), b.naa(0));
+    // READ CAPACITY(16): the image's size.
+    let r = a
+        .command(
+            0,
+            &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+            &[],
+            32,
+        )
+        .unwrap();
+    assert_eq!(
+        u64::from_be_bytes(r.data[0..8].try_into().unwrap()),
+        (64 << 20) / 512 - 1
+    );
+
+    // Written through gateway 1, read through gateway 2 (no cache between).
+    let data = random_bytes(64 * 1024, 19);
+    let w = a.command(0, &write16(1000, 128), &data, 0).unwrap();
+    assert_eq!(w.status, 0, "{w:?}");
+    let r = b.command(0, &read16(1000, 128), &[], 64 * 1024).unwrap();
+    assert_same("read through gateway 2", &r.data, &data);
+
+    // ATS: both gateways try to take the same "lock" block (compare with
+    // its current content, write their own): exactly one wins, the other
+    // gets MISCOMPARE, whatever order they run in.
+    let free = vec![0u8; 512];
+    let mut won = 0;
+    for round in 0..20u64 {
+        let lba = 5000 + round;
+        let mine_a = [&free[..], &[b'A'; 512][..]].concat();
+        let mine_b = [&free[..], &[b'B'; 512][..]].concat();
+        let ta = std::thread::scope(|s| {
+            let ha = s.spawn(|| a.command(0, &caw(lba), &mine_a, 0).unwrap());
+            let hb = s.spawn(|| b.command(0, &caw(lba), &mine_b, 0).unwrap());
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        let (ra, rb) = ta;
+        let ok = [ra.status == 0, rb.status == 0];
+        assert_eq!(
+            ok.iter().filter(|&&x| x).count(),
+            1,
+            "round {round}: exactly one wins: {ra:?} {rb:?}"
+        );
+        let loser = if ok[0] { &rb } else { &ra };
+        assert_eq!(loser.sense_code(), Some((0x0e, 0x1d, 0x00)), "MISCOMPARE");
+        let r = a.command(0, &read16(lba, 1), &[], 512).unwrap();
+        let want = if ok[0] { b'A' } else { b'B' };
+        assert!(
+            r.data.iter().all(|&x| x == want),
+            "round {round}: the winner's block"
+        );
+        won += ok[0] as u32;
+    }
+    eprintln!("gateway 1 won {won} of 20 rounds");
+
+    // Resized in the cluster: both gateways report it.
+    rbd(&[
+        "resize",
+        "--no-progress",
+        "--size",
+        "96M",
+        &format!("rbd/{}", img.0),
+    ]);
+    for (name, s) in [("gateway 1", &mut a), ("gateway 2", &mut b)] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while !seen.contains(&(0x06, 0x2a, 0x09)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: no CAPACITY DATA HAS CHANGED: {seen:x?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            seen.extend(s.clear_unit_attentions(0));
+        }
+        let r = s
+            .command(
+                0,
+                &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+                &[],
+                32,
+            )
+            .unwrap();
+        assert_eq!(
+            u64::from_be_bytes(r.data[0..8].try_into().unwrap()),
+            (96 << 20) / 512 - 1,
+            "{name}"
+        );
+    }
+    g1.stop();
+    g2.stop();
+}
+
+#[test]
+#[ignore = "needs a Ceph cluster: tests/rbd.sh"]
+fn a_missing_image_stops_the_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "no-such-image", 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_rtgt"))
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--control")
+        .arg(dir.path().join("ctl.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rbd/no-such-image") && err.contains("\"ceph\""),
+        "{err}"
+    );
+}
