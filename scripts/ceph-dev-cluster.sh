@@ -8,6 +8,7 @@
 #   scripts/ceph-dev-cluster.sh stop DIR    # stops the daemons (DIR stays)
 #   scripts/ceph-dev-cluster.sh purge DIR   # stops them and removes DIR
 #   scripts/ceph-dev-cluster.sh osd-stop DIR ID / osd-start DIR ID
+#   scripts/ceph-dev-cluster.sh osd-pause DIR ID / osd-resume DIR ID   # SIGSTOP/SIGCONT: a hung OSD
 #   scripts/ceph-dev-cluster.sh mon-stop DIR / mon-start DIR
 #
 # One mon (msgr2 and v1 on 127.0.0.1), one mgr, OSDS (default 1, up to 3)
@@ -119,6 +120,7 @@ osd objectstore = memstore
 memstore device bytes = $(numfmt --from=iec "$OSD_BYTES")
 osd pool default size = $OSDS
 osd pool default min size = 1
+osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon allow pool delete = true
@@ -188,6 +190,8 @@ case "$cmd" in
   purge) stop; rm -rf "$DIR" ;;
   osd-stop) stop_daemon osd "${3:?osd id}" ;;
   osd-start) start_daemon osd "${3:?osd id}" ;;
+  osd-pause) kill -STOP "$(cat "$DIR/run/osd.${3:?osd id}.pid")" ;;
+  osd-resume) kill -CONT "$(cat "$DIR/run/osd.${3:?osd id}.pid")" ;;
   mon-stop) stop_daemon mon a ;;
   mon-start) start_daemon mon a ;;
   *) die "unknown command $cmd" ;;

@@ -40,3 +40,21 @@ pub fn open(
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Headers installed but no bindings (libclang missing): the build
+    /// warned, and this says it again as a failure, so an rbd-less rtgt is
+    /// never mistaken for one with rbd.
+    #[test]
+    fn built_with_librbd_where_its_headers_are() {
+        if std::path::Path::new("/usr/include/rbd/librbd.h").exists()
+            && std::env::var_os("RTGT_NO_RBD").is_none()
+        {
+            assert!(
+                super::AVAILABLE,
+                "librbd-dev is installed but rtgt-rbd was built without it (libclang-dev missing?)"
+            );
+        }
+    }
+}

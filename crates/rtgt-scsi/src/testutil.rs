@@ -14,6 +14,13 @@ use crate::api::{
 use crate::core::sense::Sense;
 use crate::lu::{LogicalUnit, LuConfig};
 
+fn as_io(e: BackstoreError) -> io::Error {
+    match e {
+        BackstoreError::Io(e) => e,
+        e => io::Error::other(e),
+    }
+}
+
 /// Completes on another thread, as librbd's callbacks do.
 impl rtgt_backstore::aio::AsyncIo for MemStore {
     fn read(
@@ -23,7 +30,7 @@ impl rtgt_backstore::aio::AsyncIo for MemStore {
         done: rtgt_backstore::aio::Completion,
     ) {
         self.native_call();
-        let r = self.read_at(offset, &mut buf).map_err(io::Error::other);
+        let r = self.read_at(offset, &mut buf).map_err(as_io);
         std::thread::spawn(move || done(r, buf));
     }
     fn write(
@@ -34,7 +41,7 @@ impl rtgt_backstore::aio::AsyncIo for MemStore {
         done: rtgt_backstore::aio::Completion,
     ) {
         self.native_call();
-        let r = self.write_at(offset, &buf, fua).map_err(io::Error::other);
+        let r = self.write_at(offset, &buf, fua).map_err(as_io);
         std::thread::spawn(move || done(r, buf));
     }
 }
@@ -50,6 +57,8 @@ pub struct MemStore {
     fua_writes: AtomicUsize,
     flushes: AtomicUsize,
     fail: AtomicBool,
+    /// The errno injected failures carry (0: none, an "other" error).
+    fail_errno: std::sync::atomic::AtomicI32,
     /// Offers the media's own operations (asynchronous I/O, write same,
     /// compare and write), as RBD does; counted in `native_calls`.
     native: AtomicBool,
@@ -72,6 +81,7 @@ impl MemStore {
             fua_writes: AtomicUsize::new(0),
             flushes: AtomicUsize::new(0),
             fail: AtomicBool::new(false),
+            fail_errno: std::sync::atomic::AtomicI32::new(0),
             native: AtomicBool::new(false),
             native_calls: AtomicUsize::new(0),
             gate: Mutex::new(None),
@@ -103,12 +113,22 @@ impl MemStore {
         }
         on
     }
+    /// Fail every I/O with `errno` (a timeout, a fenced client).
+    pub fn fail_with(&self, errno: i32) {
+        self.fail_errno.store(errno, Ordering::Relaxed);
+        self.fail.store(true, Ordering::Relaxed)
+    }
     pub fn fail_io(&self, on: bool) {
         self.fail.store(on, Ordering::Relaxed)
     }
     fn check(&self, offset: u64, len: u64) -> BsResult<()> {
         if self.fail.load(Ordering::Relaxed) {
-            return Err(BackstoreError::Io(io::Error::other("injected")));
+            return Err(BackstoreError::Io(
+                match self.fail_errno.load(Ordering::Relaxed) {
+                    0 => io::Error::other("injected"),
+                    e => io::Error::from_raw_os_error(e),
+                },
+            ));
         }
         check_range(offset, len, self.capacity)
     }

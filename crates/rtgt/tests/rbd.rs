@@ -252,3 +252,130 @@ fn a_missing_image_stops_the_start_with_its_name() {
         "{err}"
     );
 }
+
+/// The cluster's directory (scripts/ceph-dev-cluster.sh), for the fault
+/// test that stops and starts its daemons.
+fn cluster_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("RTGT_CEPH_DIR")
+            .expect("RTGT_CEPH_DIR: the test cluster's directory (tests/rbd.sh)"),
+    )
+}
+
+fn cluster(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ceph-dev-cluster.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(args[0])
+        .arg(cluster_dir())
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ceph-dev-cluster {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Write then read back one 64 KiB run at `lba`; the status of each and
+/// how long they took.
+fn write_read(s: &mut Session, lba: u64, seed: u64) -> (ScsiOutcome, std::time::Duration) {
+    let t = std::time::Instant::now();
+    let data = random_bytes(64 * 1024, seed);
+    let w = s.command(0, &write16(lba, 128), &data, 0).unwrap();
+    if w.status != 0 {
+        return (ScsiOutcome::Failed(w.sense_code()), t.elapsed());
+    }
+    let r = s.command(0, &read16(lba, 128), &[], 64 * 1024).unwrap();
+    if r.status != 0 {
+        return (ScsiOutcome::Failed(r.sense_code()), t.elapsed());
+    }
+    assert_same("read back", &r.data, &data);
+    (ScsiOutcome::Good, t.elapsed())
+}
+
+#[derive(Debug, PartialEq)]
+enum ScsiOutcome {
+    Good,
+    Failed(Option<(u8, u8, u8)>),
+}
+
+/// Runs alone (it stops the cluster's daemons): tests/rbd.sh gives it a
+/// cluster of its own, two OSDs and a pool of size 2.
+#[test]
+#[ignore = "needs a Ceph cluster: tests/rbd.sh"]
+fn cluster_faults_give_retryable_errors_within_the_deadline_never_a_hang() {
+    let img = Img::new("faults", "64M");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &img.0, 1);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("serial = ", "op_timeout = 5\nserial = ");
+    std::fs::write(&cfg, text).unwrap();
+    let mut g = Daemon::with_config(&cfg);
+    let mut s = session(&g, 1);
+    assert_eq!(write_read(&mut s, 0, 1).0, ScsiOutcome::Good);
+
+    // One OSD of two stopped: I/O goes on, on the other replica.
+    cluster(&["osd-stop", "1"]);
+    for i in 0..10u64 {
+        let (o, took) = write_read(&mut s, i * 128, 10 + i);
+        assert_eq!(
+            o,
+            ScsiOutcome::Good,
+            "with one OSD down, run {i} ({took:?})"
+        );
+    }
+
+    // The mon stopped briefly: I/O on current maps goes on; whatever
+    // fails, fails retryably within the deadline.
+    cluster(&["mon-stop"]);
+    for i in 0..5u64 {
+        let (o, took) = write_read(&mut s, 2000 + i * 128, 30 + i);
+        assert!(
+            took < std::time::Duration::from_secs(12),
+            "with the mon down: {took:?}"
+        );
+        if let ScsiOutcome::Failed(code) = o {
+            assert_eq!(code, Some((0x0b, 0x3e, 0x02)), "with the mon down");
+        }
+    }
+    cluster(&["mon-start"]);
+
+    // The OSD left hangs (SIGSTOP): each command ends within op_timeout
+    // (5 s; the write and the read each wait at most that) with ABORTED
+    // COMMAND / TIMEOUT ON LOGICAL UNIT, which initiators retry; no hang.
+    cluster(&["osd-pause", "0"]);
+    let (o, took) = write_read(&mut s, 4000, 50);
+    cluster(&["osd-resume", "0"]);
+    assert_eq!(o, ScsiOutcome::Failed(Some((0x0b, 0x3e, 0x02))), "{took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(12),
+        "failed within the deadline: {took:?}"
+    );
+    // Back: the same command succeeds (the initiator's retry).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (o, _) = write_read(&mut s, 4000, 51);
+        if o == ScsiOutcome::Good {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "I/O did not come back: {o:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    cluster(&["osd-start", "1"]);
+    // What was acknowledged before the faults is still there.
+    for i in 0..10u64 {
+        let r = s.command(0, &read16(i * 128, 128), &[], 64 * 1024).unwrap();
+        assert_same(
+            &format!("run {i} after the faults"),
+            &r.data,
+            &random_bytes(64 * 1024, 10 + i),
+        );
+    }
+    g.stop();
+}

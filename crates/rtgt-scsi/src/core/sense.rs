@@ -250,6 +250,9 @@ pub const UNRECOVERED_READ_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x11, 0x
 pub const WRITE_ERROR: Sense = Sense::new(key::MEDIUM_ERROR, 0x0c, 0x00);
 /// A thin LU whose backing store ran out of space (SBC-4 4.7.3.7).
 pub const SPACE_ALLOCATION_FAILED: Sense = Sense::new(key::DATA_PROTECT, 0x27, 0x07);
+/// The medium did not answer in time (a cluster's operation deadline):
+/// ABORTED COMMAND, which initiators retry.
+pub const TIMEOUT_ON_LOGICAL_UNIT: Sense = Sense::new(key::ABORTED_COMMAND, 0x3e, 0x02);
 /// The medium behind the LU is gone (a block device removed).
 pub const NOT_READY_MANUAL_INTERVENTION: Sense = Sense::new(key::NOT_READY, 0x04, 0x03);
 pub const MISCOMPARE_DURING_VERIFY: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);

@@ -148,6 +148,13 @@ pub(crate) fn io_sense(e: BackstoreError, write: bool) -> Sense {
             Some(libc::ENODEV) | Some(libc::ENXIO) | Some(libc::ENOMEDIUM) => {
                 sense::NOT_READY_MANUAL_INTERVENTION
             }
+            // A cluster (RBD) that did not answer within its deadline:
+            // retryable, not a medium error the host would give up on.
+            Some(libc::ETIMEDOUT) => sense::TIMEOUT_ON_LOGICAL_UNIT,
+            // This gateway was blocklisted (fenced) by the cluster (Ceph's
+            // EBLOCKLISTED is ESHUTDOWN): not accessible here, which sends
+            // multipath initiators to another gateway.
+            Some(libc::ESHUTDOWN) => sense::ALUA_TRANSITIONING,
             _ if write => sense::WRITE_ERROR,
             _ => sense::UNRECOVERED_READ_ERROR,
         },
@@ -316,8 +323,20 @@ pub(crate) async fn read_into(
             let keep = Box::new((bs.clone(), fence()?));
             buf = match aio::read(io, off, buf, keep).await {
                 (Ok(()), b) => return Ok(b),
-                (Err(_), b) if b.len() == len => b,
-                (Err(_), _) => IoBuf::with_len(len),
+                (Err(e), b) => {
+                    // Not a medium error (a timeout, a fenced gateway): the
+                    // answer now, not after a second wait on the blocking
+                    // path, which is there to find the failing block.
+                    let s = io_sense(e.into(), false);
+                    if s.key != sense::key::MEDIUM_ERROR {
+                        return Err(s);
+                    }
+                    if b.len() == len {
+                        b
+                    } else {
+                        IoBuf::with_len(len)
+                    }
+                }
             };
         }
     }
@@ -566,6 +585,34 @@ mod tests {
         assert_eq!((s.key, s.asc), (0x03, 0x11));
         let s = t.check_with(&rw10(0x2a, 0, 100, 1), &data[..512]).await;
         assert_eq!((s.key, s.asc), (0x03, 0x0c));
+    }
+
+    #[tokio::test]
+    async fn a_cluster_timeout_is_retryable_and_a_fenced_gateway_not_accessible() {
+        for native in [false, true] {
+            let t = Fixture::build(2048, 512, 512, true);
+            t.clear_ua().await;
+            t.store.set_native(native);
+            t.store.fail_with(libc::ETIMEDOUT);
+            for s in [
+                t.check(&rw10(0x28, 0, 0, 8)).await,
+                t.check_with(&rw10(0x2a, 0, 0, 1), &[0u8; 512]).await,
+            ] {
+                // ABORTED COMMAND / TIMEOUT ON LOGICAL UNIT, not a medium error.
+                assert_eq!(
+                    (s.key, s.asc, s.ascq),
+                    (0x0b, 0x3e, 0x02),
+                    "native {native}"
+                );
+            }
+            t.store.fail_with(libc::ESHUTDOWN);
+            let s = t.check(&rw10(0x28, 0, 0, 8)).await;
+            assert_eq!(
+                (s.key, s.asc, s.ascq),
+                (0x02, 0x04, 0x0a),
+                "native {native}"
+            );
+        }
     }
 
     #[tokio::test]
