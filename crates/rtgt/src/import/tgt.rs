@@ -513,7 +513,7 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                 continue;
             }
             if let Some((bs, bat)) =
-                opt("bs-type").filter(|(b, _)| !matches!(b.as_str(), "rdwr" | "aio"))
+                opt("bs-type").filter(|(b, _)| !matches!(b.as_str(), "rdwr" | "aio" | "rbd"))
             {
                 out.note(
                     bat,
@@ -539,12 +539,42 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                 None => (1..).find(|n| !taken.contains(n)).unwrap_or(1),
             };
             taken.insert(lun);
-            let kind = if s.direct || is_block_device(&s.path) {
+            let rbd = opt("bs-type").is_some_and(|(b, _)| b == "rbd");
+            let kind = if rbd {
+                BackstoreKind::Rbd
+            } else if s.direct || is_block_device(&s.path) {
                 BackstoreKind::Blockio
             } else {
                 BackstoreKind::Fileio
             };
-            if std::fs::metadata(&s.path).is_err() {
+            // bs_rbd: backing-store POOL/IMAGE (a bare IMAGE is in pool rbd).
+            let rbd_image = match s.path.rsplit_once('/') {
+                _ if !rbd => None,
+                _ if s.path.contains('@') => {
+                    out.note(
+                        at,
+                        format!(
+                            "{}: an RBD snapshot (read-only) is not served by rtgt; left out",
+                            s.path
+                        ),
+                    );
+                    continue;
+                }
+                Some((pool, image))
+                    if !pool.is_empty() && !image.is_empty() && !pool.contains('/') =>
+                {
+                    Some((pool.to_string(), image.to_string()))
+                }
+                None if !s.path.is_empty() => Some(("rbd".to_string(), s.path.clone())),
+                _ => {
+                    out.note(
+                        at,
+                        format!("{}: not an RBD image as POOL/IMAGE; left out", s.path),
+                    );
+                    continue;
+                }
+            };
+            if !rbd && std::fs::metadata(&s.path).is_err() {
                 out.note(
                     at,
                     format!(
@@ -560,7 +590,12 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             }
             let name = backstore_name(&mut out, at, &format!("tid{tid}-lun{lun}"));
             let mut b = BackstoreDoc::new(&name, kind);
-            b.path = Some(s.path.clone().into());
+            if let Some((pool, image)) = rbd_image {
+                b.pool = Some(pool);
+                b.image = Some(image);
+            } else {
+                b.path = Some(s.path.clone().into());
+            }
             let flag =
                 |k: &str| opt(k).is_some_and(|(v, _)| matches!(v.as_str(), "1" | "on" | "yes"));
             b.read_only = flag("readonly");
@@ -602,12 +637,27 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                     ),
                 }
             }
-            for k in LU_NOT_CARRIED {
+            for k in LU_NOT_CARRIED.iter().filter(|k| !(rbd && **k == "bsopts")) {
                 if let Some((v, kat)) = opt(k) {
                     out.note(
                         kat,
                         format!("{k} {v} is not carried over: rtgt has no such setting"),
                     );
+                }
+            }
+            // bs_rbd's options: conf=FILE;id=CLIENT (tgt's own separator).
+            if let Some((v, oat)) = opt("bsopts").filter(|_| rbd) {
+                for kv in v.split(';').map(str::trim).filter(|x| !x.is_empty()) {
+                    match kv.split_once('=') {
+                        Some(("conf", f)) => b.ceph_conf = Some(f.into()),
+                        Some(("id", c)) => b.client = Some(c.trim_start_matches("client.").into()),
+                        _ => out.note(
+                            &oat,
+                            format!(
+                                "bsopts {kv} is not carried over: rtgt's rbd takes conf and id"
+                            ),
+                        ),
+                    }
                 }
             }
             if let Some((v, fat)) = opt("bsoflags") {
@@ -718,6 +768,53 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.at, "t.conf:2");
+    }
+
+    #[test]
+    fn an_rbd_lun_of_tgt_becomes_an_rbd_backstore_with_its_identity() {
+        let conf = "<target iqn.2026-12.com.example:ceph>\n\
+            <backing-store rbd/vm1>\n bs-type rbd\n bsopts \"conf=/etc/ceph/site.conf;id=client.iscsi\"\n scsi_sn vm1serial\n</backing-store>\n\
+            <backing-store vm2>\n bs-type rbd\n</backing-store>\n\
+            <backing-store rbd/vm3@snap1>\n bs-type rbd\n</backing-store>\n\
+            </target>\n";
+        let out = import("targets.conf", conf).unwrap();
+        let d = &out.doc;
+        let rbds: Vec<_> = d
+            .backstore
+            .iter()
+            .filter(|b| b.kind == BackstoreKind::Rbd)
+            .collect();
+        assert_eq!(rbds.len(), 2, "{:?}", d.backstore);
+        let b = rbds
+            .iter()
+            .find(|b| b.image.as_deref() == Some("vm1"))
+            .unwrap();
+        assert_eq!(b.pool.as_deref(), Some("rbd"));
+        assert_eq!(
+            b.ceph_conf.as_deref(),
+            Some(std::path::Path::new("/etc/ceph/site.conf"))
+        );
+        assert_eq!(b.client.as_deref(), Some("iscsi"));
+        assert_eq!(b.serial.as_deref(), Some("vm1serial"));
+        assert!(b.path.is_none());
+        let b2 = rbds
+            .iter()
+            .find(|b| b.image.as_deref() == Some("vm2"))
+            .unwrap();
+        assert_eq!(b2.pool.as_deref(), Some("rbd"));
+        // The snapshot is left out, and said so.
+        let notes = out
+            .notes
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            notes.contains("vm3@snap1") && notes.contains("snapshot"),
+            "{notes}"
+        );
+        assert!(!notes.contains("bsopts"), "{notes}");
+        d.check().expect("the imported document is valid");
     }
 
     #[test]
