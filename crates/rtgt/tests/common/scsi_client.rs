@@ -234,6 +234,20 @@ impl Session {
             .collect()
     }
 
+    /// READ CAPACITY(16): the LU's last LBA.
+    pub fn last_lba(&mut self, lun: u64) -> u64 {
+        let r = self
+            .command(
+                lun,
+                &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+                &[],
+                32,
+            )
+            .expect("READ CAPACITY(16)");
+        assert_eq!(r.status, 0, "READ CAPACITY(16): {r:?}");
+        u64::from_be_bytes(r.data[0..8].try_into().unwrap())
+    }
+
     /// The NAA designator of the LU at `lun` (VPD page 83h).
     pub fn naa(&mut self, lun: u64) -> Vec<u8> {
         let r = self
