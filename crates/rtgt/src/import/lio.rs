@@ -238,6 +238,15 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             ),
             "block" | "iblock" => (BackstoreKind::Blockio, "IBLOCK"),
             "ramdisk" | "rd_mcp" => (BackstoreKind::Ramdisk, "RAMDISK-MCP"),
+            // tcmu-runner's rbd handler (ceph-iscsi's gateways).
+            "user"
+                if so
+                    .get("config")
+                    .opt_str()
+                    .is_some_and(|c| c.starts_with("rbd/")) =>
+            {
+                (BackstoreKind::Rbd, "TCMU device")
+            }
             other => {
                 out.note(
                     &so.path,
@@ -270,8 +279,35 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
                     );
                 }
             }
-            // Not produced by the mapping above.
-            BackstoreKind::Rbd => {}
+            BackstoreKind::Rbd => {
+                // tcmu-runner's cfgstring: rbd/POOL/IMAGE[;key=value...]
+                let cfg = so.get("config").str()?;
+                let mut parts = cfg.split(';');
+                let first = parts.next().unwrap_or_default();
+                let spec = first.strip_prefix("rbd/").unwrap_or(first);
+                let Some((pool, image)) = spec.split_once('/').filter(|(p, i)| {
+                    !p.is_empty() && !i.is_empty() && !i.contains('/') && !i.contains('@')
+                }) else {
+                    out.note(
+                        &so.path,
+                        format!("storage object {lio_name:?}: {cfg:?} is not rbd/POOL/IMAGE; its LUNs are left out"),
+                    );
+                    continue;
+                };
+                b.pool = Some(pool.to_string());
+                b.image = Some(image.to_string());
+                for kv in parts.filter(|x| !x.is_empty()) {
+                    match kv.split_once('=') {
+                        Some(("conf", f)) => b.ceph_conf = Some(f.into()),
+                        Some(("id", c)) => b.client = Some(c.trim_start_matches("client.").into()),
+                        Some(("osd_op_timeout", t)) => match t.parse::<u32>() {
+                            Ok(t) if (1..=3600).contains(&t) => b.op_timeout = Some(t),
+                            _ => out.note(&so.path, format!("{lio_name:?}: osd_op_timeout {t} is not carried over (1..3600 seconds)")),
+                        },
+                        _ => out.note(&so.path, format!("{lio_name:?}: tcmu-runner option {kv} is not carried over")),
+                    }
+                }
+            }
         }
         let attrs = so.get("attributes");
         if kind != BackstoreKind::Blockio {
@@ -787,6 +823,51 @@ mod tests {
         let n = lio_naa(LIO_COMPANY_ID, "9f0a1cd2-3007-45a0-a8e0-5856628335be");
         assert_eq!(hex(&n[..9]), "60014059f0a1cd2300");
         assert_eq!(hex(&n), "60014059f0a1cd2300745a0a8e058566");
+    }
+
+    #[test]
+    fn a_tcmu_rbd_object_of_ceph_iscsi_becomes_an_rbd_backstore_with_its_identity() {
+        let json = r#"{"storage_objects": [
+            {"plugin": "user", "name": "disk_1", "config": "rbd/rbd/disk_1;osd_op_timeout=30;conf=/etc/ceph/site.conf;id=client.iscsi",
+             "size": 1073741824, "wwn": "6c3e5c8a-1f2b-4d6e-9a0b-123456789abc", "attributes": {}},
+            {"plugin": "user", "name": "odd", "config": "rbd/no-image-here", "size": 512, "attributes": {}}
+        ], "targets": []}"#;
+        let out = import("saveconfig.json", json).unwrap();
+        let b = out
+            .doc
+            .backstore
+            .iter()
+            .find(|b| b.kind == BackstoreKind::Rbd)
+            .unwrap_or_else(|| panic!("no rbd backstore: {:?} {:?}", out.doc.backstore, out.notes));
+        assert_eq!(
+            (b.pool.as_deref(), b.image.as_deref()),
+            (Some("rbd"), Some("disk_1"))
+        );
+        assert_eq!(b.op_timeout, Some(30));
+        assert_eq!(b.client.as_deref(), Some("iscsi"));
+        assert_eq!(
+            b.ceph_conf.as_deref(),
+            Some(std::path::Path::new("/etc/ceph/site.conf"))
+        );
+        // The identity LIO reported: its serial and NAA.
+        assert_eq!(
+            b.serial.as_deref(),
+            Some("6c3e5c8a-1f2b-4d6e-9a0b-123456789abc")
+        );
+        assert!(
+            b.naa.as_deref().is_some_and(|n| n.starts_with("6001405")),
+            "{:?}",
+            b.naa
+        );
+        assert_eq!(out.doc.backstore.len(), 1, "the malformed one is left out");
+        let notes = out
+            .notes
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(notes.contains("rbd/no-image-here"), "{notes}");
+        out.doc.check().expect("valid");
     }
 
     #[test]
