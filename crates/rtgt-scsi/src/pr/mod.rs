@@ -5,4 +5,5 @@
 pub(crate) mod persistent_reservation;
 pub(crate) mod pr_store;
 pub(crate) mod reservation;
+pub mod shared;
 pub(crate) mod transport_id;
