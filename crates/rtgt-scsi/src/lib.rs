@@ -62,6 +62,7 @@ pub use api::{
 };
 pub use lu::{LogicalUnit, LuConfig, LuError, Naa};
 pub use pr::pr_store::PrStateError;
+pub use pr::shared::{MemorySharedPr, SharedPrStore};
 /// The largest transfer one command may ask for (VPD B0h), in bytes.
 pub use rtgt_backstore::IoBuf;
 

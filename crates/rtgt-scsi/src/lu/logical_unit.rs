@@ -62,6 +62,10 @@ pub struct LuConfig {
     /// `None`: APTPL is not supported (REPORT CAPABILITIES says PTPL_C=0
     /// and APTPL=1 fails with INVALID FIELD IN PARAMETER LIST).
     pub state: Option<Arc<dyn crate::lu::state_store::StateStore>>,
+    /// Where the persistent reservation state is shared with the other
+    /// gateways that export the same LU (see [`crate::pr::shared`]); it
+    /// then lives there, not in `state`.
+    pub shared_pr: Option<Arc<dyn crate::pr::shared::SharedPrStore>>,
 }
 
 impl LuConfig {
@@ -83,6 +87,7 @@ impl LuConfig {
             physical_block_size: None,
             sanitize_bytes_per_sec: 0,
             state: None,
+            shared_pr: None,
         }
     }
 }
@@ -149,6 +154,15 @@ impl LogicalUnit {
             sanitize: Default::default(),
             alua_ports: Default::default(),
         });
+        // Another gateway's commits reach this LU's nexuses.
+        if let Some(sh) = &lu.config.shared_pr {
+            let weak = Arc::downgrade(&lu);
+            sh.watch(Box::new(move || {
+                if let Some(lu) = weak.upgrade() {
+                    lu.reservations.reload(&lu);
+                }
+            }));
+        }
         Ok(lu)
     }
 

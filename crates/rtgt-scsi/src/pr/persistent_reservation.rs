@@ -1677,6 +1677,111 @@ pub(crate) mod tests {
         assert_eq!(keys(&a).await, (1, vec![0xa]));
     }
 
+    /// Two gateways: LUs of their own on one shared state, as two daemons
+    /// exporting one RBD image are.
+    fn gateways() -> (Arc<crate::MemorySharedPr>, Fixture, Fixture) {
+        let store = crate::MemorySharedPr::new();
+        let gw = |h| Fixture::with_config(64, 512, |c| c.shared_pr = Some(h));
+        let (g1, g2) = (gw(store.handle()), gw(store.handle()));
+        (store, g1, g2)
+    }
+
+    #[tokio::test]
+    async fn two_gateways_enforce_one_reservation_and_a_preempt_fences_across() {
+        let (_store, g1, g2) = gateways();
+        // Host A through gateway 1 (port 1) and, unregistered, through
+        // gateway 2 (port 2); host B through gateway 2.
+        let a1 = nexus_as(&g1, "iqn.test:a,i,0x1", 1);
+        let a2 = nexus_as(&g2, "iqn.test:a,i,0x1", 2);
+        let b2 = nexus_as(&g2, "iqn.test:b,i,0x2", 2);
+        for n in [&a1, &a2, &b2] {
+            n.clear_ua().await;
+        }
+        register_key(&a1, 0xa).await;
+        register_key(&b2, 0xb).await;
+        // One set of registrations, whichever gateway is asked.
+        assert_eq!(keys(&a1).await, (2, vec![0xa, 0xb]));
+        assert_eq!(keys(&b2).await, (2, vec![0xa, 0xb]));
+        // Reserved through gateway 1, enforced by gateway 2.
+        assert_eq!(out(&a1, sa_out::RESERVE, WE, 0xa, 0).await.status, 0);
+        assert_eq!(reservation(&b2).await, Some((0xa, WE)));
+        assert!(can_write(&a1).await);
+        assert!(
+            !can_write(&b2).await,
+            "gateway 2 enforces gateway 1's reservation"
+        );
+        assert!(!can_write(&a2).await, "A's unregistered path conflicts too");
+        assert!(can_read(&b2).await, "write exclusive lets reads through");
+        // A second reservation through gateway 2 conflicts.
+        assert_eq!(
+            out(&b2, sa_out::RESERVE, WE, 0xb, 0).await.status,
+            CONFLICT_STATUS
+        );
+        // B preempts A through gateway 2: A's nexus on gateway 1 learns it
+        // and is fenced there.
+        assert_eq!(out(&b2, sa_out::PREEMPT, WE, 0xb, 0xa).await.status, 0);
+        assert_eq!(
+            g1.lu.ua.pending_for(a1.nexus.id()),
+            vec![UA_REGISTRATIONS_PREEMPTED]
+        );
+        assert!(
+            g2.lu.ua.pending_for(b2.nexus.id()).is_empty(),
+            "not the preempter"
+        );
+        a1.clear_ua().await;
+        assert!(!can_write(&a1).await, "fenced on gateway 1");
+        assert!(can_write(&b2).await);
+        assert_eq!(reservation(&a1).await, Some((0xb, WE)));
+        assert_eq!(keys(&a1).await.1, vec![0xb]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn registrations_racing_through_both_gateways_are_all_kept() {
+        let (_store, g1, g2) = gateways();
+        let mut tasks = Vec::new();
+        for i in 0..40u64 {
+            let gw = if i % 2 == 0 { &g1 } else { &g2 };
+            let n = nexus_as(gw, &format!("iqn.test:h{i},i,0x{i:x}"), 1 + (i % 2) as u16);
+            tasks.push(tokio::spawn(async move {
+                n.clear_ua().await;
+                register_key(&n, 0x100 + i).await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // No registration lost to a concurrent commit on the other gateway.
+        g1.clear_ua().await;
+        g2.clear_ua().await;
+        let (gen, mut k) = keys(&g1).await;
+        k.sort();
+        assert_eq!(k, (0x100..0x128).collect::<Vec<u64>>());
+        assert_eq!(gen, 40);
+        assert_eq!(keys(&g2).await.0, 40);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_shared_state_fails_the_service_action_and_keeps_the_held_one() {
+        let (store, g1, g2) = gateways();
+        let a1 = nexus_as(&g1, "iqn.test:a,i,0x1", 1);
+        a1.clear_ua().await;
+        register_key(&a1, 0xa).await;
+        store.put_raw(b"rtgt-pr-shared 1\nstate\ngarbage".to_vec());
+        let s = sense_of(&out(&a1, sa_out::REGISTER, 0, 0xa, 0xaa).await);
+        assert_eq!((s.key, s.asc), (0x04, 0x44), "INTERNAL TARGET FAILURE");
+        // What each gateway held stays.
+        g2.clear_ua().await;
+        assert_eq!(keys(&a1).await.1, vec![0xa]);
+        assert_eq!(keys(&g2).await.1, vec![0xa]);
+        // A gateway opened on it is refused, naming the store.
+        let e = LogicalUnit::open({
+            let mut c = LuConfig::new("mem1", Arc::new(MemStore::new(64, 512, 512, false)));
+            c.shared_pr = Some(store.handle());
+            c
+        });
+        assert!(e.is_err());
+    }
+
     #[test]
     fn too_many_registrations() {
         let mut st = PrState::default();

@@ -37,6 +37,7 @@ use crate::lu::task_set::Scope;
 use crate::lu::{LogicalUnit, LuConfig};
 use crate::pr::persistent_reservation::{Effects, PrState, Target};
 use crate::pr::pr_store::{self, PrStateError};
+use crate::pr::shared::{self, Logged, Shared, SharedPrStore};
 use crate::pr::transport_id::InitiatorId;
 
 /// Marker a command handler returns to end its command with RESERVATION
@@ -129,7 +130,12 @@ struct Inner {
     /// Nexus holding the SPC-2 reservation.
     spc2: Option<u64>,
     pr: PrState,
+    /// The shared state's version `pr` is (0 when not shared).
+    version: u64,
 }
+
+/// Commits lost to other gateways before a service action gives up.
+const SHARED_TRIES: usize = 32;
 
 /// The reservation state of one LU.
 pub(crate) struct Reservations {
@@ -142,6 +148,8 @@ pub(crate) struct Reservations {
     /// Where APTPL state is saved, and its name; `None` when APTPL is not
     /// supported.
     store: Option<(Arc<dyn StateStore>, String)>,
+    /// The state shared with other gateways, when it is.
+    shared: Option<Arc<dyn SharedPrStore>>,
 }
 
 impl Reservations {
@@ -152,9 +160,21 @@ impl Reservations {
             .state
             .as_ref()
             .map(|s| (s.clone(), pr_store::state_name(&config.naa)));
-        let pr = match &store {
-            Some((s, name)) => pr_store::load(s.as_ref(), name)?.unwrap_or_default(),
-            None => PrState::default(),
+        let shared = config.shared_pr.clone();
+        let (pr, version) = match (&shared, &store) {
+            (Some(sh), _) => {
+                let err = |reason: String| PrStateError {
+                    location: sh.describe(),
+                    reason,
+                };
+                let (v, blob) = sh.read().map_err(|e| err(e.to_string()))?;
+                match blob {
+                    Some(b) => (shared::decode(&b).map_err(err)?.state, v),
+                    None => (PrState::default(), v),
+                }
+            }
+            (None, Some((s, name))) => (pr_store::load(s.as_ref(), name)?.unwrap_or_default(), 0),
+            (None, None) => (PrState::default(), 0),
         };
         if let (Some((s, name)), true) = (&store, !pr.regs.is_empty()) {
             tracing::info!(
@@ -166,9 +186,14 @@ impl Reservations {
         }
         let r = Reservations {
             active: AtomicBool::new(false),
-            inner: Mutex::new(Inner { spc2: None, pr }),
+            inner: Mutex::new(Inner {
+                spc2: None,
+                pr,
+                version,
+            }),
             nexuses: Mutex::new(Vec::new()),
             store,
+            shared,
         };
         r.update_active(&r.lock());
         Ok(r)
@@ -189,7 +214,8 @@ impl Reservations {
 
     /// APTPL can be honoured (the LU has a state directory).
     pub fn aptpl_capable(&self) -> bool {
-        self.store.is_some()
+        // A shared state is kept by the cluster whatever the APTPL bit.
+        self.store.is_some() || self.shared.is_some()
     }
 
     /// A nexus starts seeing the LU.
@@ -260,8 +286,11 @@ impl Reservations {
     /// Returns the nexuses to notify / abort.
     pub fn modify_pr(
         &self,
-        f: impl FnOnce(&mut PrState) -> Result<Effects, Sense>,
+        f: impl Fn(&mut PrState) -> Result<Effects, Sense>,
     ) -> Result<Resolved, Sense> {
+        if let Some(sh) = &self.shared {
+            return self.modify_shared(sh.as_ref(), f);
+        }
         let mut g = self.lock();
         if g.spc2.is_some() {
             return Err(CONFLICT);
@@ -290,6 +319,121 @@ impl Reservations {
         Ok(self.resolve(effects))
     }
 
+    /// [`Reservations::modify_pr`] on the shared state: read it, apply
+    /// the service action, commit if no other gateway did in between (else
+    /// again, from what it committed).
+    fn modify_shared(
+        &self,
+        sh: &dyn SharedPrStore,
+        f: impl Fn(&mut PrState) -> Result<Effects, Sense>,
+    ) -> Result<Resolved, Sense> {
+        let failed = |what: &str, e: String| {
+            tracing::error!(state = %sh.describe(), error = %e, "{what}");
+            sense::INTERNAL_TARGET_FAILURE
+        };
+        let mut remote = Resolved::default();
+        for _ in 0..SHARED_TRIES {
+            if self.lock().spc2.is_some() {
+                return Err(CONFLICT);
+            }
+            let (version, blob) = sh
+                .read()
+                .map_err(|e| failed("cannot read the shared reservation state", e.to_string()))?;
+            let cur = match blob {
+                Some(b) => shared::decode(&b)
+                    .map_err(|e| failed("the shared reservation state is damaged", e))?,
+                None => Shared {
+                    state: PrState::default(),
+                    log: Vec::new(),
+                },
+            };
+            // What other gateways committed since this one last looked.
+            remote.merge(self.install(version, &cur));
+            let mut next = cur.state.clone();
+            let effects = f(&mut next)?;
+            if next == cur.state {
+                let mut r = self.resolve(effects);
+                r.remote = Some(Box::new(remote));
+                return Ok(r);
+            }
+            let mut log = cur.log;
+            log.push(Logged::of(version + 1, &effects));
+            let keep = log.len().saturating_sub(shared::EFFECTS_KEPT as usize);
+            log.drain(..keep);
+            let new = Shared { state: next, log };
+            match sh.commit(version, &shared::encode(&new)) {
+                Ok(Some(v)) => {
+                    let mut g = self.lock();
+                    if v > g.version {
+                        g.pr = new.state;
+                        g.version = v;
+                        self.update_active(&g);
+                    }
+                    drop(g);
+                    let mut r = self.resolve(effects);
+                    r.remote = Some(Box::new(remote));
+                    return Ok(r);
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(failed(
+                        "cannot commit the shared reservation state",
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
+        Err(failed(
+            "gave up committing the shared reservation state",
+            format!("{SHARED_TRIES} commits lost to other gateways"),
+        ))
+    }
+
+    /// Take `cur` (at `version`) as the state if it is newer than the one
+    /// held; the effects of the commits in between, for this gateway's
+    /// nexuses.
+    fn install(&self, version: u64, cur: &Shared) -> Resolved {
+        let mut g = self.lock();
+        if version <= g.version {
+            return Resolved::default();
+        }
+        let mut missed = Effects::default();
+        for l in cur
+            .log
+            .iter()
+            .filter(|l| l.version > g.version && l.version <= version)
+        {
+            let e = l.effects();
+            missed.ua.extend(e.ua);
+            missed.abort.extend(e.abort);
+        }
+        g.pr = cur.state.clone();
+        g.version = version;
+        self.update_active(&g);
+        drop(g);
+        self.resolve(missed)
+    }
+
+    /// Another gateway committed: take its state, and deliver what its
+    /// service actions caused to the nexuses here.
+    pub fn reload(&self, lu: &LogicalUnit) {
+        let Some(sh) = &self.shared else { return };
+        let (version, blob) = match sh.read() {
+            Ok((v, Some(b))) => (v, b),
+            Ok((_, None)) => return,
+            Err(e) => {
+                tracing::warn!(state = %sh.describe(), error = %e, "cannot read the shared reservation state");
+                return;
+            }
+        };
+        match shared::decode(&blob) {
+            Ok(cur) => apply_effects(lu, NO_ISSUER, self.install(version, &cur)),
+            Err(e) => {
+                tracing::error!(state = %sh.describe(), error = %e, "the shared reservation state is damaged; keeping the one held")
+            }
+        }
+    }
+
     /// Live nexus ids covered by `targets`.
     fn ids(&self, targets: &[Target]) -> Vec<u64> {
         self.live()
@@ -303,6 +447,7 @@ impl Reservations {
         Resolved {
             ua: e.ua.iter().map(|(s, t)| (*s, self.ids(t))).collect(),
             abort: self.ids(&e.abort),
+            remote: None,
         }
     }
 
@@ -355,11 +500,27 @@ impl Reservations {
 pub(crate) struct Resolved {
     pub ua: Vec<(Sense, Vec<u64>)>,
     pub abort: Vec<u64>,
+    /// What other gateways' commits caused, for every nexus here (the
+    /// issuer included).
+    pub remote: Option<Box<Resolved>>,
 }
+
+impl Resolved {
+    fn merge(&mut self, o: Resolved) {
+        self.ua.extend(o.ua);
+        self.abort.extend(o.abort);
+    }
+}
+
+/// The issuer of effects that come from another gateway: no nexus here.
+const NO_ISSUER: u64 = u64::MAX;
 
 /// Establish the unit attentions and abort the tasks a persistent
 /// reservation change causes, sparing the nexus `issuer` that made it.
-pub(crate) fn apply_effects(lu: &LogicalUnit, issuer: u64, r: Resolved) {
+pub(crate) fn apply_effects(lu: &LogicalUnit, issuer: u64, mut r: Resolved) {
+    if let Some(remote) = r.remote.take() {
+        apply_effects(lu, NO_ISSUER, *remote);
+    }
     let mut cleared = Vec::new();
     for &id in r.abort.iter().filter(|&&id| id != issuer) {
         if !lu.tasks.abort(Scope::Nexus(id)).is_empty() {

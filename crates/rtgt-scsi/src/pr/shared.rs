@@ -156,7 +156,10 @@ pub(crate) fn decode(data: &[u8]) -> Result<Shared, String> {
     let Some(rest) = text.strip_prefix(MAGIC).and_then(|r| r.strip_prefix('\n')) else {
         return Err(format!("does not start with {MAGIC:?}"));
     };
-    let Some(at) = rest.find("state\n").filter(|&i| i == 0 || rest[..i].ends_with('\n')) else {
+    let Some(at) = rest
+        .find("state\n")
+        .filter(|&i| i == 0 || rest[..i].ends_with('\n'))
+    else {
         return Err("no state line".into());
     };
     let (head, state) = (&rest[..at], &rest[at + "state\n".len()..]);
@@ -182,14 +185,18 @@ pub(crate) fn decode(data: &[u8]) -> Result<Shared, String> {
             ("none", 3) => {}
             ("ua", 9) => {
                 let sense = Sense::new(hex(f[3])?, hex(f[4])?, hex(f[5])?);
-                entry.ua.push((sense, parse_target(f[6], f[7], f[8]).map_err(bad)?));
+                entry
+                    .ua
+                    .push((sense, parse_target(f[6], f[7], f[8]).map_err(bad)?));
             }
             ("abort", _) => {
                 let g: Vec<&str> = line.splitn(6, ' ').collect();
                 if g.len() != 6 {
                     return Err(bad(format!("unexpected {line:?}")));
                 }
-                entry.abort.push(parse_target(g[3], g[4], g[5]).map_err(bad)?);
+                entry
+                    .abort
+                    .push(parse_target(g[3], g[4], g[5]).map_err(bad)?);
             }
             _ => return Err(bad(format!("unexpected {line:?}"))),
         }
@@ -295,15 +302,19 @@ mod tests {
 
     #[test]
     fn the_blob_round_trips_and_refuses_what_it_did_not_write() {
-        let mut st = PrState::default();
-        st.generation = 7;
         let s = Shared {
-            state: st,
+            state: PrState {
+                generation: 7,
+                ..Default::default()
+            },
             log: vec![
                 Logged {
                     version: 3,
                     ua: vec![
-                        (UA_REGISTRATIONS_PREEMPTED, t("iqn.a", Some(2), Some(0x23d000001))),
+                        (
+                            UA_REGISTRATIONS_PREEMPTED,
+                            t("iqn.a", Some(2), Some(0x23d000001)),
+                        ),
                         (UA_RESERVATIONS_RELEASED, t("iqn.b", None, None)),
                     ],
                     abort: vec![t("iqn.a", Some(2), None)],
@@ -342,8 +353,16 @@ mod tests {
         }));
         assert_eq!(a.read().unwrap(), (0, None));
         assert_eq!(a.commit(0, b"one").unwrap(), Some(1));
-        assert_eq!(told.load(std::sync::atomic::Ordering::SeqCst), 1, "b was told");
-        assert_eq!(told_a.load(std::sync::atomic::Ordering::SeqCst), 0, "not a itself");
+        assert_eq!(
+            told.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "b was told"
+        );
+        assert_eq!(
+            told_a.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "not a itself"
+        );
         // b still thinks version 0: refused, nothing changes.
         assert_eq!(b.commit(0, b"two").unwrap(), None);
         assert_eq!(b.read().unwrap(), (1, Some(b"one".to_vec())));
