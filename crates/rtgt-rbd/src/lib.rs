@@ -18,6 +18,90 @@ pub use options::{RbdOptions, DEFAULT_OP_TIMEOUT};
 #[cfg(have_librbd)]
 pub use backstore::Rbd;
 
+/// The persistent reservation state of an image, shared by every gateway
+/// that exports it: the RADOS object `rtgt.pr.IMAGE` beside the image,
+/// replaced by compare-and-swap on its version, with watch/notify.
+pub struct SharedState {
+    #[cfg(have_librbd)]
+    obj: librbd::StateObject,
+}
+
+impl SharedState {
+    /// Open (creating it empty) the state object of the image `opts` names.
+    pub fn open(opts: &RbdOptions) -> std::io::Result<SharedState> {
+        #[cfg(have_librbd)]
+        {
+            let t = librbd::Target {
+                ceph_conf: &opts.ceph_conf,
+                keyring: opts.keyring.as_deref(),
+                client: &opts.client,
+                pool: &opts.pool,
+                namespace: opts.namespace.as_deref(),
+                image: &opts.image,
+                op_timeout: opts.op_timeout,
+            };
+            let obj = librbd::StateObject::open(&t, &format!("rtgt.pr.{}", opts.image))?;
+            Ok(SharedState { obj })
+        }
+        #[cfg(not(have_librbd))]
+        {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "rbd image {}: this rtgt was built without librbd",
+                    opts.spec()
+                ),
+            ))
+        }
+    }
+
+    /// The bytes and version; empty before the first commit.
+    pub fn read(&self) -> std::io::Result<(u64, Vec<u8>)> {
+        #[cfg(have_librbd)]
+        return self.obj.read();
+        #[cfg(not(have_librbd))]
+        unreachable_without_librbd()
+    }
+
+    /// Replace the bytes if still at `version`; tells the watchers.
+    pub fn commit(&self, version: u64, data: &[u8]) -> std::io::Result<Option<u64>> {
+        #[cfg(have_librbd)]
+        return self.obj.commit(version, data);
+        #[cfg(not(have_librbd))]
+        {
+            let _ = (version, data);
+            unreachable_without_librbd()
+        }
+    }
+
+    /// Call `changed` when another gateway commits.
+    pub fn watch(&self, changed: Box<dyn Fn() + Send + Sync>) -> std::io::Result<()> {
+        #[cfg(have_librbd)]
+        return self.obj.watch(changed);
+        #[cfg(not(have_librbd))]
+        {
+            let _ = changed;
+            unreachable_without_librbd()
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        #[cfg(have_librbd)]
+        return self.obj.describe();
+        #[cfg(not(have_librbd))]
+        String::new()
+    }
+}
+
+/// Without librbd no `SharedState` is ever made (`open` fails).
+#[cfg(not(have_librbd))]
+fn unreachable_without_librbd<T>() -> std::io::Result<T> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "built without librbd",
+    ))
+}
+
 /// Whether this build can open RBD images.
 pub const AVAILABLE: bool = cfg!(have_librbd);
 

@@ -13,7 +13,7 @@
 //!   every buffer handed to an asynchronous one is owned by the operation
 //!   (boxed with it) until librbd's completion callback has run.
 
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
 use std::path::Path;
 
@@ -104,6 +104,19 @@ fn check_len(r: isize, len: usize) -> io::Result<()> {
 impl Image {
     /// Connect to the cluster and open the image.
     pub fn open(t: &Target<'_>) -> io::Result<Image> {
+        let mut img = Image::connect(t)?;
+        let name = cstr("image", t.image)?;
+        // SAFETY: live I/O context, valid out-pointer, live string; a null
+        // snapshot name opens the image's head, writable.
+        check(&format!("image {:?}", t.image), unsafe {
+            sys::rbd_open(img.ioctx, name.as_ptr(), &mut img.image, std::ptr::null())
+        })?;
+        Ok(img)
+    }
+
+    /// Connected to the cluster, with an I/O context on the pool (and
+    /// namespace), no image open.
+    fn connect(t: &Target<'_>) -> io::Result<Image> {
         let client = cstr("client", t.client)?;
         let mut cluster: sys::rados_t = std::ptr::null_mut();
         // SAFETY: `cluster` is a valid out-pointer; `client` lives across
@@ -155,12 +168,6 @@ impl Image {
             // SAFETY: live I/O context; librados copies the string.
             unsafe { sys::rados_ioctx_set_namespace(img.ioctx, ns.as_ptr()) };
         }
-        let name = cstr("image", t.image)?;
-        // SAFETY: live I/O context, valid out-pointer, live string; a null
-        // snapshot name opens the image's head, writable.
-        check(&format!("image {:?}", t.image), unsafe {
-            sys::rbd_open(img.ioctx, name.as_ptr(), &mut img.image, std::ptr::null())
-        })?;
         Ok(img)
     }
 
@@ -482,4 +489,282 @@ pub fn version() -> String {
     // SAFETY: three valid out-pointers.
     unsafe { sys::rbd_version(&mut a, &mut b, &mut c) };
     format!("{a}.{b}.{c}")
+}
+
+/// A small RADOS object replaced by compare-and-swap on its version, with
+/// watch/notify: the persistent reservation state gateways share.
+pub struct StateObject {
+    /// Its own connection and I/O context (the object's version is read
+    /// from the context's last operation, so nothing else may use it).
+    conn: Image,
+    oid: CString,
+    name: String,
+    instance: u64,
+    /// Serialises operations on the context (see `conn`).
+    op: std::sync::Mutex<()>,
+    watch: std::sync::Mutex<Option<(u64, Box<WatchCtx>)>>,
+    /// Reload threads still running (waited for on drop).
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+// SAFETY: the context is used only under `op` (or by librados for the
+// watch, which it serialises itself); the handles are freed only in Drop.
+unsafe impl Send for StateObject {}
+// SAFETY: as above.
+unsafe impl Sync for StateObject {}
+
+struct WatchCtx {
+    io: IoPtr,
+    oid: CString,
+    instance: u64,
+    changed: std::sync::Arc<dyn Fn() + Send + Sync>,
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The I/O context, for the reload thread that acknowledges a notify.
+#[derive(Clone, Copy)]
+struct IoPtr(sys::rados_ioctx_t);
+// SAFETY: librados' I/O contexts may be used from any thread; the context
+// outlives every reload thread (StateObject's Drop waits for them).
+unsafe impl Send for IoPtr {}
+
+/// How long a commit waits for the other gateways to take it in.
+const NOTIFY_TIMEOUT_MS: u64 = 10_000;
+
+impl StateObject {
+    /// Open (creating it empty if missing) object `oid` in the pool (and
+    /// namespace) of `t`.
+    pub fn open(t: &Target<'_>, oid: &str) -> io::Result<StateObject> {
+        let conn = Image::connect(t)?;
+        // SAFETY: connected cluster handle.
+        let instance = unsafe { sys::rados_get_instance_id(conn.cluster) };
+        let o = StateObject {
+            conn,
+            oid: cstr("object", oid)?,
+            name: format!("rados object {}/{oid}", t.pool),
+            instance,
+            op: std::sync::Mutex::new(()),
+            watch: std::sync::Mutex::new(None),
+            running: Default::default(),
+        };
+        let _g = o.lock();
+        // SAFETY: a write op created, filled and released here; the
+        // object name lives across the call.
+        let r = unsafe {
+            let op = sys::rados_create_write_op();
+            sys::rados_write_op_create(
+                op,
+                sys::LIBRADOS_CREATE_IDEMPOTENT as c_int,
+                std::ptr::null(),
+            );
+            let r = sys::rados_write_op_operate(
+                op,
+                o.conn.ioctx,
+                o.oid.as_ptr(),
+                std::ptr::null_mut(),
+                0,
+            );
+            sys::rados_release_write_op(op);
+            r
+        };
+        check(&o.name, r)?;
+        drop(_g);
+        Ok(o)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.op.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The object's bytes and version.
+    pub fn read(&self) -> io::Result<(u64, Vec<u8>)> {
+        let _g = self.lock();
+        let mut len = 64 << 10;
+        loop {
+            let mut buf = vec![0u8; len];
+            // SAFETY: `buf` is valid for `len` bytes of writing for the
+            // call; the context is used only under `op`.
+            let (r, ver) = unsafe {
+                let r = sys::rados_read(
+                    self.conn.ioctx,
+                    self.oid.as_ptr(),
+                    buf.as_mut_ptr() as *mut c_char,
+                    len,
+                    0,
+                );
+                (r, sys::rados_get_last_version(self.conn.ioctx))
+            };
+            let n = check(&self.name, r)? as usize;
+            if n < len {
+                buf.truncate(n);
+                return Ok((ver, buf));
+            }
+            if len >= 16 << 20 {
+                return Err(io::Error::other(format!(
+                    "{}: larger than 16 MiB",
+                    self.name
+                )));
+            }
+            len *= 4;
+        }
+    }
+
+    /// Replace the bytes if the object is still at `version`: the new
+    /// version, or `None` when it is not. The watchers are told before
+    /// this returns (or after NOTIFY_TIMEOUT_MS without them).
+    pub fn commit(&self, version: u64, data: &[u8]) -> io::Result<Option<u64>> {
+        let new = {
+            let _g = self.lock();
+            // SAFETY: a write op created, filled and released here; `data`
+            // and the name live across the operate call.
+            let (r, ver) = unsafe {
+                let op = sys::rados_create_write_op();
+                sys::rados_write_op_assert_version(op, version);
+                sys::rados_write_op_write_full(op, data.as_ptr() as *const c_char, data.len());
+                let r = sys::rados_write_op_operate(
+                    op,
+                    self.conn.ioctx,
+                    self.oid.as_ptr(),
+                    std::ptr::null_mut(),
+                    0,
+                );
+                sys::rados_release_write_op(op);
+                (r, sys::rados_get_last_version(self.conn.ioctx))
+            };
+            if r == -libc::ERANGE || r == -libc::EOVERFLOW {
+                return Ok(None);
+            }
+            check(&self.name, r)?;
+            ver
+        };
+        let mut reply: *mut c_char = std::ptr::null_mut();
+        let mut reply_len = 0usize;
+        // SAFETY: the out-pointers are valid; the reply buffer librados
+        // allocates is freed here, once.
+        let r = unsafe {
+            let r = sys::rados_notify2(
+                self.conn.ioctx,
+                self.oid.as_ptr(),
+                std::ptr::null(),
+                0,
+                NOTIFY_TIMEOUT_MS,
+                &mut reply,
+                &mut reply_len,
+            );
+            if !reply.is_null() {
+                sys::rados_buffer_free(reply);
+            }
+            r
+        };
+        if r < 0 {
+            // The commit stands; a gateway that did not answer reads it
+            // when it next looks (its watch re-establishes and tells it).
+            tracing::warn!(object = %self.name, error = %io::Error::from_raw_os_error(-r), "not every gateway acknowledged a reservation change");
+        }
+        Ok(Some(new))
+    }
+
+    /// Call `changed` (on a thread of its own) when another client
+    /// commits; the notify is acknowledged once it has returned.
+    pub fn watch(&self, changed: Box<dyn Fn() + Send + Sync>) -> io::Result<()> {
+        let ctx = Box::new(WatchCtx {
+            io: IoPtr(self.conn.ioctx),
+            oid: self.oid.clone(),
+            instance: self.instance,
+            changed: std::sync::Arc::from(changed),
+            running: self.running.clone(),
+        });
+        let arg = &*ctx as *const WatchCtx as *mut c_void;
+        let mut cookie = 0u64;
+        // SAFETY: `arg` points into `ctx`, kept in `self.watch` until the
+        // watch is removed and flushed in Drop.
+        check(&self.name, unsafe {
+            sys::rados_watch2(
+                self.conn.ioctx,
+                self.oid.as_ptr(),
+                &mut cookie,
+                Some(notify_cb),
+                Some(watch_err_cb),
+                arg,
+            )
+        })?;
+        *self.watch.lock().unwrap_or_else(|p| p.into_inner()) = Some((cookie, ctx));
+        Ok(())
+    }
+}
+
+unsafe extern "C" fn notify_cb(
+    arg: *mut c_void,
+    notify_id: u64,
+    cookie: u64,
+    notifier: u64,
+    _data: *mut c_void,
+    _len: usize,
+) {
+    // SAFETY: `arg` is the WatchCtx `watch` boxed, alive until the watch
+    // is removed and its callbacks flushed.
+    let ctx = unsafe { &*(arg as *const WatchCtx) };
+    let ack = move |io: IoPtr, oid: &CStr| {
+        // SAFETY: live context (see IoPtr); no reply payload.
+        unsafe {
+            sys::rados_notify_ack(io.0, oid.as_ptr(), notify_id, cookie, std::ptr::null(), 0)
+        };
+    };
+    if notifier == ctx.instance {
+        return ack(ctx.io, &ctx.oid);
+    }
+    // Reading the object again is a librados call, which must not be made
+    // from its callback thread: a thread of its own does it, then acks.
+    let (io, oid, f, running) = (
+        ctx.io,
+        ctx.oid.clone(),
+        ctx.changed.clone(),
+        ctx.running.clone(),
+    );
+    running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name("pr reload".into())
+        .spawn(move || {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f()));
+            ack(io, &oid);
+            running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        ctx.running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        ack(ctx.io, &ctx.oid);
+    }
+}
+
+unsafe extern "C" fn watch_err_cb(_arg: *mut c_void, _cookie: u64, err: c_int) {
+    tracing::warn!(error = %io::Error::from_raw_os_error(-err), "the watch on the shared reservation state was lost (librados re-establishes it)");
+}
+
+impl Drop for StateObject {
+    fn drop(&mut self) {
+        if let Some((cookie, _ctx)) = self
+            .watch
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            // SAFETY: a live watch of this context; after unwatch and the
+            // flush no callback runs, and the reload threads are waited
+            // for below, before `_ctx` and the context go.
+            unsafe {
+                sys::rados_unwatch2(self.conn.ioctx, cookie);
+                sys::rados_watch_flush(self.conn.cluster);
+            }
+            for _ in 0..2000 {
+                if self.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
 }

@@ -79,6 +79,27 @@ pub fn open_backstore(name: &str, b: &BackstoreDoc) -> Result<Arc<dyn Backstore>
     )))
 }
 
+/// An RBD image's shared reservation state as the core's seam.
+struct RbdReservations(rtgt_rbd::SharedState);
+
+impl rtgt_scsi::SharedPrStore for RbdReservations {
+    fn read(&self) -> std::io::Result<(u64, Option<Vec<u8>>)> {
+        let (v, data) = self.0.read()?;
+        Ok((v, (!data.is_empty()).then_some(data)))
+    }
+    fn commit(&self, version: u64, data: &[u8]) -> std::io::Result<Option<u64>> {
+        self.0.commit(version, data)
+    }
+    fn watch(&self, changed: Box<dyn Fn() + Send + Sync>) {
+        if let Err(e) = self.0.watch(changed) {
+            tracing::error!(state = %self.0.describe(), "cannot watch the shared reservation state (changes through other gateways are seen only at the next PERSISTENT RESERVE OUT here): {e}");
+        }
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
 /// A backstore and the logical unit over it.
 struct Opened {
     spec: BackstoreDoc,
@@ -170,6 +191,12 @@ impl Running {
         }
         lu.serial = spec.serial();
         lu.naa = spec.naa().map_err(anyhow::Error::msg)?;
+        if spec.kind == BackstoreKind::Rbd {
+            // Gateways on one image enforce one reservation state.
+            let st = rtgt_rbd::SharedState::open(&spec.rbd_options())
+                .with_context(|| format!("backstore {name:?}: the shared reservation state"))?;
+            lu.shared_pr = Some(Arc::new(RbdReservations(st)));
+        }
         let lu = LogicalUnit::open(lu).with_context(|| format!("backstore {name:?}"))?;
         // A medium resized from elsewhere (an RBD image): CAPACITY DATA
         // HAS CHANGED, as for a resize through rtgt.

@@ -88,10 +88,14 @@ backstore = "ceph"
 }
 
 fn session(d: &Daemon, isid: u8) -> Session {
+    session_as(d, HOST, isid)
+}
+
+fn session_as(d: &Daemon, host: &str, isid: u8) -> Session {
     let r = login(
         d.port(),
         &LoginOptions {
-            initiator: HOST.into(),
+            initiator: host.into(),
             target: Some(IQN.into()),
             chap: None,
             isid: [0x80, 0, 0, 0, 0, isid],
@@ -201,6 +205,87 @@ fn two_gateways_serve_one_image_with_one_identity_and_atomic_compare_and_write()
         }
         assert_eq!(s.last_lba(0), (96 << 20) / 512 - 1, "{name}");
     }
+    g1.stop();
+    g2.stop();
+}
+
+/// PERSISTENT RESERVE OUT with a basic parameter list.
+fn prout(s: &mut Session, sa: u8, ty: u8, rk: u64, sark: u64) -> common::scsi_client::ScsiResult {
+    let mut p = vec![0u8; 24];
+    p[0..8].copy_from_slice(&rk.to_be_bytes());
+    p[8..16].copy_from_slice(&sark.to_be_bytes());
+    s.command(0, &[0x5f, sa, ty, 0, 0, 0, 0, 0, 24, 0], &p, 0)
+        .unwrap()
+}
+
+/// PERSISTENT RESERVE IN, READ KEYS: (generation, keys).
+fn read_keys(s: &mut Session) -> (u32, Vec<u64>) {
+    let r = s
+        .command(0, &[0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0], &[], 4096)
+        .unwrap();
+    assert_eq!(r.status, 0, "READ KEYS: {r:?}");
+    let n = u32::from_be_bytes(r.data[4..8].try_into().unwrap()) as usize;
+    let keys = r.data[8..8 + n]
+        .chunks(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+        .collect();
+    (u32::from_be_bytes(r.data[0..4].try_into().unwrap()), keys)
+}
+
+#[test]
+#[ignore = "needs a Ceph cluster: tests/rbd.sh"]
+fn persistent_reservations_are_one_state_across_gateways_in_the_cluster() {
+    let img = Img::new("pr", "16M");
+    let dir = tempfile::tempdir().unwrap();
+    let mut g1 = Daemon::with_config(&config(dir.path(), &img.0, 1));
+    let mut g2 = Daemon::with_config(&config(dir.path(), &img.0, 2));
+    let mut a = session_as(&g1, "iqn.2026-12.org.rtgt:node-a", 1);
+    let mut b = session_as(&g2, "iqn.2026-12.org.rtgt:node-b", 2);
+    const WE: u8 = 1;
+    assert_eq!(
+        prout(&mut a, 0, 0, 0, 0xa).status,
+        0,
+        "register A through gateway 1"
+    );
+    assert_eq!(
+        prout(&mut b, 0, 0, 0, 0xb).status,
+        0,
+        "register B through gateway 2"
+    );
+    assert_eq!(read_keys(&mut a), (2, vec![0xa, 0xb]));
+    assert_eq!(read_keys(&mut b), (2, vec![0xa, 0xb]));
+    // A reserves through gateway 1: gateway 2 enforces it.
+    assert_eq!(prout(&mut a, 1, WE, 0xa, 0).status, 0);
+    let data = vec![7u8; 512];
+    assert_eq!(a.command(0, &write16(0, 1), &data, 0).unwrap().status, 0);
+    let w = b.command(0, &write16(0, 1), &data, 0).unwrap();
+    assert_eq!(
+        w.status, 0x18,
+        "RESERVATION CONFLICT through gateway 2: {w:?}"
+    );
+    assert_eq!(
+        prout(&mut b, 1, WE, 0xb, 0).status,
+        0x18,
+        "a second reservation conflicts"
+    );
+    // B preempts A through gateway 2 (a failover cluster fencing node A):
+    // A's nexus on gateway 1 is told, and fenced.
+    assert_eq!(prout(&mut b, 4, WE, 0xb, 0xa).status, 0);
+    let seen = a.clear_unit_attentions(0);
+    assert!(
+        seen.contains(&(0x06, 0x2a, 0x05)),
+        "REGISTRATIONS PREEMPTED on gateway 1: {seen:x?}"
+    );
+    let w = a.command(0, &write16(0, 1), &data, 0).unwrap();
+    assert_eq!(w.status, 0x18, "A is fenced on gateway 1: {w:?}");
+    assert_eq!(b.command(0, &write16(0, 1), &data, 0).unwrap().status, 0);
+    assert_eq!(read_keys(&mut a).1, vec![0xb]);
+    // A gateway restarted later finds the state in the cluster.
+    g1.stop();
+    let mut g1 = Daemon::with_config(&config(dir.path(), &img.0, 1));
+    let mut a = session_as(&g1, "iqn.2026-12.org.rtgt:node-a", 3);
+    assert_eq!(read_keys(&mut a).1, vec![0xb]);
+    assert_eq!(a.command(0, &write16(0, 1), &data, 0).unwrap().status, 0x18);
     g1.stop();
     g2.stop();
 }
