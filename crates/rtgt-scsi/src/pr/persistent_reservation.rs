@@ -28,7 +28,7 @@
 //! if it was registered) and moves the reservation with the type in the CDB.
 
 use crate::core::cdb::{be16, be32, be64};
-use crate::core::handler::{Decode, ExecCtx, Plan};
+use crate::core::handler::{Action, BoxFuture, Decode, ExecCtx, Plan};
 use crate::core::sense::{self, key, Sense};
 use crate::pr::reservation::{Who, CONFLICT};
 use crate::pr::transport_id::{parse_transport_id, InitiatorId};
@@ -709,10 +709,17 @@ pub(crate) fn decode_out(d: &Decode<'_>) -> Result<Plan, Sense> {
     if !(24..=MAX_PARAMETER_LIST).contains(&len) {
         return Err(sense::PARAMETER_LIST_LENGTH_ERROR);
     }
-    Ok(Plan::emulate(execute_out).with_data_out(len))
+    Ok(Plan::action(Action::Async(exec_out)).with_data_out(len))
 }
 
-fn execute_out(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
+fn exec_out<'a>(c: &'a ExecCtx<'a>) -> BoxFuture<'a> {
+    Box::pin(execute_out(c))
+}
+
+/// Asynchronous because a shared state (several gateways) is read and
+/// committed in the cluster: those calls run on a blocking thread, never
+/// on the runtime that serves the other commands.
+async fn execute_out(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     let lu = c.lu.expect("mapped");
     let len = be32(&c.cdb[5..9]) as usize;
     if c.data_out.len() < len {
@@ -727,7 +734,8 @@ fn execute_out(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
     let aptpl_ok = r.aptpl_capable();
     let effects = if sa == sa_out::REGISTER_AND_MOVE {
         let p = parse_move(data, aptpl_ok)?;
-        r.modify_pr(|st| register_and_move(st, &who, &p, ty))?
+        r.modify_pr(|st| register_and_move(st, &who, &p, ty))
+            .await?
     } else {
         let p = parse_out(data, sa, aptpl_ok)?;
         r.modify_pr(|st| match sa {
@@ -739,7 +747,8 @@ fn execute_out(c: &ExecCtx<'_>) -> Result<Vec<u8>, Sense> {
             sa_out::PREEMPT => preempt(st, &who, &p, ty, false),
             sa_out::PREEMPT_AND_ABORT => preempt(st, &who, &p, ty, true),
             _ => Err(Sense::invalid_cdb_field(1, Some(4))),
-        })?
+        })
+        .await?
     };
     crate::pr::reservation::apply_effects(lu, c.nexus.id(), effects);
     Ok(Vec::new())

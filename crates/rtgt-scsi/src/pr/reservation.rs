@@ -27,6 +27,7 @@
 //! reservation of either kind.
 
 use crate::lu::state_store::StateStore;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -284,13 +285,20 @@ impl Reservations {
     /// Run a PERSISTENT RESERVE OUT service action on a copy of the state;
     /// persist the result when APTPL is (or was) active, then install it.
     /// Returns the nexuses to notify / abort.
-    pub fn modify_pr(
+    pub async fn modify_pr(
         &self,
         f: impl Fn(&mut PrState) -> Result<Effects, Sense>,
     ) -> Result<Resolved, Sense> {
         if let Some(sh) = &self.shared {
-            return self.modify_shared(sh.as_ref(), f);
+            return self.modify_shared(sh, f).await;
         }
+        self.modify_local(f)
+    }
+
+    fn modify_local(
+        &self,
+        f: impl Fn(&mut PrState) -> Result<Effects, Sense>,
+    ) -> Result<Resolved, Sense> {
         let mut g = self.lock();
         if g.spc2.is_some() {
             return Err(CONFLICT);
@@ -322,11 +330,21 @@ impl Reservations {
     /// [`Reservations::modify_pr`] on the shared state: read it, apply
     /// the service action, commit if no other gateway did in between (else
     /// again, from what it committed).
-    fn modify_shared(
+    async fn modify_shared(
         &self,
-        sh: &dyn SharedPrStore,
+        sh: &Arc<dyn SharedPrStore>,
         f: impl Fn(&mut PrState) -> Result<Effects, Sense>,
     ) -> Result<Resolved, Sense> {
+        // The store's calls wait for the cluster: on a blocking thread.
+        async fn off<T: Send + 'static>(
+            sh: &Arc<dyn SharedPrStore>,
+            call: impl FnOnce(&dyn SharedPrStore) -> io::Result<T> + Send + 'static,
+        ) -> io::Result<T> {
+            let sh = sh.clone();
+            tokio::task::spawn_blocking(move || call(sh.as_ref()))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+        }
         let failed = |what: &str, e: String| {
             tracing::error!(state = %sh.describe(), error = %e, "{what}");
             sense::INTERNAL_TARGET_FAILURE
@@ -336,8 +354,8 @@ impl Reservations {
             if self.lock().spc2.is_some() {
                 return Err(CONFLICT);
             }
-            let (version, blob) = sh
-                .read()
+            let (version, blob) = off(sh, |s| s.read())
+                .await
                 .map_err(|e| failed("cannot read the shared reservation state", e.to_string()))?;
             let cur = match blob {
                 Some(b) => shared::decode(&b)
@@ -361,7 +379,8 @@ impl Reservations {
             let keep = log.len().saturating_sub(shared::EFFECTS_KEPT as usize);
             log.drain(..keep);
             let new = Shared { state: next, log };
-            match sh.commit(version, &shared::encode(&new)) {
+            let bytes = shared::encode(&new);
+            match off(sh, move |s| s.commit(version, &bytes)).await {
                 Ok(Some(v)) => {
                     let mut g = self.lock();
                     if v > g.version {
