@@ -378,7 +378,14 @@ pub fn import(file: &str, text: &str) -> Result<Imported, ImportError> {
             SO_HANDLED,
             &format!("storage object {lio_name:?}"),
         );
-        let so_path = format!("/backstores/{plugin}/{lio_name}");
+        // targetcli names a tcmu-runner object by its handler: user:rbd.
+        let so_path = match (plugin, so.get("config").opt_str()) {
+            ("user", Some(cfg)) => {
+                let handler = cfg.split('/').next().unwrap_or_default();
+                format!("/backstores/user:{handler}/{lio_name}")
+            }
+            _ => format!("/backstores/{plugin}/{lio_name}"),
+        };
         alua_groups(&mut out, &so, &so_path, &mut groups)?;
         paths.insert(so_path, name);
         out.doc.backstore.push(b);
@@ -831,7 +838,9 @@ mod tests {
             {"plugin": "user", "name": "disk_1", "config": "rbd/rbd/disk_1;osd_op_timeout=30;conf=/etc/ceph/site.conf;id=client.iscsi",
              "size": 1073741824, "wwn": "6c3e5c8a-1f2b-4d6e-9a0b-123456789abc", "attributes": {}},
             {"plugin": "user", "name": "odd", "config": "rbd/no-image-here", "size": 512, "attributes": {}}
-        ], "targets": []}"#;
+        ], "targets": [{"fabric": "iscsi", "wwn": "iqn.2026-12.com.example:ceph", "tpgs": [{"tag": 1, "enable": true,
+            "attributes": {"generate_node_acls": 1}, "parameters": {}, "portals": [], "node_acls": [],
+            "luns": [{"index": 0, "storage_object": "/backstores/user:rbd/disk_1"}]}]}]}"#;
         let out = import("saveconfig.json", json).unwrap();
         let b = out
             .doc
@@ -860,6 +869,10 @@ mod tests {
             b.naa
         );
         assert_eq!(out.doc.backstore.len(), 1, "the malformed one is left out");
+        // targetcli's path for it (user:rbd) finds it for the LUN.
+        let lun = &out.doc.target[0].tpg[0].lun;
+        assert_eq!(lun.len(), 1, "{:?}", out.notes);
+        assert_eq!(lun[0].backstore, b.name);
         let notes = out
             .notes
             .iter()
