@@ -23,6 +23,7 @@ need() { command -v "$1" >/dev/null || { echo "bench: $1 not found: apt-get inst
 need fio fio; need tgtd tgt; need iscsi-perf libiscsi-bin; need ceph-osd ceph; need rbd ceph-common
 [ -f /usr/lib/tgt/backing-store/bs_rbd.so ] || { echo "bench: tgt's bs_rbd missing: apt-get install -y tgt-rbd" >&2; exit 1; }
 fio --enghelp 2>/dev/null | grep -qx '[[:space:]]*rbd' || { echo "bench: this fio has no rbd engine" >&2; exit 1; }
+! tgtadm --lld iscsi --op show --mode system >/dev/null 2>&1 || { echo "bench: a tgtd is already running (tgtadm would reach it, not ours): stop it first" >&2; exit 1; }
 [ -x "$RTGT" ] || { echo "bench: no rtgt at $RTGT (cargo build --release -p rtgt)" >&2; exit 1; }
 bash .ci/qemu72.sh "$QEMU72" >/dev/null
 export QEMU_MODULE_DIR=$QEMU72/root/usr/lib/x86_64-linux-gnu/qemu
@@ -31,10 +32,16 @@ QIMG=$QEMU72/root/usr/bin/qemu-img
 work=$(mktemp -d /tmp/rtgt-rbdbench.XXXXXX)
 RPID="" TPID=""
 cleanup() {
+  set +e   # every step runs, whatever the one before returned
   [ -n "$RPID" ] && kill "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null
-  if [ -n "$TPID" ]; then tgtadm --lld iscsi --op delete --mode system >/dev/null 2>&1 || kill "$TPID" 2>/dev/null; wait "$TPID" 2>/dev/null; fi
-  bash scripts/ceph-dev-cluster.sh purge "$work/c" >/dev/null 2>&1 || true
-  [ "${KEEP:-0}" = 1 ] && echo "kept $work" || rm -rf "$work"
+  if [ -n "$TPID" ]; then
+    # tgtd stays up while it has targets: asked, then made to.
+    tgtadm --lld iscsi --op delete --mode system >/dev/null 2>&1
+    for _ in $(seq 20); do kill -0 "$TPID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$TPID" 2>/dev/null; wait "$TPID" 2>/dev/null
+  fi
+  bash scripts/ceph-dev-cluster.sh purge "$work/c" >/dev/null 2>&1
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
