@@ -153,6 +153,12 @@ pub trait Backstore: Send + Sync + 'static {
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         write_zeroes_by_writing(self, offset, len)
     }
+    /// Whether the medium has its own write same and compare and write
+    /// (below): the core asks it only then, so other media pay no copy
+    /// and no thread hop for a `None`.
+    fn native_ops(&self) -> bool {
+        false
+    }
     /// Fill `len` bytes at `offset` with `pattern` repeated, where the
     /// medium does that itself (RBD's writesame: the pattern crosses the
     /// network once); `None` (the default): the core writes the blocks.

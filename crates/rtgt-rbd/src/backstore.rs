@@ -12,7 +12,7 @@ use rtgt_backstore::{
     Result,
 };
 
-use crate::librbd::{Image, Target};
+use crate::librbd::Image;
 use crate::RbdOptions;
 
 /// librbd's default `rbd_discard_granularity_bytes`: it deallocates
@@ -53,18 +53,11 @@ impl Rbd {
     /// Connect to the cluster and open the image.
     pub fn open(opts: RbdOptions) -> Result<Rbd> {
         check_block_size(opts.block_size)?;
-        let image = Image::open(&Target {
-            ceph_conf: &opts.ceph_conf,
-            keyring: opts.keyring.as_deref(),
-            client: &opts.client,
-            pool: &opts.pool,
-            namespace: opts.namespace.as_deref(),
-            image: &opts.image,
-            op_timeout: opts.op_timeout,
-        })
-        .map_err(|e| opening(&opts, e))?;
-        let size = image.size().map_err(|e| opening(&opts, e))?;
-        let capacity = size - size % u64::from(opts.block_size);
+        let image = Image::open(&opts.target()).map_err(|e| opening(&opts, e))?;
+        let capacity = whole_blocks(
+            image.size().map_err(|e| opening(&opts, e))?,
+            opts.block_size,
+        );
         if capacity == 0 {
             return Err(opening(
                 &opts,
@@ -74,7 +67,7 @@ impl Rbd {
                 ),
             ));
         }
-        tracing::info!(image = %opts.spec(), size, librbd = %crate::librbd::version(), "rbd image open");
+        tracing::info!(image = %opts.spec(), capacity, librbd = %crate::librbd::version(), "rbd image open");
         Ok(Rbd {
             opts,
             image: Arc::new(image),
@@ -82,21 +75,27 @@ impl Rbd {
         })
     }
 
-    pub fn options(&self) -> &RbdOptions {
-        &self.opts
-    }
-
     /// Read the image's size from the cluster again (it may have been
     /// resized elsewhere); whether the capacity changed.
     pub fn refresh_size(&self) -> Result<bool> {
-        let size = self.image.size()?;
-        let cap = size - size % u64::from(self.opts.block_size);
-        Ok(self.capacity.swap(cap, Ordering::Relaxed) != cap)
+        Ok(refresh(&self.image, &self.capacity, self.opts.block_size)?)
     }
 
     fn range(&self, offset: u64, len: u64) -> Result<()> {
         check_range(offset, len, self.capacity())
     }
+}
+
+/// `size` in whole blocks, in bytes.
+fn whole_blocks(size: u64, block: u32) -> u64 {
+    size - size % u64::from(block)
+}
+
+/// Take the image's size from the cluster into `capacity`; whether it
+/// changed.
+fn refresh(image: &Image, capacity: &AtomicU64, block: u32) -> io::Result<bool> {
+    let cap = whole_blocks(image.size()?, block);
+    Ok(capacity.swap(cap, Ordering::Relaxed) != cap)
 }
 
 impl Backstore for Rbd {
@@ -134,7 +133,7 @@ impl Backstore for Rbd {
     fn watch_capacity(&self, changed: CapacityListener) {
         let image = Arc::downgrade(&self.image);
         let capacity = self.capacity.clone();
-        let block = u64::from(self.opts.block_size);
+        let block = self.opts.block_size;
         let changed = Arc::new(changed);
         let spec = self.opts.spec();
         // librbd calls back on its own thread, where it must not be called
@@ -145,14 +144,15 @@ impl Backstore for Rbd {
                 .name("rbd watch".into())
                 .spawn(move || {
                     let Some(image) = image.upgrade() else { return };
-                    match image.size() {
-                        Ok(size) => {
-                            let cap = size - size % block;
-                            if capacity.swap(cap, Ordering::Relaxed) != cap {
-                                tracing::info!(size, "rbd image resized");
-                                changed();
-                            }
+                    match refresh(&image, &capacity, block) {
+                        Ok(true) => {
+                            tracing::info!(
+                                capacity = capacity.load(Ordering::Relaxed),
+                                "rbd image resized"
+                            );
+                            changed();
                         }
+                        Ok(false) => {}
                         Err(e) => {
                             tracing::warn!("rbd image: cannot read its size after an update: {e}")
                         }
@@ -229,6 +229,10 @@ impl Backstore for Rbd {
             done += n;
         }
         Ok(())
+    }
+
+    fn native_ops(&self) -> bool {
+        true
     }
 
     fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Option<Result<()>> {

@@ -31,15 +31,7 @@ impl SharedState {
     pub fn open(opts: &RbdOptions) -> std::io::Result<SharedState> {
         #[cfg(have_librbd)]
         {
-            let t = librbd::Target {
-                ceph_conf: &opts.ceph_conf,
-                keyring: opts.keyring.as_deref(),
-                client: &opts.client,
-                pool: &opts.pool,
-                namespace: opts.namespace.as_deref(),
-                image: &opts.image,
-                op_timeout: opts.op_timeout,
-            };
+            let t = opts.target();
             let obj = librbd::StateObject::open(&t, &format!("rtgt.pr.{}", opts.image))?;
             Ok(SharedState { obj })
         }

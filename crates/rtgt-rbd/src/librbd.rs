@@ -46,6 +46,21 @@ pub struct Target<'a> {
     pub op_timeout: u32,
 }
 
+impl crate::RbdOptions {
+    /// The same, as the calls here take it.
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            ceph_conf: &self.ceph_conf,
+            keyring: self.keyring.as_deref(),
+            client: &self.client,
+            pool: &self.pool,
+            namespace: self.namespace.as_deref(),
+            image: &self.image,
+            op_timeout: self.op_timeout,
+        }
+    }
+}
+
 /// An open RBD image.
 pub struct Image {
     cluster: sys::rados_t,

@@ -209,6 +209,9 @@ impl Backstore for MemStore {
     fn async_io(&self) -> Option<&dyn rtgt_backstore::aio::AsyncIo> {
         self.native.load(Ordering::Relaxed).then_some(self as _)
     }
+    fn native_ops(&self) -> bool {
+        self.native.load(Ordering::Relaxed)
+    }
     fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Option<BsResult<()>> {
         if !self.native_call() {
             return None;
